@@ -1,0 +1,171 @@
+"""The real thing: `python -m workload` in a memory cgroup made here, killed (or not) by the kernel itself.
+
+These need root (or a delegated cgroup) and a memory controller. Without them they skip, saying why; in CI they
+fail instead.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import PROJECT, require
+from tests.memcg import CgroupUnavailable, MemoryCgroup
+from workload.cgroup import discover
+
+LIMIT_MIB = 128
+INCREMENT_MIB = 10
+
+
+def fields(line: str) -> dict[str, str]:
+    """A logfmt line as a dict (the workload quotes nothing in its start and step lines)."""
+    return dict(pair.split("=", 1) for pair in line.split())
+
+
+def events(stdout: str, event: str) -> list[dict[str, str]]:
+    parsed = [fields(line) for line in stdout.splitlines() if line.startswith("event=")]
+    return [line for line in parsed if line["event"] == event]
+
+
+def workload_env(**variables: str) -> dict[str, str]:
+    return {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), **variables}
+
+
+MakeCgroup = Callable[[int | None], MemoryCgroup]
+
+
+@pytest.fixture
+def make_cgroup() -> Iterator[MakeCgroup]:
+    """Makes memory cgroups with a limit in MiB (or none), and removes them after the test."""
+    made: list[MemoryCgroup] = []
+
+    def make(limit_mib: int | None) -> MemoryCgroup:
+        try:
+            group = MemoryCgroup.create(limit_mib)
+        except CgroupUnavailable as error:
+            require(False, str(error))
+            raise
+        made.append(group)
+        return group
+
+    yield make
+    for group in made:
+        group.remove()
+
+
+def start_workload(group: MemoryCgroup, **variables: str) -> subprocess.Popen[str]:
+    # -S: the image runs it that way too (no site-packages: the workload is stdlib only).
+    return group.popen(
+        [sys.executable, "-S", "-m", "workload"],
+        env=workload_env(**variables),
+        cwd=PROJECT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+
+
+def read_until(process: subprocess.Popen[str], event: str, timeout: float = 30) -> list[str]:
+    """Lines of stdout up to and including the first line of this event."""
+    assert process.stdout is not None
+    lines = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        line = process.stdout.readline()
+        if not line:
+            break
+        lines.append(line.rstrip("\n"))
+        if line.startswith(f"event={event} "):
+            return lines
+    raise AssertionError(f"no {event} line; got {lines}")
+
+
+def test_the_kernel_oom_kills_it_at_the_cgroup_limit(make_cgroup: MakeCgroup, tmp_path: Path) -> None:
+    group = make_cgroup(LIMIT_MIB)
+    termination_log = tmp_path / "termination-log"
+    termination_log.touch()
+    process = start_workload(
+        group,
+        MEMORY_INCREMENT_MB=str(INCREMENT_MIB),
+        INCREMENT_INTERVAL_MS="0",
+        TERMINATION_MESSAGE_PATH=str(termination_log),
+    )
+    stdout, stderr = process.communicate(timeout=60)
+
+    assert process.returncode == -signal.SIGKILL, (process.returncode, stdout, stderr)
+    assert group.oom_kills() >= 1
+    start = events(stdout, "start")[0]
+    steps = events(stdout, "step")
+    assert start["limit_mib"] == str(LIMIT_MIB)
+    baseline = float(start["baseline_rss_mib"])
+    last = int(steps[-1]["allocated_mib"])
+    assert LIMIT_MIB - INCREMENT_MIB - baseline <= last <= LIMIT_MIB
+    for step in steps:
+        assert int(step["rss_mib"]) >= int(step["allocated_mib"])
+    # The kill came in the step it announced at the start: one past the last step it lived to log.
+    assert int(start["predicted_steps"]) == len(steps) + 1
+    assert fields(termination_log.read_text().strip()) == steps[-1]
+
+
+def test_a_ceiling_below_the_limit_holds_without_a_kill(make_cgroup: MakeCgroup) -> None:
+    group = make_cgroup(LIMIT_MIB)
+    process = start_workload(group, MEMORY_INCREMENT_MB="16", INCREMENT_INTERVAL_MS="0", MEMORY_CEILING_MB="40")
+    try:
+        lines = read_until(process, "holding")
+        time.sleep(1)
+        assert process.poll() is None, "it should hold at the ceiling, not exit"
+        assert [fields(line)["allocated_mib"] for line in lines if line.startswith("event=step")] == ["16", "32", "40"]
+        assert group.oom_kills() == 0
+        assert group.usage_bytes() < LIMIT_MIB * (1 << 20)
+    finally:
+        process.terminate()
+        process.communicate(timeout=5)
+    assert process.returncode == 0
+
+
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT])
+def test_a_stop_signal_exits_0_within_a_second(make_cgroup: MakeCgroup, stop: signal.Signals) -> None:
+    group = make_cgroup(LIMIT_MIB)
+    # A long pause between steps: the stop must not wait for it to end.
+    process = start_workload(group, MEMORY_INCREMENT_MB="4", INCREMENT_INTERVAL_MS="60000")
+    read_until(process, "step")
+    sent = time.monotonic()
+    process.send_signal(stop)
+    stdout, _ = process.communicate(timeout=5)
+    took = time.monotonic() - sent
+    assert process.returncode == 0
+    assert took < 1.0
+    last = fields(stdout.strip().splitlines()[-1])
+    assert (last["event"], last["signal"], last["allocated_mib"]) == ("stop", stop.name, "4")
+
+
+def test_without_a_limit_it_refuses_with_exit_2(make_cgroup: MakeCgroup) -> None:
+    group = make_cgroup(None)
+    own = discover()
+    require(own is not None and own.limit_bytes is None, "this test's own cgroup already has a memory limit")
+    process = start_workload(group)
+    stdout, stderr = process.communicate(timeout=30)
+    assert process.returncode == 2
+    assert stdout == ""
+    assert "event=refused" in stderr
+    assert "ALLOW_UNLIMITED=1" in stderr
+    assert len(stderr.strip().splitlines()) == 1
+
+
+def test_a_bad_setting_is_one_line_and_exit_2_before_anything_is_allocated(
+    make_cgroup: MakeCgroup,
+) -> None:
+    group = make_cgroup(LIMIT_MIB)
+    process = start_workload(group, MEMORY_INCREMENT_MB="lots")
+    stdout, stderr = process.communicate(timeout=30)
+    assert (process.returncode, stdout) == (2, "")
+    assert stderr.strip().splitlines() == [
+        'level=error event=bad_setting variable=MEMORY_INCREMENT_MB value=lots reason="must be a whole number of MiB '
+        'from 1 to 1048576"'
+    ]

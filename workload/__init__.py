@@ -1,0 +1,1 @@
+"""oom-killer's workload: grows its resident memory in steps until the kernel OOM-kills it."""

@@ -1,0 +1,3 @@
+from workload.main import main
+
+raise SystemExit(main())

@@ -1,0 +1,198 @@
+"""The memory hog's loop: the only place in the workload with side effects."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+
+from workload import logfmt
+from workload.cgroup import MemoryCgroup, discover
+from workload.memory import MIB, allocate, rss_bytes
+from workload.settings import Settings, SettingsError, parse_settings
+
+EXIT_STOPPED = 0
+EXIT_ALLOCATION_REFUSED = 1
+EXIT_BAD_SETTINGS = 2
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+HOLD_WAKE_SECONDS = 3600.0
+
+
+def predict_kill(
+    limit_bytes: int | None,
+    charged_bytes: int,
+    increment_mib: int,
+    interval_ms: int,
+    ceiling_mib: int | None,
+) -> tuple[int, float] | None:
+    """(the step during which the kernel kills, seconds from the first step to it); None if no kill comes.
+
+    The kill comes in the first step whose allocation takes the cgroup's charge past the limit; a ceiling
+    at or below the room left means the hog stops growing first.
+    """
+    if limit_bytes is None:
+        return None
+    room = limit_bytes - charged_bytes
+    if ceiling_mib is not None and ceiling_mib * MIB <= room:
+        return None
+    step = max(room, 0) // (increment_mib * MIB) + 1
+    return step, (step - 1) * interval_ms / 1000
+
+
+def next_step_mib(settings: Settings, allocated_mib: int) -> int:
+    """MiB to take in the next step: the increment, or what is left below the ceiling (0 when reached)."""
+    if settings.ceiling_mib is None:
+        return settings.increment_mib
+    return max(0, min(settings.increment_mib, settings.ceiling_mib - allocated_mib))
+
+
+def step_line(step: int, allocated_mib: int, rss: int, cgroup: MemoryCgroup | None) -> str:
+    usage = cgroup.usage_bytes() if cgroup is not None else None
+    limit = cgroup.limit_bytes if cgroup is not None else None
+    fields: dict[str, object] = {
+        "event": "step",
+        "step": step,
+        "allocated_mib": allocated_mib,
+        "rss_mib": rss // MIB,
+    }
+    if usage is not None:
+        fields["cgroup_usage_mib"] = usage // MIB
+        if limit is not None:
+            fields["limit_pct"] = 100 * usage / limit
+    return logfmt.line(**fields)
+
+
+def write_termination_message(path: str, text: str) -> bool:
+    """Overwrite the Kubernetes termination message file; False where it is missing or not writable.
+
+    The file is never created: the kubelet creates it (and mounts it, writable even on a read-only root), and
+    a hog run by hand as root should not leave a stray file in /dev.
+    """
+    try:
+        descriptor = os.open(path, os.O_WRONLY | os.O_TRUNC)
+    except OSError:
+        return False
+    try:
+        os.write(descriptor, (text + "\n").encode())
+    except OSError:
+        return False
+    finally:
+        os.close(descriptor)
+    return True
+
+
+def say(text: str, *, error: bool = False) -> None:
+    print(text, file=sys.stderr if error else sys.stdout, flush=True)
+
+
+def main(env: dict[str, str] | None = None) -> int:
+    try:
+        settings = parse_settings(dict(os.environ) if env is None else env)
+    except SettingsError as error:
+        say(
+            logfmt.line(
+                level="error",
+                event="bad_setting",
+                variable=error.variable,
+                value=error.value,
+                reason=error.reason,
+            ),
+            error=True,
+        )
+        return EXIT_BAD_SETTINGS
+
+    cgroup = discover()
+    limit = cgroup.limit_bytes if cgroup is not None else None
+    if limit is None and settings.ceiling_mib is None and not settings.allow_unlimited:
+        say(
+            logfmt.line(
+                level="error",
+                event="refused",
+                reason="no memory limit applies to this process, so it would grow until the whole machine runs out",
+                fix="run it under a memory limit (a container's resources.limits.memory), "
+                "or set MEMORY_CEILING_MB, or set ALLOW_UNLIMITED=1",
+            ),
+            error=True,
+        )
+        return EXIT_BAD_SETTINGS
+
+    # Blocked, the stop signals wait in the kernel until sigtimedwait() takes them: the pause between steps
+    # is the wait itself, so a stop is seen at once, and never in the middle of a step.
+    signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+
+    baseline = rss_bytes()
+    usage = cgroup.usage_bytes() if cgroup is not None else None
+    # The limit is measured against the cgroup's charge, which can be below the RSS (shared libraries already in
+    # the page cache were charged to whoever read them first).
+    charged = baseline if usage is None else usage
+    kill = predict_kill(limit, charged, settings.increment_mib, settings.interval_ms, settings.ceiling_mib)
+    say(
+        logfmt.line(
+            event="start",
+            pid=os.getpid(),
+            limit_mib=None if limit is None else limit // MIB,
+            cgroup=None if cgroup is None else f"v{cgroup.version}:{cgroup.limit_path}",
+            increment_mib=settings.increment_mib,
+            interval_ms=settings.interval_ms,
+            ceiling_mib=settings.ceiling_mib,
+            baseline_rss_mib=baseline / MIB,
+            cgroup_usage_mib=None if usage is None else usage // MIB,
+            predicted_steps=None if kill is None else kill[0],
+            predicted_seconds=None if kill is None else kill[1],
+        )
+    )
+
+    blocks = []
+    allocated_mib = 0
+    step = 0
+    termination_file = settings.termination_message_path
+    interval = settings.interval_ms / 1000
+    holding = False
+    while True:
+        size_mib = next_step_mib(settings, allocated_mib)
+        if size_mib == 0:
+            if not holding:
+                holding = True
+                say(
+                    logfmt.line(
+                        event="holding",
+                        ceiling_mib=settings.ceiling_mib,
+                        allocated_mib=allocated_mib,
+                        rss_mib=rss_bytes() // MIB,
+                    )
+                )
+            received = signal.sigtimedwait(STOP_SIGNALS, HOLD_WAKE_SECONDS)
+        else:
+            try:
+                blocks.append(allocate(size_mib * MIB))
+            except OSError as error:
+                say(
+                    logfmt.line(
+                        level="error",
+                        event="allocation_refused",
+                        step=step + 1,
+                        size_mib=size_mib,
+                        error=error.strerror,
+                    ),
+                    error=True,
+                )
+                return EXIT_ALLOCATION_REFUSED
+            step += 1
+            allocated_mib += size_mib
+            line = step_line(step, allocated_mib, rss_bytes(), cgroup)
+            say(line)
+            if termination_file and not write_termination_message(termination_file, line):
+                termination_file = ""  # missing or read-only: stop trying, quietly
+            received = signal.sigtimedwait(STOP_SIGNALS, interval) if next_step_mib(settings, allocated_mib) else None
+        if received is not None:
+            say(
+                logfmt.line(
+                    event="stop",
+                    signal=signal.Signals(received.si_signo).name,
+                    step=step,
+                    allocated_mib=allocated_mib,
+                    rss_mib=rss_bytes() // MIB,
+                )
+            )
+            return EXIT_STOPPED

@@ -1,0 +1,101 @@
+"""The workload's settings, read from the environment and validated before anything is allocated."""
+
+from __future__ import annotations
+
+DEFAULT_INCREMENT_MIB = 10
+DEFAULT_INTERVAL_MS = 1000
+DEFAULT_TERMINATION_MESSAGE_PATH = "/dev/termination-log"
+
+# Bounds that keep a typo from turning into an absurd request: a single step larger than 1 TiB, or a pause
+# longer than a day, is never what anyone meant.
+MAX_INCREMENT_MIB = 1024 * 1024
+MAX_CEILING_MIB = 1024 * 1024 * 1024
+MAX_INTERVAL_MS = 24 * 60 * 60 * 1000
+
+
+class SettingsError(ValueError):
+    """A variable holds a value the workload cannot use."""
+
+    def __init__(self, variable: str, value: str, reason: str) -> None:
+        super().__init__(f"{variable}={value!r}: {reason}")
+        self.variable = variable
+        self.value = value
+        self.reason = reason
+
+
+class Settings:
+    """What the environment asked for. A plain class, not a dataclass or NamedTuple: importing `dataclasses` or
+    `typing` would add megabytes to the baseline RSS that the start line reports."""
+
+    __slots__ = (
+        "increment_mib",
+        "interval_ms",
+        "ceiling_mib",
+        "allow_unlimited",
+        "termination_message_path",
+    )
+
+    def __init__(
+        self,
+        increment_mib: int = DEFAULT_INCREMENT_MIB,
+        interval_ms: int = DEFAULT_INTERVAL_MS,
+        ceiling_mib: int | None = None,
+        allow_unlimited: bool = False,
+        termination_message_path: str = DEFAULT_TERMINATION_MESSAGE_PATH,
+    ) -> None:
+        self.increment_mib = increment_mib
+        self.interval_ms = interval_ms
+        self.ceiling_mib = ceiling_mib
+        self.allow_unlimited = allow_unlimited
+        self.termination_message_path = termination_message_path
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Settings) and all(
+            getattr(self, name) == getattr(other, name) for name in self.__slots__
+        )
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{name}={getattr(self, name)!r}" for name in self.__slots__)
+        return f"Settings({fields})"
+
+
+def _whole_number(env: dict[str, str], variable: str, lowest: int, highest: int, unit: str) -> int | None:
+    """The variable as an integer in [lowest, highest], or None when it is unset or empty."""
+    raw = env.get(variable, "")
+    text = raw.strip()
+    if not text:
+        return None
+    # ASCII digits only: int() would also take "1_000", "+5", " 5" and non-ASCII digits such as "٣".
+    if not (text.isascii() and text.isdigit()):
+        raise SettingsError(
+            variable,
+            raw,
+            f"must be a whole number of {unit} from {lowest} to {highest}",
+        )
+    value = int(text)
+    if not lowest <= value <= highest:
+        raise SettingsError(variable, raw, f"must be from {lowest} to {highest} {unit}")
+    return value
+
+
+def parse_settings(env: dict[str, str]) -> Settings:
+    """Build the settings from environment variables; raise SettingsError on the first bad one."""
+    increment = _whole_number(env, "MEMORY_INCREMENT_MB", 1, MAX_INCREMENT_MIB, "MiB")
+    interval = _whole_number(env, "INCREMENT_INTERVAL_MS", 0, MAX_INTERVAL_MS, "milliseconds")
+    ceiling = _whole_number(env, "MEMORY_CEILING_MB", 1, MAX_CEILING_MIB, "MiB")
+
+    allow_raw = env.get("ALLOW_UNLIMITED", "")
+    if allow_raw.strip() not in ("", "0", "1"):
+        raise SettingsError(
+            "ALLOW_UNLIMITED",
+            allow_raw,
+            "must be 1 (run even where no memory limit applies) or 0",
+        )
+
+    return Settings(
+        increment_mib=DEFAULT_INCREMENT_MIB if increment is None else increment,
+        interval_ms=DEFAULT_INTERVAL_MS if interval is None else interval,
+        ceiling_mib=ceiling,
+        allow_unlimited=allow_raw.strip() == "1",
+        termination_message_path=env.get("TERMINATION_MESSAGE_PATH", "").strip() or DEFAULT_TERMINATION_MESSAGE_PATH,
+    )
