@@ -1,17 +1,37 @@
 # oom-killer: `make up` runs it on your current kube context, `make test` runs the tests.
-# Everything Python runs from ./venv, the virtualenv Pulumi.yaml names, made here from the requirements files.
+# Python runs from ./venv, the virtualenv Pulumi.yaml names, made here from the requirements files.
 
 PYTHON ?= python3
 VENV ?= venv
 BIN := $(VENV)/bin
+CHECKOV_VENV ?= venv-checkov
+STACK ?= dev
 
-.PHONY: test lint pytest bench clean
+.PHONY: up destroy test lint pytest bench clean
 
 $(BIN)/.installed: requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -r requirements-dev.txt
 	touch $@
+
+$(CHECKOV_VENV)/.installed: requirements-checkov.txt
+	$(PYTHON) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/python -m pip install --quiet -r requirements-checkov.txt
+	touch $@
+
+## up: build the image and deploy the stack on the current kube context (needs the Pulumi CLI, Docker, kubectl)
+up: $(BIN)/.installed
+	@command -v pulumi >/dev/null || { echo "make up needs the Pulumi CLI: https://www.pulumi.com/docs/iac/download-install/" >&2; exit 1; }
+	@command -v kubectl >/dev/null && echo "kube context: $$(kubectl config current-context)" || true
+	@# A local state backend (~/.pulumi) unless you are logged in to one already (Pulumi Cloud, S3, ...).
+	@pulumi whoami --non-interactive >/dev/null 2>&1 || pulumi login --local
+	pulumi stack select --create $(STACK)
+	pulumi up --stack $(STACK)
+
+## destroy: delete everything the stack created (the namespace and all in it)
+destroy:
+	pulumi destroy --stack $(STACK)
 
 ## test: lint, types and every test (the README's test command; CI runs exactly this)
 test: lint pytest
@@ -22,12 +42,12 @@ lint: $(BIN)/.installed
 	$(BIN)/mypy
 	$(BIN)/hadolint Dockerfile
 
-pytest: $(BIN)/.installed
-	$(BIN)/python -m pytest
-
-clean:
-	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache .hypothesis
+pytest: $(BIN)/.installed $(CHECKOV_VENV)/.installed
+	CHECKOV=$(CHECKOV_VENV)/bin/checkov $(BIN)/python -m pytest
 
 ## bench: time to the OOM kill against stress-ng and MAP_POPULATE, baseline RSS, CPU while holding (root, Linux)
 bench: $(BIN)/.installed
 	$(BIN)/python bench/oom_bench.py
+
+clean:
+	rm -rf $(VENV) $(CHECKOV_VENV) .mypy_cache .pytest_cache .ruff_cache .hypothesis

@@ -1,0 +1,129 @@
+"""oom-killer: a memory hog in a namespace of its own, OOM-killed on purpose by its container's memory limit.
+
+Read top to bottom: settings, image, namespace, limit range, network policy, deployment, exports.
+"""
+
+import pulumi
+import pulumi_kubernetes as k8s
+
+from infra.image import workload_image
+from infra.kube import (
+    CONTAINER,
+    DEPLOYMENT,
+    RUN_AS,
+    TERMINATION_MESSAGE_PATH,
+    kubectl_commands,
+    labels,
+    predicted_seconds_to_oom_kill,
+    workload_env,
+)
+from infra.settings import load_settings
+
+# Settings: every key validated before anything is declared; a bad one stops here with one message.
+settings = load_settings()
+stack = pulumi.get_stack()
+app_labels = labels(stack)
+memory = {"memory": settings.memory_limit}
+resources = {**memory, "cpu": f"{settings.cpu_millicores}m"}
+
+# Image: built from ./Dockerfile and pushed, built and kept local, or a prebuilt one.
+image = workload_image(settings)
+
+# Namespace: its own, so the damage and the cleanup stay inside it; Pod Security "restricted" enforced.
+namespace = k8s.core.v1.Namespace(
+    "namespace",
+    metadata=k8s.meta.v1.ObjectMetaArgs(
+        name=settings.namespace,
+        labels={
+            **app_labels,
+            "pod-security.kubernetes.io/enforce": "restricted",
+            "pod-security.kubernetes.io/enforce-version": "latest",
+            "pod-security.kubernetes.io/warn": "restricted",
+            "pod-security.kubernetes.io/audit": "restricted",
+        },
+    ),
+)
+namespace_name = namespace.metadata.name
+
+# LimitRange: no container in the namespace may outgrow the configured limit, and one without a limit gets it.
+# It acts only when a pod is admitted, so the Deployment waits for it.
+limit_range = k8s.core.v1.LimitRange(
+    "limit-range",
+    metadata=k8s.meta.v1.ObjectMetaArgs(name="oom-killer-memory", namespace=namespace_name, labels=app_labels),
+    spec=k8s.core.v1.LimitRangeSpecArgs(
+        limits=[k8s.core.v1.LimitRangeItemArgs(type="Container", default=memory, default_request=memory, max=memory)]
+    ),
+)
+
+# NetworkPolicy: deny all traffic in and out; the workload needs no network.
+network_policy = k8s.networking.v1.NetworkPolicy(
+    "deny-all",
+    metadata=k8s.meta.v1.ObjectMetaArgs(name="oom-killer-deny-all", namespace=namespace_name, labels=app_labels),
+    spec=k8s.networking.v1.NetworkPolicySpecArgs(
+        pod_selector=k8s.meta.v1.LabelSelectorArgs(), policy_types=["Ingress", "Egress"]
+    ),
+)
+
+# Deployment: one container whose request equals its limit (Guaranteed QoS: the memory is reserved on the node,
+# so the OOM stays inside this container), locked down to Pod Security "restricted".
+deployment = k8s.apps.v1.Deployment(
+    "deployment",
+    metadata=k8s.meta.v1.ObjectMetaArgs(
+        name=DEPLOYMENT,
+        namespace=namespace_name,
+        labels=app_labels,
+        # A pod built to crash never becomes available: without this `pulumi up` would wait 10 minutes and fail.
+        annotations={"pulumi.com/skipAwait": "true"},
+    ),
+    spec=k8s.apps.v1.DeploymentSpecArgs(
+        replicas=settings.replicas,
+        selector=k8s.meta.v1.LabelSelectorArgs(match_labels=app_labels),
+        # Old pods go before new ones start: never more than `replicas` limits' worth of memory reserved.
+        strategy=k8s.apps.v1.DeploymentStrategyArgs(type="Recreate"),
+        template=k8s.core.v1.PodTemplateSpecArgs(
+            metadata=k8s.meta.v1.ObjectMetaArgs(labels=app_labels),
+            spec=k8s.core.v1.PodSpecArgs(
+                automount_service_account_token=False,
+                enable_service_links=False,
+                termination_grace_period_seconds=5,
+                security_context=k8s.core.v1.PodSecurityContextArgs(
+                    run_as_non_root=True,
+                    run_as_user=RUN_AS,
+                    run_as_group=RUN_AS,
+                    seccomp_profile=k8s.core.v1.SeccompProfileArgs(type="RuntimeDefault"),
+                ),
+                containers=[
+                    k8s.core.v1.ContainerArgs(
+                        name=CONTAINER,
+                        image=image.reference,
+                        image_pull_policy=image.pull_policy,
+                        env=[k8s.core.v1.EnvVarArgs(name=k, value=v) for k, v in workload_env(settings).items()],
+                        resources=k8s.core.v1.ResourceRequirementsArgs(requests=resources, limits=resources),
+                        security_context=k8s.core.v1.SecurityContextArgs(
+                            allow_privilege_escalation=False,
+                            privileged=False,
+                            read_only_root_filesystem=True,
+                            run_as_non_root=True,
+                            run_as_user=RUN_AS,
+                            run_as_group=RUN_AS,
+                            capabilities=k8s.core.v1.CapabilitiesArgs(drop=["ALL"]),
+                            seccomp_profile=k8s.core.v1.SeccompProfileArgs(type="RuntimeDefault"),
+                        ),
+                        # The hog writes its latest step here: `kubectl describe pod` shows it beside OOMKilled.
+                        termination_message_path=TERMINATION_MESSAGE_PATH,
+                        termination_message_policy="FallbackToLogsOnError",
+                    )
+                ],
+            ),
+        ),
+    ),
+    opts=pulumi.ResourceOptions(depends_on=[limit_range, network_policy]),
+)
+
+# Exports: where it runs, what it runs, when the first kill is due, and how to watch it.
+pulumi.export("namespace", namespace_name)
+pulumi.export("deploymentName", deployment.metadata.name)
+pulumi.export("image", image.reference)
+pulumi.export("memoryLimit", settings.memory_limit)
+pulumi.export("predictedSecondsToOomKill", predicted_seconds_to_oom_kill(settings))
+pulumi.export("kubectl", namespace_name.apply(lambda name: kubectl_commands(name, stack)))

@@ -1,0 +1,71 @@
+"""The workload's image: built from the Dockerfile (pushed, or kept local), or a prebuilt one."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import pulumi
+import pulumi_docker as docker
+
+from infra.settings import StackSettings
+
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+LOCAL_REPOSITORY = "oom-killer"
+
+
+@dataclass(frozen=True)
+class WorkloadImage:
+    reference: pulumi.Output[str]  # what the pod template runs
+    pull_policy: str
+
+
+def context_tag(settings: StackSettings, project_dir: Path = PROJECT_DIR) -> str:
+    """A tag that changes exactly when the image would: the build context's files and the build's arguments.
+
+    Known before the build (so a preview shows it), unique per content (so a rebuilt local image rolls out
+    under a new tag), and the same for the same content (so nothing rolls out when nothing changed).
+    """
+    digest = hashlib.sha256()
+    files = [project_dir / "Dockerfile", project_dir / ".dockerignore"]
+    files += sorted(p for p in (project_dir / "workload").rglob("*.py") if "__pycache__" not in p.parts)
+    for path in files:
+        digest.update(path.relative_to(project_dir).as_posix().encode() + b"\0")
+        digest.update(path.read_bytes() + b"\0")
+    digest.update(f"platform={settings.platform}\0base={settings.base_image}".encode())
+    return digest.hexdigest()[:16]
+
+
+def workload_image(settings: StackSettings) -> WorkloadImage:
+    """Declare the build (when there is one) and say what the pod should run.
+
+    A pushed image is run by its digest, so every push rolls out and nodes pull exactly what was built. A local
+    image has no digest a node can pull: it is run by its content tag with IfNotPresent, for a cluster that
+    shares the Docker engine (Docker Desktop, minikube's docker-env) or was given the image (kind load).
+    """
+    if settings.image:
+        return WorkloadImage(pulumi.Output.from_input(settings.image), "IfNotPresent")
+
+    tag = context_tag(settings)
+    build = docker.DockerBuildArgs(
+        context=str(PROJECT_DIR),
+        dockerfile=str(PROJECT_DIR / "Dockerfile"),
+        platform=settings.platform,
+        args={"BASE_IMAGE": settings.base_image} if settings.base_image else None,
+    )
+    if not settings.image_repository:
+        local = docker.Image("workload-image", image_name=f"{LOCAL_REPOSITORY}:{tag}", build=build, skip_push=True)
+        return WorkloadImage(local.image_name, "IfNotPresent")
+
+    registry = None
+    if settings.registry_username:
+        registry = docker.RegistryArgs(
+            server=settings.registry_server,
+            username=settings.registry_username,
+            password=settings.registry_password,
+        )
+    pushed = docker.Image(
+        "workload-image", image_name=f"{settings.image_repository}:{tag}", build=build, registry=registry
+    )
+    return WorkloadImage(pushed.repo_digest, "IfNotPresent")

@@ -1,0 +1,68 @@
+"""What the Kubernetes objects share, and what the stack exports about them."""
+
+from __future__ import annotations
+
+from typing import Final
+
+from infra.settings import StackSettings
+from workload.main import predict_kill
+from workload.memory import MIB
+
+APP: Final = "oom-killer"
+CONTAINER: Final = "oom-killer"
+DEPLOYMENT: Final = "oom-killer"
+RUN_AS: Final = 65532  # the Dockerfile's USER: numeric, so runAsNonRoot is checked without a passwd file
+TERMINATION_MESSAGE_PATH: Final = "/dev/termination-log"
+# What the hog's cgroup is charged before its first step (interpreter and its files), for the prediction.
+EXPECTED_BASELINE_MIB: Final = 10
+
+
+def labels(stack: str) -> dict[str, str]:
+    """One labels dict for the selector, the pod template and every object."""
+    return {
+        "app.kubernetes.io/name": APP,
+        "app.kubernetes.io/instance": stack,
+        "app.kubernetes.io/managed-by": "pulumi",
+    }
+
+
+def workload_env(settings: StackSettings) -> dict[str, str]:
+    """The workload's environment, by the names the workload reads."""
+    env = {
+        "MEMORY_INCREMENT_MB": str(settings.memory_increment_mb),
+        "INCREMENT_INTERVAL_MS": str(settings.increment_interval_ms),
+        "TERMINATION_MESSAGE_PATH": TERMINATION_MESSAGE_PATH,
+    }
+    if settings.memory_ceiling_mb:
+        env["MEMORY_CEILING_MB"] = str(settings.memory_ceiling_mb)
+    return env
+
+
+def predicted_seconds_to_oom_kill(settings: StackSettings) -> float | None:
+    """Seconds from the container's start to its first OOM kill; None where a ceiling keeps it below the limit."""
+    kill = predict_kill(
+        settings.memory_limit_mb * MIB,
+        EXPECTED_BASELINE_MIB * MIB,
+        settings.memory_increment_mb,
+        settings.increment_interval_ms,
+        settings.memory_ceiling_mb or None,
+    )
+    return None if kill is None else kill[1]
+
+
+def kubectl_commands(namespace: str, stack: str) -> dict[str, str]:
+    """The commands to watch it happen, with the namespace and selector filled in."""
+    selector = f"app.kubernetes.io/name={APP},app.kubernetes.io/instance={stack}"
+    where = f"--namespace {namespace} --selector {selector}"
+    last_reason = (
+        'jsonpath={range .items[*]}{.metadata.name}{"\\t"}'
+        '{.status.containerStatuses[0].lastState.terminated.reason}{"\\t"}'
+        '{.status.containerStatuses[0].lastState.terminated.exitCode}{"\\t"}'
+        '{.status.containerStatuses[0].restartCount}{"\\n"}{end}'
+    )
+    return {
+        "watchPods": f"kubectl get pods {where} --watch",
+        "describePod": f"kubectl describe pods {where}",
+        "lastTerminationReason": f"kubectl get pods {where} --output '{last_reason}'",
+        "logsOfKilledContainer": f"kubectl logs {where} --previous --tail 5",
+    }

@@ -1,0 +1,130 @@
+"""Run __main__.py under Pulumi's own mocks and return what it declared, as the engine would have received it.
+
+No CLI, engine or provider is involved: `pulumi.runtime.set_mocks` stands in for the engine, records each
+resource's inputs (camelCase, as sent over the wire), and answers with those inputs as outputs (plus a digest for
+a pushed image). The tests and `make demo` read the declared objects from here, so both see exactly what
+`pulumi up` would send.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import runpy
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pulumi
+import yaml
+from pulumi.runtime import mocks, settings, stack
+from pulumi.runtime.sync_await import _sync_await
+
+from infra.settings import PROJECT
+
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+PROGRAM = PROJECT_DIR / "__main__.py"
+
+
+@dataclass
+class Declared:
+    type: str
+    name: str
+    inputs: dict[str, Any]
+
+
+@dataclass
+class Rendered:
+    resources: list[Declared] = field(default_factory=list)
+    exports: dict[str, Any] = field(default_factory=dict)
+    # resource name -> the names of the resources the engine must create first (explicit and through outputs)
+    dependencies: dict[str, list[str]] = field(default_factory=dict)
+
+    def of_type(self, resource_type: str) -> list[Declared]:
+        return [resource for resource in self.resources if resource.type == resource_type]
+
+    def one(self, resource_type: str) -> Declared:
+        (found,) = self.of_type(resource_type)
+        return found
+
+    def kubernetes_objects(self) -> list[dict[str, Any]]:
+        """The Kubernetes objects as manifests (apiVersion, kind, metadata, spec), in the order declared."""
+        return [r.inputs for r in self.resources if r.type.startswith("kubernetes:")]
+
+
+def _plain(value: Any) -> Any:
+    """Numbers cross the engine's wire as doubles; the provider sends whole ones to Kubernetes as integers."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, dict):
+        return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_plain(item) for item in value]
+    return value
+
+
+class _Recorder(pulumi.runtime.Mocks):
+    def __init__(self, rendered: Rendered) -> None:
+        self.rendered = rendered
+
+    def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str | None, dict[Any, Any]]:
+        inputs = _plain(args.inputs)
+        self.rendered.resources.append(Declared(args.typ, args.name, inputs))
+        outputs = dict(inputs)
+        if args.typ == "docker:index/image:Image":
+            # What the provider reports after a push: the repository with the manifest's digest.
+            repository = inputs["imageName"].rsplit(":", 1)[0]
+            outputs["repoDigest"] = f"{repository}@sha256:{hashlib.sha256(args.name.encode()).hexdigest()}"
+        return f"{args.name}-id", outputs
+
+    def call(self, _args: pulumi.runtime.MockCallArgs) -> tuple[dict[Any, Any], list[tuple[str, str]] | None]:
+        return {}, None
+
+
+class _Monitor(mocks.MockMonitor):
+    """The mock engine, also noting each registration's dependencies (the order the engine would create in)."""
+
+    def __init__(self, rendered: Rendered) -> None:
+        super().__init__(_Recorder(rendered))
+        self.rendered = rendered
+
+    def RegisterResource(self, request: Any) -> Any:
+        names = [urn.rsplit("::", 1)[-1] for urn in request.dependencies]
+        self.rendered.dependencies[request.name] = names
+        return super().RegisterResource(request)  # type: ignore[no-untyped-call]
+
+
+def stack_config(stack_name: str = "dev") -> dict[str, str]:
+    """The config of a committed stack file (Pulumi.<stack>.yaml), keys without the project prefix."""
+    document = yaml.safe_load((PROJECT_DIR / f"Pulumi.{stack_name}.yaml").read_text()) or {}
+    values = document.get("config") or {}
+    return {key.removeprefix(f"{PROJECT}:"): str(value) for key, value in values.items()}
+
+
+def _run_program() -> None:
+    runpy.run_path(str(PROGRAM), run_name="__main__")
+
+
+def render(config: dict[str, str], stack_name: str = "dev", secrets: frozenset[str] = frozenset()) -> Rendered:
+    """Run the program once with this config (keys without the project prefix; `secrets` names the secret ones).
+
+    Raises what the program raises (a ConfigError for a bad value); `rendered.resources` is then what had been
+    declared before it, which the program keeps empty by validating first.
+    """
+    rendered = Rendered()
+    monitor = _Monitor(rendered)
+    mocks.set_mocks(monitor.mocks, project=PROJECT, stack=stack_name, preview=False, monitor=monitor)
+    pulumi.runtime.set_all_config(
+        {f"{PROJECT}:{key}": value for key, value in config.items()},
+        [f"{PROJECT}:{key}" for key in secrets],
+    )
+    settings.SETTINGS.rpc_manager.clear()
+    settings.SETTINGS.outputs.clear()
+    try:
+        _sync_await(stack.run_pulumi_func(_run_program))
+    finally:
+        root = settings.get_root_resource()
+        exports = dict(root.outputs) if isinstance(root, stack.Stack) else {}
+        settings.set_root_resource(None)  # type: ignore[arg-type]
+    for name, value in exports.items():
+        rendered.exports[name] = _sync_await(pulumi.Output.from_input(value).future())
+    return rendered

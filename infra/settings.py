@@ -1,0 +1,187 @@
+"""The stack's settings: one typed, immutable object from `pulumi.Config()`, validated before anything is declared.
+
+The defaults live here and only here; Pulumi.yaml declares the same ones (a test holds the two together), because
+under Pulumi's mocks, and for a key a user removes, what Pulumi.yaml says is not applied.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Final
+
+import pulumi
+
+PROJECT: Final = "oom-killer"
+
+DEFAULTS: Final[dict[str, int | str]] = {
+    "memoryIncrementMb": 10,
+    "memoryLimitMb": 256,
+    "incrementIntervalMs": 1000,
+    "memoryCeilingMb": 0,
+    "cpuMillicores": 100,
+    "namespace": "oom-killer",
+    "replicas": 1,
+    "image": "",
+    "imageRepository": "",
+    "registryUsername": "",
+    "registryPassword": "",
+    "platform": "linux/amd64",
+    "baseImage": "",
+}
+
+MAX_MIB: Final = 1024 * 1024  # 1 TiB: past this a value is a typo, not a test
+MAX_INTERVAL_MS: Final = 24 * 60 * 60 * 1000
+MAX_REPLICAS: Final = 100
+MAX_CPU_MILLICORES: Final = 64_000
+
+# RFC 1123 label, as Kubernetes requires of a namespace name.
+_DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
+# os/arch[/variant], as docker build --platform takes it.
+_PLATFORM = re.compile(r"[a-z0-9]+/[a-z0-9_]+(/[a-z0-9]+)?")
+# A namespace the stack would create and, on `pulumi destroy`, delete with everything in it.
+_SHARED_NAMESPACES = frozenset({"default", "kube-system", "kube-public", "kube-node-lease"})
+
+
+class ConfigError(pulumi.RunError):
+    """A config value the program refuses; Pulumi prints the message alone, without a stack trace."""
+
+    def __init__(self, key: str, value: object, reason: str) -> None:
+        super().__init__(f"invalid config {PROJECT}:{key}={value!r}: {reason}")
+        self.key = key
+        self.value = value
+
+
+@dataclass(frozen=True)
+class StackSettings:
+    memory_increment_mb: int
+    memory_limit_mb: int
+    increment_interval_ms: int
+    memory_ceiling_mb: int  # 0: no ceiling
+    cpu_millicores: int
+    namespace: str
+    replicas: int
+    image: str  # a prebuilt image to run: nothing is built
+    image_repository: str  # where to push the build, e.g. ghcr.io/acme/oom-killer; "" keeps it local
+    registry_username: str
+    registry_password: pulumi.Output[str] | None  # a secret
+    platform: str
+    base_image: str  # BASE_IMAGE for the build; "" keeps the Dockerfile's default
+
+    @property
+    def memory_limit(self) -> str:
+        """The limit as a Kubernetes quantity (MB in this project means MiB)."""
+        return f"{self.memory_limit_mb}Mi"
+
+    @property
+    def registry_server(self) -> str:
+        """The registry host of image_repository (Docker Hub where the first part is not a host)."""
+        first, _, rest = self.image_repository.partition("/")
+        is_host = rest and ("." in first or ":" in first or first == "localhost")
+        return first if is_host else "docker.io"
+
+
+def _integer(config: pulumi.Config, key: str) -> int:
+    try:
+        value = config.get_int(key)
+    except pulumi.ConfigTypeError as error:
+        raise ConfigError(key, pulumi.runtime.get_config(f"{PROJECT}:{key}"), "must be a whole number") from error
+    return int(DEFAULTS[key]) if value is None else value
+
+
+def _text(config: pulumi.Config, key: str) -> str:
+    value = config.get(key)
+    return str(DEFAULTS[key]) if value is None else value.strip()
+
+
+def _check(condition: bool, key: str, value: object, reason: str) -> None:
+    if not condition:
+        raise ConfigError(key, value, reason)
+
+
+def load_settings(config: pulumi.Config | None = None) -> StackSettings:
+    """Read and validate the stack's config; raise ConfigError on the first bad value."""
+    config = config or pulumi.Config(PROJECT)
+    increment, limit = _integer(config, "memoryIncrementMb"), _integer(config, "memoryLimitMb")
+    interval, ceiling = _integer(config, "incrementIntervalMs"), _integer(config, "memoryCeilingMb")
+    cpu, replicas = _integer(config, "cpuMillicores"), _integer(config, "replicas")
+    namespace, platform = _text(config, "namespace"), _text(config, "platform")
+    image, repository = _text(config, "image"), _text(config, "imageRepository")
+    username, base_image = _text(config, "registryUsername"), _text(config, "baseImage")
+
+    _check(0 < increment <= MAX_MIB, "memoryIncrementMb", increment, f"must be from 1 to {MAX_MIB} (MiB)")
+    _check(0 < limit <= MAX_MIB, "memoryLimitMb", limit, f"must be from 1 to {MAX_MIB} (MiB)")
+    _check(
+        increment < limit,
+        "memoryIncrementMb",
+        increment,
+        f"must be smaller than memoryLimitMb ({limit}), or the first step is already the kill",
+    )
+    _check(0 <= interval <= MAX_INTERVAL_MS, "incrementIntervalMs", interval, f"must be from 0 to {MAX_INTERVAL_MS}")
+    _check(0 <= ceiling <= MAX_MIB, "memoryCeilingMb", ceiling, f"must be 0 (no ceiling) or up to {MAX_MIB} (MiB)")
+    _check(0 < cpu <= MAX_CPU_MILLICORES, "cpuMillicores", cpu, f"must be from 1 to {MAX_CPU_MILLICORES}")
+    _check(0 <= replicas <= MAX_REPLICAS, "replicas", replicas, f"must be from 0 to {MAX_REPLICAS}")
+    _check(
+        len(namespace) <= 63 and _DNS_LABEL.fullmatch(namespace) is not None,
+        "namespace",
+        namespace,
+        "must be a DNS label: at most 63 lowercase letters, digits and '-', starting and ending alphanumeric",
+    )
+    _check(
+        namespace not in _SHARED_NAMESPACES and not namespace.startswith("kube-"),
+        "namespace",
+        namespace,
+        "must be a namespace of its own: the stack creates it and `pulumi destroy` deletes it with all it holds",
+    )
+    _check(_PLATFORM.fullmatch(platform) is not None, "platform", platform, "must be os/arch, e.g. linux/amd64")
+    _check(
+        not (image and repository),
+        "image",
+        image,
+        "is a prebuilt image, so nothing is built to push to imageRepository: set only one of the two",
+    )
+    for key, value in (("image", image), ("imageRepository", repository), ("baseImage", base_image)):
+        _check(re.search(r"\s", value) is None, key, value, "an image reference has no white space")
+    _check(
+        ":" not in repository.rpartition("/")[2] and "@" not in repository,
+        "imageRepository",
+        repository,
+        "is a repository without a tag or digest (the program tags each build itself)",
+    )
+
+    password_key = f"{PROJECT}:registryPassword"
+    password_set = bool(config.get("registryPassword"))
+    _check(
+        not password_set or pulumi.runtime.is_config_secret(password_key),
+        "registryPassword",
+        "[plaintext]",
+        "must be stored encrypted: pulumi config set --secret registryPassword <password>",
+    )
+    _check(
+        bool(username) == password_set,
+        "registryUsername",
+        username,
+        "and registryPassword go together: set both, or neither to use your docker login",
+    )
+    _check(
+        not username or bool(repository),
+        "registryUsername",
+        username,
+        "is only used to push to imageRepository, which is not set",
+    )
+
+    return StackSettings(
+        memory_increment_mb=increment,
+        memory_limit_mb=limit,
+        increment_interval_ms=interval,
+        memory_ceiling_mb=ceiling,
+        cpu_millicores=cpu,
+        namespace=namespace,
+        replicas=replicas,
+        image=image,
+        image_repository=repository,
+        registry_username=username,
+        registry_password=config.get_secret("registryPassword") if password_set else None,
+        platform=platform,
+        base_image=base_image,
+    )

@@ -1,0 +1,79 @@
+"""Every Kubernetes object the program declares, as it declares it, against the real schemas and checkov."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate
+import pytest
+import yaml
+
+from infra.render import render, stack_config
+from tests.conftest import PROJECT, require
+
+# The oldest and the newest Kubernetes the project supports.
+VERSIONS = ["1.31.0", "1.37.0"]
+CONFIGS = {
+    "dev": stack_config("dev"),
+    "pushed": {
+        "imageRepository": "ghcr.io/acme/oom-killer",
+        "memoryLimitMb": "512",
+        "memoryCeilingMb": "400",
+        "replicas": "2",
+        "namespace": "oom-lab",
+    },
+    "prebuilt": {"image": "registry.example.com/oom-killer:1.0", "replicas": "0"},
+}
+
+
+def objects(config_name: str) -> list[dict[str, Any]]:
+    return render(CONFIGS[config_name]).kubernetes_objects()
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+@pytest.mark.parametrize("config_name", sorted(CONFIGS))
+def test_every_object_validates_strictly(config_name: str, version: str) -> None:
+    declared = objects(config_name)
+    assert [o["kind"] for o in declared] == ["Namespace", "LimitRange", "NetworkPolicy", "Deployment"]
+    for manifest in declared:
+        kubernetes_validate.validate(manifest, version, strict=True)
+
+
+def test_strict_validation_catches_a_field_kubernetes_does_not_have() -> None:
+    deployment = copy.deepcopy(objects("dev")[-1])
+    deployment["spec"]["template"]["spec"]["containers"][0]["memoryLimit"] = "128Mi"
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(deployment, VERSIONS[0], strict=True)
+
+
+def checkov_command() -> str | None:
+    for candidate in (os.environ.get("CHECKOV"), str(PROJECT / "venv-checkov" / "bin" / "checkov")):
+        if candidate and Path(candidate).exists():
+            return candidate
+    return shutil.which("checkov")
+
+
+@pytest.mark.parametrize("config_name", ["dev", "pushed"])
+def test_checkov_finds_nothing_failing(config_name: str, tmp_path: Path) -> None:
+    checkov = checkov_command()
+    require(checkov is not None, "checkov is not installed (make test installs it into venv-checkov)")
+    assert checkov is not None
+    (tmp_path / "objects.yaml").write_text(yaml.safe_dump_all(objects(config_name), sort_keys=False))
+    result = subprocess.run(
+        [checkov, "--config-file", str(PROJECT / ".checkov.yaml"), "-d", str(tmp_path), "-o", "json", "--quiet"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    report = json.loads(result.stdout)
+    failed = [(c["check_id"], c["check_name"]) for c in report["results"]["failed_checks"]]
+    assert failed == []
+    assert report["summary"]["passed"] >= 50, report["summary"]
+    assert result.returncode == 0, result.stderr

@@ -1,0 +1,317 @@
+"""The Pulumi program under Pulumi's own mocks: what `pulumi up` would declare, for the shipped dev stack and
+for other configs, and that a bad config declares nothing."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+import yaml
+from pulumi.runtime import rpc
+
+from infra import render as render_module
+from infra.image import context_tag
+from infra.render import Rendered, render, stack_config
+from infra.settings import DEFAULTS, ConfigError, load_settings
+from tests.conftest import PROJECT
+
+DEPLOYMENT = "kubernetes:apps/v1:Deployment"
+NAMESPACE = "kubernetes:core/v1:Namespace"
+LIMIT_RANGE = "kubernetes:core/v1:LimitRange"
+NETWORK_POLICY = "kubernetes:networking.k8s.io/v1:NetworkPolicy"
+IMAGE = "docker:index/image:Image"
+SCHEMA = PROJECT.parent / "shared" / "schemas" / "pulumi-project.schema.json"
+
+
+def container(rendered: Rendered) -> dict[str, Any]:
+    pod = rendered.one(DEPLOYMENT).inputs["spec"]["template"]["spec"]
+    (only,) = pod["containers"]
+    return dict(only)
+
+
+def env_of(rendered: Rendered) -> dict[str, str]:
+    return {item["name"]: item["value"] for item in container(rendered)["env"]}
+
+
+@pytest.fixture(scope="module")
+def dev() -> Rendered:
+    return render(stack_config("dev"))
+
+
+def test_the_dev_stack_declares_an_image_a_namespace_a_limit_range_a_network_policy_and_a_deployment(
+    dev: Rendered,
+) -> None:
+    assert sorted(r.type for r in dev.resources) == sorted([IMAGE, NAMESPACE, LIMIT_RANGE, NETWORK_POLICY, DEPLOYMENT])
+    config = stack_config("dev")
+    limit = f"{config['memoryLimitMb']}Mi"
+    assert env_of(dev) == {
+        "MEMORY_INCREMENT_MB": config["memoryIncrementMb"],
+        "INCREMENT_INTERVAL_MS": config["incrementIntervalMs"],
+        "TERMINATION_MESSAGE_PATH": "/dev/termination-log",
+    }
+    resources = container(dev)["resources"]
+    assert resources["requests"] == resources["limits"]
+    assert resources["limits"]["memory"] == limit
+    assert dev.exports["memoryLimit"] == limit
+
+
+def test_the_dev_image_is_built_locally_and_run_by_its_content_tag(dev: Rendered) -> None:
+    image = dev.one(IMAGE).inputs
+    assert image["skipPush"] is True
+    assert image["build"]["platform"] == "linux/amd64"
+    assert Path(image["build"]["dockerfile"]) == PROJECT / "Dockerfile"
+    tag = context_tag(load_settings_for({}))
+    assert image["imageName"] == f"oom-killer:{tag}"
+    assert container(dev)["image"] == f"oom-killer:{tag}"
+    assert container(dev)["imagePullPolicy"] == "IfNotPresent"
+    assert dev.exports["image"] == f"oom-killer:{tag}"
+
+
+def test_the_pod_is_locked_down_to_pod_security_restricted(dev: Rendered) -> None:
+    pod = dev.one(DEPLOYMENT).inputs["spec"]["template"]["spec"]
+    security = container(dev)["securityContext"]
+    assert security["allowPrivilegeEscalation"] is False
+    assert security["readOnlyRootFilesystem"] is True
+    assert security["runAsNonRoot"] is True
+    assert isinstance(security["runAsUser"], int)
+    assert security["runAsUser"] > 0
+    assert security["capabilities"] == {"drop": ["ALL"]}
+    assert security["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert pod["automountServiceAccountToken"] is False
+    assert pod["terminationGracePeriodSeconds"] <= 10
+    assert container(dev)["terminationMessagePath"] == "/dev/termination-log"
+    labels = dev.one(NAMESPACE).inputs["metadata"]["labels"]
+    assert labels["pod-security.kubernetes.io/enforce"] == "restricted"
+    assert labels["app.kubernetes.io/name"] == "oom-killer"
+
+
+def test_pulumi_up_does_not_wait_for_a_pod_built_to_crash(dev: Rendered) -> None:
+    assert dev.one(DEPLOYMENT).inputs["metadata"]["annotations"] == {"pulumi.com/skipAwait": "true"}
+
+
+def test_one_label_set_serves_selector_template_and_objects(dev: Rendered) -> None:
+    spec = dev.one(DEPLOYMENT).inputs["spec"]
+    labels = spec["selector"]["matchLabels"]
+    assert spec["template"]["metadata"]["labels"] == labels
+    for kind in (LIMIT_RANGE, NETWORK_POLICY, DEPLOYMENT):
+        assert dev.one(kind).inputs["metadata"]["labels"] == labels
+    assert labels["app.kubernetes.io/instance"] == "dev"
+
+
+def test_the_limit_range_caps_every_container_at_the_limit_and_comes_first(dev: Rendered) -> None:
+    (item,) = dev.one(LIMIT_RANGE).inputs["spec"]["limits"]
+    limit = f"{stack_config('dev')['memoryLimitMb']}Mi"
+    assert item == {
+        "type": "Container",
+        "default": {"memory": limit},
+        "defaultRequest": {"memory": limit},
+        "max": {"memory": limit},
+    }
+    assert "limit-range" in dev.dependencies["deployment"]
+    assert "deny-all" in dev.dependencies["deployment"]
+
+
+def test_everything_lives_in_the_configured_namespace(dev: Rendered) -> None:
+    assert dev.one(NAMESPACE).inputs["metadata"]["name"] == "oom-killer"
+    for kind in (LIMIT_RANGE, NETWORK_POLICY, DEPLOYMENT):
+        assert dev.one(kind).inputs["metadata"]["namespace"] == "oom-killer"
+    assert "namespace" in dev.dependencies["deployment"]
+
+
+def test_the_network_policy_denies_all_traffic_to_every_pod(dev: Rendered) -> None:
+    spec = dev.one(NETWORK_POLICY).inputs["spec"]
+    assert spec["podSelector"] == {}
+    assert sorted(spec["policyTypes"]) == ["Egress", "Ingress"]
+    assert "ingress" not in spec
+    assert "egress" not in spec
+
+
+def test_exports_say_where_it_runs_when_it_dies_and_how_to_watch(dev: Rendered) -> None:
+    assert dev.exports["namespace"] == "oom-killer"
+    assert dev.exports["deploymentName"] == "oom-killer"
+    # dev: 128 MiB, 16 MiB a second, about 10 MiB before the first step: killed in step 8, 7 s in.
+    assert dev.exports["predictedSecondsToOomKill"] == 7.0
+    commands = dev.exports["kubectl"]
+    assert commands["watchPods"].startswith("kubectl get pods --namespace oom-killer ")
+    assert commands["watchPods"].endswith(" --watch")
+    assert "lastState.terminated.reason" in commands["lastTerminationReason"]
+    assert commands["describePod"].startswith("kubectl describe pods --namespace oom-killer ")
+
+
+def test_other_values_land_in_the_right_fields() -> None:
+    rendered = render(
+        {
+            "memoryLimitMb": "512",
+            "memoryIncrementMb": "30",
+            "incrementIntervalMs": "250",
+            "memoryCeilingMb": "400",
+            "replicas": "3",
+            "cpuMillicores": "250",
+            "namespace": "oom-lab",
+        },
+        stack_name="staging",
+    )
+    spec = rendered.one(DEPLOYMENT).inputs["spec"]
+    assert spec["replicas"] == 3
+    assert env_of(rendered) == {
+        "MEMORY_INCREMENT_MB": "30",
+        "INCREMENT_INTERVAL_MS": "250",
+        "MEMORY_CEILING_MB": "400",
+        "TERMINATION_MESSAGE_PATH": "/dev/termination-log",
+    }
+    assert container(rendered)["resources"]["limits"] == {"memory": "512Mi", "cpu": "250m"}
+    assert rendered.one(LIMIT_RANGE).inputs["spec"]["limits"][0]["max"] == {"memory": "512Mi"}
+    assert rendered.one(NAMESPACE).inputs["metadata"]["name"] == "oom-lab"
+    assert rendered.one(DEPLOYMENT).inputs["metadata"]["namespace"] == "oom-lab"
+    assert spec["selector"]["matchLabels"]["app.kubernetes.io/instance"] == "staging"
+    assert rendered.exports["kubectl"]["watchPods"].startswith("kubectl get pods --namespace oom-lab ")
+    # A ceiling below the limit: it holds, and no kill is predicted.
+    assert rendered.exports["predictedSecondsToOomKill"] is None
+
+
+def test_defaults_apply_when_the_stack_sets_nothing() -> None:
+    rendered = render({})
+    assert env_of(rendered)["MEMORY_INCREMENT_MB"] == "10"
+    assert env_of(rendered)["INCREMENT_INTERVAL_MS"] == "1000"
+    assert container(rendered)["resources"]["limits"] == {"memory": "256Mi", "cpu": "100m"}
+    assert rendered.one(DEPLOYMENT).inputs["spec"]["replicas"] == 1
+
+
+def test_a_prebuilt_image_is_run_as_given_and_nothing_is_built() -> None:
+    rendered = render({"image": "registry.example.com/team/oom-killer:1.2.3"})
+    assert rendered.of_type(IMAGE) == []
+    assert container(rendered)["image"] == "registry.example.com/team/oom-killer:1.2.3"
+
+
+def test_a_pushed_image_is_run_by_its_digest_so_a_rebuild_rolls_out() -> None:
+    rendered = render({"imageRepository": "ghcr.io/acme/oom-killer", "platform": "linux/arm64"})
+    image = rendered.one(IMAGE).inputs
+    assert image.get("skipPush") is not True
+    assert image["imageName"].startswith("ghcr.io/acme/oom-killer:")
+    assert image["build"]["platform"] == "linux/arm64"
+    assert "registry" not in image  # no credentials configured: docker's own login is used
+    reference = container(rendered)["image"]
+    assert reference.startswith("ghcr.io/acme/oom-killer@sha256:")
+    assert rendered.exports["image"] == reference
+
+
+def test_registry_credentials_come_from_config_with_the_password_a_secret() -> None:
+    rendered = render(
+        {
+            "imageRepository": "registry.example.com:5000/oom-killer",
+            "registryUsername": "robot",
+            "registryPassword": "s3cret",
+            "baseImage": "mirror.example.com/python:3.12-slim",
+        },
+        secrets=frozenset({"registryPassword"}),
+    )
+    image = rendered.one(IMAGE).inputs
+    # The password's secrecy reaches the engine: the whole registry block arrives wrapped as a secret.
+    registry = image["registry"]
+    assert registry[rpc._special_sig_key] == rpc._special_secret_sig
+    assert registry["value"] == {"server": "registry.example.com:5000", "username": "robot", "password": "s3cret"}
+    assert image["build"]["args"] == {"BASE_IMAGE": "mirror.example.com/python:3.12-slim"}
+    assert "s3cret" not in json.dumps(rendered.exports)
+
+
+def load_settings_for(config: dict[str, str]) -> Any:
+    import pulumi
+
+    pulumi.runtime.set_all_config({f"oom-killer:{k}": v for k, v in config.items()})
+    return load_settings()
+
+
+@pytest.mark.parametrize(
+    ("config", "key", "shown"),
+    [
+        ({"memoryIncrementMb": "0"}, "memoryIncrementMb", "0"),
+        ({"memoryIncrementMb": "ten"}, "memoryIncrementMb", "'ten'"),
+        ({"memoryLimitMb": "-1"}, "memoryLimitMb", "-1"),
+        ({"memoryLimitMb": "1.5"}, "memoryLimitMb", "'1.5'"),
+        ({"memoryLimitMb": "64", "memoryIncrementMb": "64"}, "memoryIncrementMb", "64"),
+        ({"incrementIntervalMs": "-5"}, "incrementIntervalMs", "-5"),
+        ({"memoryCeilingMb": "-1"}, "memoryCeilingMb", "-1"),
+        ({"cpuMillicores": "0"}, "cpuMillicores", "0"),
+        ({"replicas": "-1"}, "replicas", "-1"),
+        ({"replicas": "many"}, "replicas", "'many'"),
+        ({"namespace": "Oom_Killer"}, "namespace", "'Oom_Killer'"),
+        ({"namespace": "x" * 64}, "namespace", "'" + "x" * 64 + "'"),
+        ({"namespace": "default"}, "namespace", "'default'"),
+        ({"namespace": "kube-system"}, "namespace", "'kube-system'"),
+        ({"platform": "amd64"}, "platform", "'amd64'"),
+        ({"image": "a:1", "imageRepository": "ghcr.io/a/b"}, "image", "'a:1'"),
+        ({"imageRepository": "ghcr.io/acme/oom-killer:latest"}, "imageRepository", "'ghcr.io/acme/oom-killer:latest'"),
+        ({"image": "oom killer"}, "image", "'oom killer'"),
+        ({"imageRepository": "ghcr.io/a/b", "registryUsername": "robot"}, "registryUsername", "'robot'"),
+        ({"registryUsername": "robot", "registryPassword": "x"}, "registryPassword", "'[plaintext]'"),
+    ],
+)
+def test_a_bad_config_is_refused_naming_key_and_value_and_declares_nothing(
+    config: dict[str, str], key: str, shown: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Spy on the mock engine itself: render() cannot hand back what was declared once the program has raised.
+    registered: list[str] = []
+    record = render_module._Recorder.new_resource
+
+    def spy(self: Any, args: Any) -> Any:
+        registered.append(args.typ)
+        return record(self, args)
+
+    monkeypatch.setattr(render_module._Recorder, "new_resource", spy)
+    with pytest.raises(ConfigError) as caught:
+        render(config)
+    message = str(caught.value)
+    assert message.startswith(f"invalid config oom-killer:{key}={shown}: ")
+    assert "\n" not in message
+    assert registered == []
+
+
+def test_pulumi_yaml_passes_the_engine_schema() -> None:
+    require_schema()
+    project = yaml.safe_load((PROJECT / "Pulumi.yaml").read_text())
+    jsonschema.validate(project, json.loads(SCHEMA.read_text()))
+    assert project["name"] == "oom-killer"
+    assert project["runtime"] == {"name": "python", "options": {"toolchain": "pip", "virtualenv": "venv"}}
+
+
+def test_pulumi_yaml_declares_every_key_with_the_defaults_in_code() -> None:
+    declared = yaml.safe_load((PROJECT / "Pulumi.yaml").read_text())["config"]
+    assert set(declared) == set(DEFAULTS)
+    for key, declaration in declared.items():
+        assert declaration["default"] == DEFAULTS[key], key
+        assert declaration["type"] == ("integer" if isinstance(DEFAULTS[key], int) else "string"), key
+        assert declaration["description"].strip(), key
+        assert "secret" not in declaration, f"{key}: a secret with a default breaks `pulumi up` since Pulumi 3.202"
+
+
+def test_the_dev_stack_file_sets_only_declared_keys() -> None:
+    declared = yaml.safe_load((PROJECT / "Pulumi.yaml").read_text())["config"]
+    assert set(stack_config("dev")) <= set(declared)
+
+
+def test_the_image_tag_follows_the_build_context_and_nothing_else(tmp_path: Path) -> None:
+    copy = tmp_path / "project"
+    shutil.copytree(PROJECT / "workload", copy / "workload", ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("Dockerfile", ".dockerignore"):
+        shutil.copy(PROJECT / name, copy / name)
+    settings = load_settings_for({})
+    original = context_tag(settings, copy)
+    assert context_tag(settings, PROJECT) == original
+    (copy / "README.md").write_text("not in the image")
+    assert context_tag(settings, copy) == original
+    with (copy / "workload" / "main.py").open("a") as main:
+        main.write("\n# changed\n")
+    changed = context_tag(settings, copy)
+    assert changed != original
+    assert context_tag(load_settings_for({"platform": "linux/arm64"}), copy) != changed
+
+
+def require_schema() -> None:
+    from tests.conftest import require
+
+    require(SCHEMA.exists(), f"the engine's schema is not at {SCHEMA} (shared/ beside the project)")
