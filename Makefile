@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 CHECKOV_VENV ?= venv-checkov
 STACK ?= dev
 
-.PHONY: up destroy test lint pytest bench clean
+.PHONY: up demo destroy test lint pytest bench clean
 
 $(BIN)/.installed: requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,11 @@ up: $(BIN)/.installed
 	@pulumi whoami --non-interactive >/dev/null 2>&1 || pulumi login --local
 	pulumi stack select --create $(STACK)
 	pulumi up --stack $(STACK)
+
+## demo: no cluster needed: build the image and run the container as the dev stack declares it on Docker,
+## until the kernel OOM-kills it (honours DOCKER_HOST and BASE_IMAGE; ARGS="--set memoryLimitMb=64" to vary)
+demo: $(BIN)/.installed
+	$(BIN)/python -m infra.demo --stack $(STACK) $(ARGS)
 
 ## destroy: delete everything the stack created (the namespace and all in it)
 destroy:

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from hypothesis import given
+from hypothesis import strategies as st
+
 from workload import logfmt
 from workload.main import next_step_mib, predict_kill, write_termination_message
 from workload.memory import MIB, allocate, rss_bytes
@@ -56,3 +59,17 @@ def test_termination_message_overwrites_an_existing_file_and_never_creates_one(t
     missing = tmp_path / "missing"
     assert not write_termination_message(str(missing), "step=1")
     assert not missing.exists()
+
+
+@given(
+    st.dictionaries(
+        st.text(alphabet="abcdefghijklmnopqrstuvwxyz_", min_size=1, max_size=8),
+        st.one_of(st.text(max_size=20), st.integers(), st.sampled_from([True, False, None])),
+        max_size=6,
+    )
+)
+def test_logfmt_lines_parse_back_to_their_fields(fields: dict[str, object]) -> None:
+    expected = {
+        key: logfmt._value(value).strip('"') if not isinstance(value, str) else value for key, value in fields.items()
+    }
+    assert logfmt.parse(logfmt.line(**fields)) == expected

@@ -1,0 +1,167 @@
+"""The declared pod, run on a Docker engine the way a kubelet would run it.
+
+`make demo` and the end-to-end test share this: render the program (under mocks) for a stack's config, build
+the image exactly as the declared docker Image says, translate the Deployment's container into a container on
+the engine (memory limit without swap, CPU, env, user, read-only root, dropped capabilities, no new privileges,
+no network, the termination message file mounted), then follow its log to the end and read what the engine says
+of its death.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import docker
+from docker.models.containers import Container
+
+from infra.render import Rendered, render, stack_config
+
+DEPLOYMENT = "kubernetes:apps/v1:Deployment"
+IMAGE = "docker:index/image:Image"
+
+_BINARY_SUFFIXES = {"Ki": 1 << 10, "Mi": 1 << 20, "Gi": 1 << 30, "Ti": 1 << 40}
+_DECIMAL_SUFFIXES = {"k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12}
+
+
+def memory_bytes(quantity: str) -> int:
+    """A Kubernetes memory quantity in bytes: a whole number with an optional binary or decimal suffix."""
+    for suffixes in (_BINARY_SUFFIXES, _DECIMAL_SUFFIXES):
+        for suffix, factor in suffixes.items():
+            if quantity.endswith(suffix) and quantity[: -len(suffix)].isdigit():
+                return int(quantity[: -len(suffix)]) * factor
+    if quantity.isdigit():
+        return int(quantity)
+    raise ValueError(f"not a memory quantity this translation knows: {quantity!r}")
+
+
+def nano_cpus(quantity: str) -> int:
+    """A Kubernetes CPU quantity ("250m", "2") in the engine's billionths of a CPU."""
+    if quantity.endswith("m") and quantity[:-1].isdigit():
+        return int(quantity[:-1]) * 10**6
+    return int(float(quantity) * 10**9)
+
+
+@dataclass(frozen=True)
+class DeclaredPod:
+    build: dict[str, Any] | None  # the docker Image resource's inputs, None for a prebuilt image
+    pod: dict[str, Any]  # the Deployment's pod template spec
+    container: dict[str, Any]
+
+
+def declared_pod(rendered: Rendered) -> DeclaredPod:
+    pod = rendered.one(DEPLOYMENT).inputs["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    images = rendered.of_type(IMAGE)
+    return DeclaredPod(images[0].inputs if images else None, pod, container)
+
+
+def stack_pod(stack: str = "dev", overrides: dict[str, str] | None = None) -> DeclaredPod:
+    """The pod a stack declares; BASE_IMAGE from the environment becomes its baseImage (as in CI)."""
+    config = {**stack_config(stack), **(overrides or {})}
+    if os.environ.get("BASE_IMAGE") and "baseImage" not in (overrides or {}):
+        config["baseImage"] = os.environ["BASE_IMAGE"]
+    return declared_pod(render(config, stack_name=stack))
+
+
+def run_options(pod: DeclaredPod, termination_file: Path) -> dict[str, Any]:
+    """The Deployment's container as keyword arguments of docker's containers.run(), as a kubelet would run it."""
+    container, spec = pod.container, pod.pod
+    security = {**spec.get("securityContext", {}), **container.get("securityContext", {})}
+    limits = container.get("resources", {}).get("limits", {})
+    options: dict[str, Any] = {
+        "image": container["image"],
+        "environment": {item["name"]: item["value"] for item in container.get("env", [])},
+        "network_mode": "none",  # the namespace's NetworkPolicy denies everything
+        "read_only": bool(security.get("readOnlyRootFilesystem")),
+        "cap_drop": security.get("capabilities", {}).get("drop", []),
+        "cap_add": security.get("capabilities", {}).get("add", []),
+        "security_opt": [] if security.get("allowPrivilegeEscalation", True) else ["no-new-privileges"],
+        "stop_signal": "SIGTERM",
+        "volumes": {str(termination_file): {"bind": container["terminationMessagePath"], "mode": "rw"}},
+        "labels": {"io.kubernetes.container.name": container["name"], "oom-killer.rehearsal": "true"},
+    }
+    if "runAsUser" in security:
+        group = security.get("runAsGroup", security["runAsUser"])
+        options["user"] = f"{security['runAsUser']}:{group}"
+    if "memory" in limits:
+        # The kubelet gives a container no swap: the memory limit is the memory+swap limit too.
+        options["mem_limit"] = options["memswap_limit"] = memory_bytes(limits["memory"])
+    if "cpu" in limits:
+        options["nano_cpus"] = nano_cpus(limits["cpu"])
+    return options
+
+
+def build_image(client: docker.DockerClient, pod: DeclaredPod) -> str:
+    """Build the image as the declared docker Image says (context, Dockerfile, build args, tag); return its tag.
+
+    The declared platform is left to the engine: a rehearsal runs on this machine's own architecture.
+    """
+    if pod.build is None:
+        client.images.pull(pod.container["image"])
+        return str(pod.container["image"])
+    build = pod.build["build"]
+    tag = str(pod.build["imageName"])
+    client.images.build(
+        path=build["context"],
+        dockerfile=build["dockerfile"],
+        buildargs=build.get("args") or {},
+        tag=tag,
+        rm=True,
+        pull=False,
+    )
+    return tag
+
+
+@dataclass
+class Outcome:
+    oom_killed: bool
+    exit_code: int
+    seconds: float
+    lines: list[str]
+    termination_message: str
+
+
+def start(client: docker.DockerClient, pod: DeclaredPod, workdir: Path) -> tuple[Container, Path]:
+    """Start the declared container; the termination message file is made here, writable by the pod's user."""
+    termination_file = workdir / "termination-log"
+    termination_file.touch()
+    termination_file.chmod(0o666)
+    return client.containers.run(detach=True, **run_options(pod, termination_file)), termination_file
+
+
+def follow(container: Container, termination_file: Path, on_line: Callable[[str], None] | None = None) -> Outcome:
+    """Follow the container's log until it ends; then what the engine says of how it ended."""
+    started = time.monotonic()
+    lines = []
+    for raw in container.logs(stream=True, follow=True, stdout=True, stderr=True):
+        for line in raw.decode(errors="replace").splitlines():
+            lines.append(line)
+            if on_line is not None:
+                on_line(line)
+    result = container.wait(timeout=60)
+    seconds = time.monotonic() - started
+    container.reload()
+    state = container.attrs["State"]
+    return Outcome(
+        oom_killed=bool(state["OOMKilled"]),
+        exit_code=int(result["StatusCode"]),
+        seconds=seconds,
+        lines=lines,
+        termination_message=termination_file.read_text(),
+    )
+
+
+def rehearse(client: docker.DockerClient, pod: DeclaredPod, on_line: Callable[[str], None] | None = None) -> Outcome:
+    """Run the declared container to its end and remove it."""
+    with tempfile.TemporaryDirectory(prefix="oom-killer-") as workdir:
+        container, termination_file = start(client, pod, Path(workdir))
+        try:
+            return follow(container, termination_file, on_line)
+        finally:
+            container.remove(force=True)

@@ -1,0 +1,96 @@
+"""The Deployment's container, exactly as the program declares it, run by a real Docker engine the way a kubelet
+would run it, and OOM-killed by the kernel.
+
+Needs a Docker engine (DOCKER_HOST or the default socket); `.ci/run` starts one and builds BASE_IMAGE from Debian
+packages. Without an engine these skip, saying why; in CI they fail instead.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import docker
+import docker.errors
+import pytest
+
+from infra.rehearsal import DeclaredPod, build_image, rehearse, stack_pod, start
+from tests.conftest import require
+from workload import logfmt
+
+LIMIT_MIB = 64
+
+
+@pytest.fixture(scope="module")
+def engine() -> Iterator[docker.DockerClient]:
+    try:
+        client = docker.from_env()
+        client.ping()
+    except docker.errors.DockerException as error:
+        require(False, f"no Docker engine answers (DOCKER_HOST or the default socket): {error}")
+        raise
+    yield client
+    client.close()
+
+
+@pytest.fixture(scope="module")
+def dev_pod(engine: docker.DockerClient) -> DeclaredPod:
+    """The dev stack's pod with a small limit, its image built from the project's Dockerfile."""
+    pod = stack_pod("dev", {"memoryLimitMb": str(LIMIT_MIB)})
+    build_image(engine, pod)
+    return pod
+
+
+def steps_of(lines: list[str]) -> list[dict[str, str]]:
+    return [fields for fields in map(logfmt.parse, lines) if fields.get("event") == "step"]
+
+
+def test_the_declared_container_is_oom_killed_with_exit_137(engine: docker.DockerClient, dev_pod: DeclaredPod) -> None:
+    # What the program declared is what runs: the dev stack's increment and pace, our small limit.
+    env = {item["name"]: item["value"] for item in dev_pod.container["env"]}
+    assert dev_pod.container["resources"]["limits"]["memory"] == f"{LIMIT_MIB}Mi"
+    increment = int(env["MEMORY_INCREMENT_MB"])
+
+    outcome = rehearse(engine, dev_pod)
+
+    assert outcome.oom_killed is True, outcome.lines
+    assert outcome.exit_code == 137
+    start_line = logfmt.parse(outcome.lines[0])
+    assert start_line["event"] == "start"
+    assert start_line["limit_mib"] == str(LIMIT_MIB)  # the workload found the container's own limit
+    steps = steps_of(outcome.lines)
+    last = int(steps[-1]["allocated_mib"])
+    baseline = float(start_line["baseline_rss_mib"])
+    assert LIMIT_MIB - increment - baseline <= last <= LIMIT_MIB
+    assert logfmt.parse(outcome.termination_message.strip()) == steps[-1]
+
+
+def test_a_ceiling_below_the_limit_keeps_running_and_docker_stop_ends_it_with_0(
+    engine: docker.DockerClient, dev_pod: DeclaredPod, tmp_path: Path
+) -> None:
+    pod = stack_pod("dev", {"memoryLimitMb": str(LIMIT_MIB), "memoryCeilingMb": "40", "incrementIntervalMs": "200"})
+    assert pod.container["image"] == dev_pod.container["image"]  # same build: only the env differs
+    container, _ = start(engine, pod, tmp_path)
+    try:
+        deadline = time.monotonic() + 30
+        lines: list[str] = []
+        while time.monotonic() < deadline and not any(line.startswith("event=holding") for line in lines):
+            time.sleep(0.2)
+            lines = container.logs().decode().splitlines()
+        assert [step["allocated_mib"] for step in steps_of(lines)] == ["16", "32", "40"]
+        time.sleep(1)
+        container.reload()
+        assert container.status == "running"
+        assert container.attrs["State"]["OOMKilled"] is False
+
+        sent = time.monotonic()
+        container.stop(timeout=int(pod.pod["terminationGracePeriodSeconds"]))
+        took = time.monotonic() - sent
+        result = container.wait(timeout=10)
+        assert result["StatusCode"] == 0
+        assert took < 1.0, f"docker stop took {took:.2f}s"
+        last = logfmt.parse(container.logs().decode().splitlines()[-1])
+        assert (last["event"], last["signal"]) == ("stop", "SIGTERM")
+    finally:
+        container.remove(force=True)
