@@ -58,7 +58,9 @@ def workload_image(settings: StackSettings) -> WorkloadImage:
         local = docker.Image("workload-image", image_name=f"{LOCAL_REPOSITORY}:{tag}", build=build, skip_push=True)
         return WorkloadImage(local.image_name, "IfNotPresent")
 
-    registry = None
+    # Without a username and password the provider pushes with the credentials `docker login` stored for the
+    # server (pulumi-docker reads the Docker config file), but it needs the server named to look them up.
+    registry = docker.RegistryArgs(server=settings.registry_server)
     if settings.registry_username:
         registry = docker.RegistryArgs(
             server=settings.registry_server,

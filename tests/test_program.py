@@ -194,10 +194,22 @@ def test_a_pushed_image_is_run_by_its_digest_so_a_rebuild_rolls_out() -> None:
     assert image.get("skipPush") is not True
     assert image["imageName"].startswith("ghcr.io/acme/oom-killer:")
     assert image["build"]["platform"] == "linux/arm64"
-    assert "registry" not in image  # no credentials configured: docker's own login is used
+    # No credentials configured: the server alone, so the provider pushes with what `docker login` stored for it.
+    assert image["registry"] == {"server": "ghcr.io"}
     reference = container(rendered)["image"]
     assert reference.startswith("ghcr.io/acme/oom-killer@sha256:")
     assert rendered.exports["image"] == reference
+
+
+def test_the_registry_server_is_the_repository_host_or_docker_hub() -> None:
+    def server(repository: str) -> str:
+        return str(render({"imageRepository": repository}).one(IMAGE).inputs["registry"]["server"])
+
+    assert server("localhost:5001/oom-killer") == "localhost:5001"
+    assert server("123456789012.dkr.ecr.eu-west-1.amazonaws.com/oom-killer") == (
+        "123456789012.dkr.ecr.eu-west-1.amazonaws.com"
+    )
+    assert server("acme/oom-killer") == "docker.io"
 
 
 def test_registry_credentials_come_from_config_with_the_password_a_secret() -> None:
