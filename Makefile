@@ -22,7 +22,7 @@ $(CHECKOV_VENV)/.installed: requirements-checkov.txt
 
 ## up: build the image and deploy the stack on the current kube context (needs the Pulumi CLI, Docker, kubectl)
 up: $(BIN)/.installed
-	@command -v pulumi >/dev/null || { echo "make up needs the Pulumi CLI: https://www.pulumi.com/docs/iac/download-install/" >&2; exit 1; }
+	@command -v pulumi >/dev/null || { echo "make up needs the Pulumi CLI: https://www.pulumi.com/docs/install/" >&2; exit 1; }
 	@command -v kubectl >/dev/null && echo "kube context: $$(kubectl config current-context)" || true
 	@# A local state backend (~/.pulumi) unless you are logged in to one already (Pulumi Cloud, S3, ...).
 	@pulumi whoami --non-interactive >/dev/null 2>&1 || pulumi login --local
