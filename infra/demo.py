@@ -71,14 +71,18 @@ def main(argv: list[str] | None = None) -> int:
             verdict="OOMKilled" if outcome.oom_killed else "not-oom-killed",
             oom_killed=outcome.oom_killed,
             exit_code=outcome.exit_code,
-            allocated_mib_at_kill=int(last_allocated),
+            last_allocated_mib=int(last_allocated),
             limit_mib=memory_bytes(limit) // MIB,
             seconds=round(outcome.seconds, 1),
             termination_message=outcome.termination_message.strip(),
         ),
         flush=True,
     )
-    return 0 if outcome.oom_killed and outcome.exit_code == 137 else EXIT_NOT_OOM_KILLED
+    if outcome.oom_killed and outcome.exit_code == 137:
+        return 0
+    if any(line.startswith("event=holding ") for line in outcome.lines):
+        print("demo: it held at memoryCeilingMb below the limit, as configured, and was stopped", file=sys.stderr)
+    return EXIT_NOT_OOM_KILLED
 
 
 if __name__ == "__main__":

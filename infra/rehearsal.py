@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -157,11 +158,30 @@ def follow(container: Container, termination_file: Path, on_line: Callable[[str]
     )
 
 
-def rehearse(client: docker.DockerClient, pod: DeclaredPod, on_line: Callable[[str], None] | None = None) -> Outcome:
-    """Run the declared container to its end and remove it."""
+def rehearse(
+    client: docker.DockerClient,
+    pod: DeclaredPod,
+    on_line: Callable[[str], None] | None = None,
+    stop_after_holding: float = 5.0,
+) -> Outcome:
+    """Run the declared container to its end and remove it.
+
+    A ceiling below the limit holds forever: once the hog says it is holding, it is left to hold for
+    `stop_after_holding` seconds and then stopped the way Kubernetes would stop it (SIGTERM, then the grace period).
+    """
+    grace = int(pod.pod.get("terminationGracePeriodSeconds", 30))
     with tempfile.TemporaryDirectory(prefix="oom-killer-") as workdir:
         container, termination_file = start(client, pod, Path(workdir))
+        stopper = threading.Timer(stop_after_holding, container.stop, kwargs={"timeout": grace})
+
+        def watch(line: str) -> None:
+            if line.startswith("event=holding ") and not stopper.is_alive():
+                stopper.start()
+            if on_line is not None:
+                on_line(line)
+
         try:
-            return follow(container, termination_file, on_line)
+            return follow(container, termination_file, watch)
         finally:
+            stopper.cancel()
             container.remove(force=True)

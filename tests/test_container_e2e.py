@@ -15,6 +15,7 @@ import docker
 import docker.errors
 import pytest
 
+from infra import demo
 from infra.rehearsal import DeclaredPod, build_image, rehearse, stack_pod, start
 from tests.conftest import require
 from workload import logfmt
@@ -94,3 +95,22 @@ def test_a_ceiling_below_the_limit_keeps_running_and_docker_stop_ends_it_with_0(
         assert (last["event"], last["signal"]) == ("stop", "SIGTERM")
     finally:
         container.remove(force=True)
+
+
+@pytest.mark.usefixtures("dev_pod")  # an engine that answers, and the image built
+def test_make_demo_shows_the_kill_and_ends_with_the_verdict(capsys: pytest.CaptureFixture[str]) -> None:
+    assert demo.main(["--set", f"memoryLimitMb={LIMIT_MIB}"]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    assert any(line.strip().startswith("event=step step=1 ") for line in printed)  # steps shown as they happen
+    verdict = logfmt.parse(printed[-1])
+    assert (verdict["verdict"], verdict["oom_killed"], verdict["exit_code"]) == ("OOMKilled", "true", "137")
+    assert verdict["limit_mib"] == str(LIMIT_MIB)
+    assert int(verdict["last_allocated_mib"]) > 0
+    assert float(verdict["seconds"]) > 0
+
+
+@pytest.mark.usefixtures("dev_pod")  # an engine that answers, and the image built
+def test_make_demo_fails_when_the_container_is_not_oom_killed(capsys: pytest.CaptureFixture[str]) -> None:
+    assert demo.main(["--set", f"memoryLimitMb={LIMIT_MIB}", "--set", "memoryCeilingMb=32"]) == demo.EXIT_NOT_OOM_KILLED
+    verdict = logfmt.parse(capsys.readouterr().out.splitlines()[-1])
+    assert (verdict["oom_killed"], verdict["exit_code"]) == ("false", "0")
