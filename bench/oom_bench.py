@@ -27,6 +27,7 @@ PROJECT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(PROJECT))
 
 from tests.memcg import MemoryCgroup  # noqa: E402
+from workload import logfmt  # noqa: E402
 
 LIMIT_MIB = 1024
 WORKLOAD = [sys.executable, "-S", "-m", "workload"]
@@ -56,7 +57,7 @@ def time_to_kill(command: list[str], env: dict[str, str] | None = None) -> tuple
 
 def baseline_rss_mib(stdout: str) -> float:
     start = next(line for line in stdout.splitlines() if line.startswith("event=start "))
-    return float(dict(pair.split("=", 1) for pair in start.split())["baseline_rss_mib"])
+    return float(logfmt.parse(start)["baseline_rss_mib"])
 
 
 def cpu_seconds(pid: int) -> float:

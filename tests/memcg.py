@@ -36,9 +36,12 @@ class MemoryCgroup:
         name = f"oom-killer-test-{os.getpid()}-{next(_names)}"
         parents = [Path(own.path)]
         if own.version == 2:
-            # v2 lets a cgroup with processes in it hand no controller to children: fall back to the top.
-            parents.append(Path(own.path).parents[len(Path(own.path).parents) - 1])
-            parents = [p for p in parents if (p / "cgroup.subtree_control").exists()]
+            # v2 lets a cgroup with processes in it hand no controller to children: fall back to the top of the
+            # hierarchy (the highest directory that is still a cgroup).
+            top = Path(own.path)
+            while (top.parent / "cgroup.controllers").exists():
+                top = top.parent
+            parents.append(top)
         problems = []
         for parent in parents:
             try:

@@ -18,19 +18,15 @@ import pytest
 
 from tests.conftest import PROJECT, require
 from tests.memcg import CgroupUnavailable, MemoryCgroup
+from workload import logfmt
 from workload.cgroup import discover
 
 LIMIT_MIB = 128
 INCREMENT_MIB = 10
 
 
-def fields(line: str) -> dict[str, str]:
-    """A logfmt line as a dict (the workload quotes nothing in its start and step lines)."""
-    return dict(pair.split("=", 1) for pair in line.split())
-
-
 def events(stdout: str, event: str) -> list[dict[str, str]]:
-    parsed = [fields(line) for line in stdout.splitlines() if line.startswith("event=")]
+    parsed = [logfmt.parse(line) for line in stdout.splitlines() if line.startswith("event=")]
     return [line for line in parsed if line["event"] == event]
 
 
@@ -110,7 +106,7 @@ def test_the_kernel_oom_kills_it_at_the_cgroup_limit(make_cgroup: MakeCgroup, tm
         assert int(step["rss_mib"]) >= int(step["allocated_mib"])
     # The kill came in the step it announced at the start: one past the last step it lived to log.
     assert int(start["predicted_steps"]) == len(steps) + 1
-    assert fields(termination_log.read_text().strip()) == steps[-1]
+    assert logfmt.parse(termination_log.read_text().strip()) == steps[-1]
 
 
 def test_a_ceiling_below_the_limit_holds_without_a_kill(make_cgroup: MakeCgroup) -> None:
@@ -120,7 +116,11 @@ def test_a_ceiling_below_the_limit_holds_without_a_kill(make_cgroup: MakeCgroup)
         lines = read_until(process, "holding")
         time.sleep(1)
         assert process.poll() is None, "it should hold at the ceiling, not exit"
-        assert [fields(line)["allocated_mib"] for line in lines if line.startswith("event=step")] == ["16", "32", "40"]
+        assert [logfmt.parse(line)["allocated_mib"] for line in lines if line.startswith("event=step")] == [
+            "16",
+            "32",
+            "40",
+        ]
         assert group.oom_kills() == 0
         assert group.usage_bytes() < LIMIT_MIB * (1 << 20)
     finally:
@@ -141,7 +141,7 @@ def test_a_stop_signal_exits_0_within_a_second(make_cgroup: MakeCgroup, stop: si
     took = time.monotonic() - sent
     assert process.returncode == 0
     assert took < 1.0
-    last = fields(stdout.strip().splitlines()[-1])
+    last = logfmt.parse(stdout.strip().splitlines()[-1])
     assert (last["event"], last["signal"], last["allocated_mib"]) == ("stop", stop.name, "4")
 
 
