@@ -143,56 +143,54 @@ def main(env: dict[str, str] | None = None) -> int:
         )
     )
 
-    blocks = []
-    allocated_mib = 0
-    step = 0
+    blocks = []  # every mapping stays referenced, so its memory stays resident until the process ends
+    allocated_mib = step = 0
     termination_file = settings.termination_message_path
-    interval = settings.interval_ms / 1000
-    holding = False
-    while True:
-        size_mib = next_step_mib(settings, allocated_mib)
-        if size_mib == 0:
-            if not holding:
-                holding = True
-                say(
-                    logfmt.line(
-                        event="holding",
-                        ceiling_mib=settings.ceiling_mib,
-                        allocated_mib=allocated_mib,
-                        rss_mib=rss_bytes() // MIB,
-                    )
-                )
-            received = signal.sigtimedwait(STOP_SIGNALS, HOLD_WAKE_SECONDS)
-        else:
-            try:
-                blocks.append(allocate(size_mib * MIB))
-            except OSError as error:
-                say(
-                    logfmt.line(
-                        level="error",
-                        event="allocation_refused",
-                        step=step + 1,
-                        size_mib=size_mib,
-                        error=error.strerror,
-                    ),
-                    error=True,
-                )
-                return EXIT_ALLOCATION_REFUSED
-            step += 1
-            allocated_mib += size_mib
-            line = step_line(step, allocated_mib, rss_bytes(), cgroup)
-            say(line)
-            if termination_file and not write_termination_message(termination_file, line):
-                termination_file = ""  # missing or read-only: stop trying, quietly
-            received = signal.sigtimedwait(STOP_SIGNALS, interval) if next_step_mib(settings, allocated_mib) else None
-        if received is not None:
+    received = None
+    # Grow: a step, then the pause (which a stop signal cuts short), until stopped or at the ceiling.
+    while received is None and (size_mib := next_step_mib(settings, allocated_mib)):
+        try:
+            blocks.append(allocate(size_mib * MIB))
+        except OSError as error:
             say(
                 logfmt.line(
-                    event="stop",
-                    signal=signal.Signals(received.si_signo).name,
-                    step=step,
-                    allocated_mib=allocated_mib,
-                    rss_mib=rss_bytes() // MIB,
-                )
+                    level="error",
+                    event="allocation_refused",
+                    step=step + 1,
+                    size_mib=size_mib,
+                    error=error.strerror,
+                ),
+                error=True,
             )
-            return EXIT_STOPPED
+            return EXIT_ALLOCATION_REFUSED
+        step += 1
+        allocated_mib += size_mib
+        line = step_line(step, allocated_mib, rss_bytes(), cgroup)
+        say(line)
+        if termination_file and not write_termination_message(termination_file, line):
+            termination_file = ""  # missing or read-only: stop trying, quietly
+        received = signal.sigtimedwait(STOP_SIGNALS, settings.interval_ms / 1000)
+
+    # Hold at the ceiling, asleep, until told to stop.
+    if received is None:
+        say(
+            logfmt.line(
+                event="holding",
+                ceiling_mib=settings.ceiling_mib,
+                allocated_mib=allocated_mib,
+                rss_mib=rss_bytes() // MIB,
+            )
+        )
+    while received is None:
+        received = signal.sigtimedwait(STOP_SIGNALS, HOLD_WAKE_SECONDS)
+
+    say(
+        logfmt.line(
+            event="stop",
+            signal=signal.Signals(received.si_signo).name,
+            step=step,
+            allocated_mib=allocated_mib,
+            rss_mib=rss_bytes() // MIB,
+        )
+    )
+    return EXIT_STOPPED
