@@ -51,7 +51,7 @@ def nano_cpus(quantity: str) -> int:
 @dataclass(frozen=True)
 class DeclaredPod:
     build: dict[str, Any] | None  # the docker Image resource's inputs, None for a prebuilt image
-    pod: dict[str, Any]  # the Deployment's pod template spec
+    spec: dict[str, Any]  # the Deployment's pod template spec
     container: dict[str, Any]
 
 
@@ -72,7 +72,7 @@ def stack_pod(stack: str = "dev", overrides: dict[str, str] | None = None) -> De
 
 def run_options(pod: DeclaredPod, termination_file: Path) -> dict[str, Any]:
     """The Deployment's container as keyword arguments of docker's containers.run(), as a kubelet would run it."""
-    container, spec = pod.container, pod.pod
+    container, spec = pod.container, pod.spec
     security = {**spec.get("securityContext", {}), **container.get("securityContext", {})}
     limits = container.get("resources", {}).get("limits", {})
     options: dict[str, Any] = {
@@ -169,7 +169,7 @@ def rehearse(
     A ceiling below the limit holds forever: once the hog says it is holding, it is left to hold for
     `stop_after_holding` seconds and then stopped the way Kubernetes would stop it (SIGTERM, then the grace period).
     """
-    grace = int(pod.pod.get("terminationGracePeriodSeconds", 30))
+    grace = int(pod.spec.get("terminationGracePeriodSeconds", 30))
     with tempfile.TemporaryDirectory(prefix="oom-killer-") as workdir:
         container, termination_file = start(client, pod, Path(workdir))
         stopper = threading.Timer(stop_after_holding, container.stop, kwargs={"timeout": grace})

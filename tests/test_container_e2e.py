@@ -86,7 +86,7 @@ def test_a_ceiling_below_the_limit_keeps_running_and_docker_stop_ends_it_with_0(
         assert container.attrs["State"]["OOMKilled"] is False
 
         sent = time.monotonic()
-        container.stop(timeout=int(pod.pod["terminationGracePeriodSeconds"]))
+        container.stop(timeout=int(pod.spec["terminationGracePeriodSeconds"]))
         took = time.monotonic() - sent
         result = container.wait(timeout=10)
         assert result["StatusCode"] == 0
