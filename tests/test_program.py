@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import jsonschema
+import pulumi
 import pytest
 import yaml
 from pulumi.runtime import rpc
@@ -16,8 +17,8 @@ from pulumi.runtime import rpc
 from infra import render as render_module
 from infra.image import context_tag
 from infra.render import Rendered, render, stack_config
-from infra.settings import DEFAULTS, ConfigError, load_settings
-from tests.conftest import PROJECT
+from infra.settings import DEFAULTS, ConfigError, StackSettings, load_settings
+from tests.conftest import PROJECT, require
 
 DEPLOYMENT = "kubernetes:apps/v1:Deployment"
 NAMESPACE = "kubernetes:core/v1:Namespace"
@@ -35,6 +36,12 @@ def container(rendered: Rendered) -> dict[str, Any]:
 
 def env_of(rendered: Rendered) -> dict[str, str]:
     return {item["name"]: item["value"] for item in container(rendered)["env"]}
+
+
+def load_settings_for(config: dict[str, str]) -> StackSettings:
+    """The settings load_settings() reads from this config, without running the program."""
+    pulumi.runtime.set_all_config({f"oom-killer:{k}": v for k, v in config.items()})
+    return load_settings()
 
 
 @pytest.fixture(scope="module")
@@ -231,13 +238,6 @@ def test_registry_credentials_come_from_config_with_the_password_a_secret() -> N
     assert "s3cret" not in json.dumps(rendered.exports)
 
 
-def load_settings_for(config: dict[str, str]) -> Any:
-    import pulumi
-
-    pulumi.runtime.set_all_config({f"oom-killer:{k}": v for k, v in config.items()})
-    return load_settings()
-
-
 @pytest.mark.parametrize(
     ("config", "key", "shown"),
     [
@@ -284,7 +284,7 @@ def test_a_bad_config_is_refused_naming_key_and_value_and_declares_nothing(
 
 
 def test_pulumi_yaml_passes_the_engine_schema() -> None:
-    require_schema()
+    require(SCHEMA.exists(), f"the engine's schema is not at {SCHEMA} (shared/ beside the project)")
     project = yaml.safe_load((PROJECT / "Pulumi.yaml").read_text())
     jsonschema.validate(project, json.loads(SCHEMA.read_text()))
     assert project["name"] == "oom-killer"
@@ -321,9 +321,3 @@ def test_the_image_tag_follows_the_build_context_and_nothing_else(tmp_path: Path
     changed = context_tag(settings, copy)
     assert changed != original
     assert context_tag(load_settings_for({"platform": "linux/arm64"}), copy) != changed
-
-
-def require_schema() -> None:
-    from tests.conftest import require
-
-    require(SCHEMA.exists(), f"the engine's schema is not at {SCHEMA} (shared/ beside the project)")
