@@ -39,8 +39,6 @@ MAX_CPU_MILLICORES: Final = 64_000
 _DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
 # os/arch[/variant], as docker build --platform takes it.
 _PLATFORM = re.compile(r"[a-z0-9]+/[a-z0-9_]+(/[a-z0-9]+)?")
-# A namespace the stack would create and, on `pulumi destroy`, delete with everything in it.
-_SHARED_NAMESPACES = frozenset({"default", "kube-system", "kube-public", "kube-node-lease"})
 
 
 class ConfigError(pulumi.RunError):
@@ -128,7 +126,8 @@ def load_settings(config: pulumi.Config | None = None) -> StackSettings:
         "must be a DNS label: at most 63 lowercase letters, digits and '-', starting and ending alphanumeric",
     )
     _check(
-        namespace not in _SHARED_NAMESPACES and not namespace.startswith("kube-"),
+        # The stack creates its namespace and deletes it on destroy: never the cluster's own.
+        namespace != "default" and not namespace.startswith("kube-"),
         "namespace",
         namespace,
         "must be a namespace of its own: the stack creates it and `pulumi destroy` deletes it with all it holds",
