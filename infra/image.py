@@ -60,13 +60,11 @@ def workload_image(settings: StackSettings) -> WorkloadImage:
 
     # Without a username and password the provider pushes with the credentials `docker login` stored for the
     # server (pulumi-docker reads the Docker config file), but it needs the server named to look them up.
-    registry = docker.RegistryArgs(server=settings.registry_server)
-    if settings.registry_username:
-        registry = docker.RegistryArgs(
-            server=settings.registry_server,
-            username=settings.registry_username,
-            password=settings.registry_password,
-        )
+    registry = docker.RegistryArgs(
+        server=settings.registry_server,
+        username=settings.registry_username or None,
+        password=settings.registry_password,  # None unless set (as a secret)
+    )
     pushed = docker.Image(
         "workload-image", image_name=f"{settings.image_repository}:{tag}", build=build, registry=registry
     )

@@ -7,12 +7,13 @@ from typing import Final
 from infra.settings import StackSettings
 from workload.main import predict_kill
 from workload.memory import MIB
+from workload.settings import DEFAULT_TERMINATION_MESSAGE_PATH
 
 APP: Final = "oom-killer"
 CONTAINER: Final = "oom-killer"
 DEPLOYMENT: Final = "oom-killer"
 RUN_AS: Final = 65532  # the Dockerfile's USER: numeric, so runAsNonRoot is checked without a passwd file
-TERMINATION_MESSAGE_PATH: Final = "/dev/termination-log"
+TERMINATION_MESSAGE_PATH: Final = DEFAULT_TERMINATION_MESSAGE_PATH  # the workload's default, said explicitly
 # What the hog's cgroup is charged before its first step (interpreter and its files), for the prediction.
 EXPECTED_BASELINE_MIB: Final = 10
 

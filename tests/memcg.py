@@ -13,8 +13,8 @@ import time
 from pathlib import Path
 
 from workload.cgroup import discover, oom_kill_count
+from workload.memory import MIB
 
-MIB = 1 << 20
 _names = itertools.count()
 
 
