@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 from workload.settings import (
     DEFAULT_INCREMENT_MIB,
     DEFAULT_INTERVAL_MS,
+    MAX_CEILING_MIB,
     MAX_INCREMENT_MIB,
     Settings,
     SettingsError,
@@ -47,6 +48,11 @@ def test_empty_values_mean_unset() -> None:
     assert parse_settings(empty) == Settings()
 
 
+def test_a_ceiling_of_0_means_none_as_the_stacks_memory_ceiling_mb_0_does() -> None:
+    assert parse_settings({"MEMORY_CEILING_MB": "0"}) == Settings()
+    assert parse_settings({"MEMORY_CEILING_MB": str(MAX_CEILING_MIB)}).ceiling_mib == 1024 * 1024  # 1 TiB
+
+
 @pytest.mark.parametrize(
     ("variable", "value"),
     [
@@ -62,7 +68,8 @@ def test_empty_values_mean_unset() -> None:
         ("INCREMENT_INTERVAL_MS", "-1"),
         ("INCREMENT_INTERVAL_MS", "1e3"),
         ("INCREMENT_INTERVAL_MS", "999999999999"),
-        ("MEMORY_CEILING_MB", "0"),
+        ("MEMORY_CEILING_MB", "-1"),
+        ("MEMORY_CEILING_MB", str(MAX_CEILING_MIB + 1)),
         ("MEMORY_CEILING_MB", "lots"),
         ("ALLOW_UNLIMITED", "yes"),
         ("ALLOW_UNLIMITED", "true"),

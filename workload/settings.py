@@ -6,10 +6,10 @@ DEFAULT_INCREMENT_MIB = 10
 DEFAULT_INTERVAL_MS = 1000
 DEFAULT_TERMINATION_MESSAGE_PATH = "/dev/termination-log"
 
-# Bounds that keep a typo from turning into an absurd request: a single step larger than 1 TiB, or a pause
-# longer than a day, is never what anyone meant.
+# Bounds that keep a typo from turning into an absurd request: a step or a ceiling larger than 1 TiB, or a pause
+# longer than a day, is never what anyone meant. The stack's settings use the same bound.
 MAX_INCREMENT_MIB = 1024 * 1024
-MAX_CEILING_MIB = 1024 * 1024 * 1024
+MAX_CEILING_MIB = 1024 * 1024
 MAX_INTERVAL_MS = 24 * 60 * 60 * 1000
 
 
@@ -82,7 +82,8 @@ def parse_settings(env: dict[str, str]) -> Settings:
     """Build the settings from environment variables; raise SettingsError on the first bad one."""
     increment = _whole_number(env, "MEMORY_INCREMENT_MB", 1, MAX_INCREMENT_MIB, "MiB")
     interval = _whole_number(env, "INCREMENT_INTERVAL_MS", 0, MAX_INTERVAL_MS, "milliseconds")
-    ceiling = _whole_number(env, "MEMORY_CEILING_MB", 1, MAX_CEILING_MIB, "MiB")
+    # 0 means no ceiling, as the stack's memoryCeilingMb=0 does.
+    ceiling = _whole_number(env, "MEMORY_CEILING_MB", 0, MAX_CEILING_MIB, "MiB")
 
     allow_raw = env.get("ALLOW_UNLIMITED", "")
     if allow_raw.strip() not in ("", "0", "1"):
@@ -95,7 +96,7 @@ def parse_settings(env: dict[str, str]) -> Settings:
     return Settings(
         increment_mib=DEFAULT_INCREMENT_MIB if increment is None else increment,
         interval_ms=DEFAULT_INTERVAL_MS if interval is None else interval,
-        ceiling_mib=ceiling,
+        ceiling_mib=ceiling or None,
         allow_unlimited=allow_raw.strip() == "1",
         termination_message_path=env.get("TERMINATION_MESSAGE_PATH", "").strip() or DEFAULT_TERMINATION_MESSAGE_PATH,
     )
