@@ -51,7 +51,9 @@ def workload_image(settings: StackSettings) -> WorkloadImage:
     build = docker.DockerBuildArgs(
         context=str(PROJECT_DIR),
         dockerfile=str(PROJECT_DIR / "Dockerfile"),
-        platform=settings.platform,
+        # Unset for a local build: the engine builds for its own platform, which is its cluster's (kind, minikube
+        # and Docker Desktop run their nodes on it); a pushed build always names one (the settings require it).
+        platform=settings.platform or None,
         args={"BASE_IMAGE": settings.base_image} if settings.base_image else None,
     )
     if not settings.image_repository:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Final
 
-from infra.settings import StackSettings
+from infra.settings import BASELINE_MAX_MIB, BASELINE_MIN_MIB, StackSettings
 from workload.main import predict_kill
 from workload.memory import MIB
 from workload.settings import DEFAULT_TERMINATION_MESSAGE_PATH
@@ -14,8 +14,6 @@ CONTAINER: Final = "oom-killer"
 DEPLOYMENT: Final = "oom-killer"
 RUN_AS: Final = 65532  # the Dockerfile's USER: numeric, so runAsNonRoot is checked without a passwd file
 TERMINATION_MESSAGE_PATH: Final = DEFAULT_TERMINATION_MESSAGE_PATH  # the workload's default, said explicitly
-# What the hog's cgroup is charged before its first step (interpreter and its files), for the prediction.
-EXPECTED_BASELINE_MIB: Final = 10
 
 
 def labels(stack: str) -> dict[str, str]:
@@ -39,16 +37,26 @@ def workload_env(settings: StackSettings) -> dict[str, str]:
     return env
 
 
-def predicted_seconds_to_oom_kill(settings: StackSettings) -> float | None:
-    """Seconds from the container's start to its first OOM kill; None where a ceiling keeps it below the limit."""
-    kill = predict_kill(
-        settings.memory_limit_mb * MIB,
-        EXPECTED_BASELINE_MIB * MIB,
-        settings.memory_increment_mb,
-        settings.increment_interval_ms,
-        settings.memory_ceiling_mb or None,
-    )
-    return None if kill is None else kill[1]
+def predicted_seconds_to_oom_kill(settings: StackSettings) -> dict[str, float] | None:
+    """Seconds from the container's start to its first OOM kill, earliest and latest; None where a ceiling holds it.
+
+    The kill comes in the first step that takes the cgroup's charge past the limit, and the charge before the first
+    step (the interpreter's baseline) depends on the node, so the step can differ by one: both ends are given. The
+    settings' rules leave a ceiling room for the largest baseline, so a ceiling always holds.
+    """
+    kills = [
+        predict_kill(
+            settings.memory_limit_mb * MIB,
+            baseline_mib * MIB,
+            settings.memory_increment_mb,
+            settings.increment_interval_ms,
+            settings.memory_ceiling_mb or None,
+        )
+        for baseline_mib in (BASELINE_MAX_MIB, BASELINE_MIN_MIB)
+    ]
+    if kills[0] is None or kills[1] is None:
+        return None
+    return {"earliest": kills[0][1], "latest": kills[1][1]}
 
 
 def kubectl_commands(namespace: str, stack: str) -> dict[str, str]:

@@ -12,6 +12,8 @@ from typing import Final
 
 import pulumi
 
+from workload.settings import MAX_CEILING_MIB
+
 PROJECT: Final = "oom-killer"
 
 DEFAULTS: Final[dict[str, int | str]] = {
@@ -20,17 +22,26 @@ DEFAULTS: Final[dict[str, int | str]] = {
     "incrementIntervalMs": 1000,
     "memoryCeilingMb": 0,
     "cpuMillicores": 100,
-    "namespace": "oom-killer",
+    "namespace": "",  # "": oom-killer-<stack>
     "replicas": 1,
     "image": "",
     "imageRepository": "",
     "registryUsername": "",
     "registryPassword": "",
-    "platform": "linux/amd64",
+    "platform": "",
     "baseImage": "",
 }
 
-MAX_MIB: Final = 1024 * 1024  # 1 TiB: past this a value is a typo, not a test
+MAX_MIB: Final = MAX_CEILING_MIB  # 1 TiB, the workload's own bound: past this a value is a typo, not a test
+# What the hog's cgroup is charged before its first step: the interpreter, its libraries and the workload's
+# modules. It depends on the node. Measured on Docker (cgroup v1): 5 MiB charged where the interpreter's files were
+# already in the page cache (charged to whoever read them first), of an 11.4 MiB RSS; where this container reads
+# them first, its whole RSS and the read-ahead around it. Rounded outwards to a range.
+BASELINE_MIN_MIB: Final = 3
+BASELINE_MAX_MIB: Final = 16
+# Docker refuses a smaller memory limit ("Minimum memory limit allowed is 6MB"), and runc under a kubelet too.
+RUNTIME_MIN_LIMIT_MIB: Final = 6
+MIN_LIMIT_MIB: Final = max(RUNTIME_MIN_LIMIT_MIB, BASELINE_MAX_MIB + 1)  # room for the baseline and a 1 MiB step
 MAX_INTERVAL_MS: Final = 24 * 60 * 60 * 1000
 MAX_REPLICAS: Final = 100
 MAX_CPU_MILLICORES: Final = 64_000
@@ -39,6 +50,20 @@ MAX_CPU_MILLICORES: Final = 64_000
 _DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
 # os/arch[/variant], as docker build --platform takes it.
 _PLATFORM = re.compile(r"[a-z0-9]+/[a-z0-9_]+(/[a-z0-9]+)?")
+
+
+def default_namespace(stack: str) -> str:
+    """The namespace a stack gets when it names none: `oom-killer-<stack>`, so two stacks on one cluster do not
+    collide (the dev stack names `oom-killer` in Pulumi.dev.yaml). The stack name made a DNS label, as far as it goes.
+    """
+    label = re.sub(r"[^a-z0-9-]+", "-", f"{PROJECT}-{stack}".lower())
+    return label[:63].strip("-")
+
+
+def project_keys_in_config() -> set[str]:
+    """Every key in the project's namespace that the stack's config sets, as the engine passed the config in."""
+    keys = set(pulumi.runtime.config.CONFIG.get()) | set(pulumi.runtime.get_config_env())
+    return {key.removeprefix(f"{PROJECT}:") for key in keys if key.startswith(f"{PROJECT}:")}
 
 
 class ConfigError(pulumi.RunError):
@@ -63,7 +88,7 @@ class StackSettings:
     image_repository: str  # where to push the build, e.g. ghcr.io/acme/oom-killer; "" keeps it local
     registry_username: str
     registry_password: pulumi.Output[str] | None  # a secret
-    platform: str
+    platform: str  # "" for the Docker engine's own (a local build only)
     base_image: str  # BASE_IMAGE for the build; "" keeps the Dockerfile's default
 
     @property
@@ -100,23 +125,45 @@ def _check(condition: bool, key: str, value: object, reason: str) -> None:
 def load_settings(config: pulumi.Config | None = None) -> StackSettings:
     """Read and validate the stack's config; raise ConfigError on the first bad value."""
     config = config or pulumi.Config(PROJECT)
+    # Pulumi itself passes an undeclared key through to the program: a typo would silently change nothing.
+    unknown = sorted(project_keys_in_config() - set(DEFAULTS))
+    if unknown:
+        raise ConfigError(
+            unknown[0],
+            pulumi.runtime.get_config(f"{PROJECT}:{unknown[0]}"),
+            "is not a setting of this project (Pulumi.yaml declares them all): a typo? `pulumi config rm` it",
+        )
     increment, limit = _integer(config, "memoryIncrementMb"), _integer(config, "memoryLimitMb")
     interval, ceiling = _integer(config, "incrementIntervalMs"), _integer(config, "memoryCeilingMb")
     cpu, replicas = _integer(config, "cpuMillicores"), _integer(config, "replicas")
-    namespace, platform = _text(config, "namespace"), _text(config, "platform")
+    namespace = _text(config, "namespace") or default_namespace(pulumi.get_stack())
+    platform = _text(config, "platform")
     image, repository = _text(config, "image"), _text(config, "imageRepository")
     username, base_image = _text(config, "registryUsername"), _text(config, "baseImage")
 
     _check(0 < increment <= MAX_MIB, "memoryIncrementMb", increment, f"must be from 1 to {MAX_MIB} (MiB)")
-    _check(0 < limit <= MAX_MIB, "memoryLimitMb", limit, f"must be from 1 to {MAX_MIB} (MiB)")
     _check(
-        increment < limit,
+        MIN_LIMIT_MIB <= limit <= MAX_MIB,
+        "memoryLimitMb",
+        limit,
+        f"must be from {MIN_LIMIT_MIB} to {MAX_MIB} (MiB): the interpreter alone takes up to {BASELINE_MAX_MIB} MiB "
+        f"(and container runtimes refuse less than {RUNTIME_MIN_LIMIT_MIB})",
+    )
+    _check(
+        increment <= limit - BASELINE_MAX_MIB,
         "memoryIncrementMb",
         increment,
-        f"must be smaller than memoryLimitMb ({limit}), or the first step is already the kill",
+        f"must be at most {limit - BASELINE_MAX_MIB}: memoryLimitMb ({limit}) less up to {BASELINE_MAX_MIB} MiB "
+        "the interpreter takes, or the container is killed before its first step",
     )
     _check(0 <= interval <= MAX_INTERVAL_MS, "incrementIntervalMs", interval, f"must be from 0 to {MAX_INTERVAL_MS}")
-    _check(0 <= ceiling <= MAX_MIB, "memoryCeilingMb", ceiling, f"must be 0 (no ceiling) or up to {MAX_MIB} (MiB)")
+    _check(
+        0 <= ceiling <= limit - BASELINE_MAX_MIB,
+        "memoryCeilingMb",
+        ceiling,
+        f"must be 0 (no ceiling) or at most {limit - BASELINE_MAX_MIB}: memoryLimitMb ({limit}) less up to "
+        f"{BASELINE_MAX_MIB} MiB the interpreter takes, so that it surely holds there (for a kill, set 0)",
+    )
     _check(0 < cpu <= MAX_CPU_MILLICORES, "cpuMillicores", cpu, f"must be from 1 to {MAX_CPU_MILLICORES}")
     _check(0 <= replicas <= MAX_REPLICAS, "replicas", replicas, f"must be from 0 to {MAX_REPLICAS}")
     _check(
@@ -132,7 +179,12 @@ def load_settings(config: pulumi.Config | None = None) -> StackSettings:
         namespace,
         "must be a namespace of its own: the stack creates it and `pulumi destroy` deletes it with all it holds",
     )
-    _check(_PLATFORM.fullmatch(platform) is not None, "platform", platform, "must be os/arch, e.g. linux/amd64")
+    _check(
+        platform == "" or _PLATFORM.fullmatch(platform) is not None,
+        "platform",
+        platform,
+        "must be os/arch, e.g. linux/amd64, or empty (a local build: the Docker engine's own)",
+    )
     _check(
         not (image and repository),
         "image",
@@ -146,6 +198,13 @@ def load_settings(config: pulumi.Config | None = None) -> StackSettings:
         "imageRepository",
         repository,
         "is a repository without a tag or digest (the program tags each build itself)",
+    )
+    _check(
+        platform != "" or not repository,
+        "platform",
+        platform,
+        "must name your nodes' os/arch for a pushed image, e.g. `pulumi config set platform linux/amd64` "
+        "(kubectl get nodes -o jsonpath='{.items[*].status.nodeInfo.architecture}')",
     )
 
     password_key = f"{PROJECT}:registryPassword"

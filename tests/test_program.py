@@ -12,13 +12,27 @@ import jsonschema
 import pulumi
 import pytest
 import yaml
+from hypothesis import given
+from hypothesis import strategies as st
 from pulumi.runtime import rpc
 
 from infra import render as render_module
 from infra.image import context_tag
+from infra.kube import predicted_seconds_to_oom_kill
 from infra.render import Rendered, render, stack_config
-from infra.settings import DEFAULTS, ConfigError, StackSettings, load_settings
+from infra.settings import (
+    BASELINE_MAX_MIB,
+    BASELINE_MIN_MIB,
+    DEFAULTS,
+    MAX_MIB,
+    ConfigError,
+    StackSettings,
+    load_settings,
+)
 from tests.conftest import PROJECT, require
+from workload.main import predict_kill
+from workload.memory import MIB
+from workload.settings import MAX_CEILING_MIB, SettingsError, parse_settings
 
 DEPLOYMENT = "kubernetes:apps/v1:Deployment"
 NAMESPACE = "kubernetes:core/v1:Namespace"
@@ -69,7 +83,8 @@ def test_the_dev_stack_declares_an_image_a_namespace_a_limit_range_a_network_pol
 def test_the_dev_image_is_built_locally_and_run_by_its_content_tag(dev: Rendered) -> None:
     image = dev.one(IMAGE).inputs
     assert image["skipPush"] is True
-    assert image["build"]["platform"] == "linux/amd64"
+    # No platform named: the engine builds for its own, the platform of the local cluster that shares it.
+    assert "platform" not in image["build"]
     assert Path(image["build"]["dockerfile"]) == PROJECT / "Dockerfile"
     tag = context_tag(load_settings_for({}))
     assert image["imageName"] == f"oom-killer:{tag}"
@@ -141,8 +156,8 @@ def test_the_network_policy_denies_all_traffic_to_every_pod(dev: Rendered) -> No
 def test_exports_say_where_it_runs_when_it_dies_and_how_to_watch(dev: Rendered) -> None:
     assert dev.exports["namespace"] == "oom-killer"
     assert dev.exports["deploymentName"] == "oom-killer"
-    # dev: 128 MiB, 16 MiB a second, about 10 MiB before the first step: killed in step 8, 7 s in.
-    assert dev.exports["predictedSecondsToOomKill"] == 7.0
+    # dev: 128 MiB, 16 MiB a second, 3 to 16 MiB before the first step: killed in step 8 either way, 7 s in.
+    assert dev.exports["predictedSecondsToOomKill"] == {"earliest": 7.0, "latest": 7.0}
     commands = dev.exports["kubectl"]
     assert commands["watchPods"].startswith("kubectl get pods --namespace oom-killer ")
     assert commands["watchPods"].endswith(" --watch")
@@ -210,7 +225,9 @@ def test_a_pushed_image_is_run_by_its_digest_so_a_rebuild_rolls_out() -> None:
 
 def test_the_registry_server_is_the_repository_host_or_docker_hub() -> None:
     def server(repository: str) -> str:
-        return str(render({"imageRepository": repository}).one(IMAGE).inputs["registry"]["server"])
+        return str(
+            render({"imageRepository": repository, "platform": "linux/amd64"}).one(IMAGE).inputs["registry"]["server"]
+        )
 
     assert server("localhost:5001/oom-killer") == "localhost:5001"
     assert server("123456789012.dkr.ecr.eu-west-1.amazonaws.com/oom-killer") == (
@@ -223,6 +240,7 @@ def test_registry_credentials_come_from_config_with_the_password_a_secret() -> N
     rendered = render(
         {
             "imageRepository": "registry.example.com:5000/oom-killer",
+            "platform": "linux/amd64",
             "registryUsername": "robot",
             "registryPassword": "s3cret",
             "baseImage": "mirror.example.com/python:3.12-slim",
@@ -246,6 +264,19 @@ def test_registry_credentials_come_from_config_with_the_password_a_secret() -> N
         ({"memoryLimitMb": "-1"}, "memoryLimitMb", "-1"),
         ({"memoryLimitMb": "1.5"}, "memoryLimitMb", "'1.5'"),
         ({"memoryLimitMb": "64", "memoryIncrementMb": "64"}, "memoryIncrementMb", "64"),
+        # The issue's case: 20 MiB with 16 MiB steps was killed before its first step.
+        ({"memoryLimitMb": "20", "memoryIncrementMb": "16"}, "memoryIncrementMb", "16"),
+        ({"memoryLimitMb": "32", "memoryIncrementMb": "17"}, "memoryIncrementMb", "17"),
+        # Docker refuses a limit under 6 MiB; and the interpreter needs up to 16 MiB of it.
+        ({"memoryLimitMb": "4", "memoryIncrementMb": "1"}, "memoryLimitMb", "4"),
+        ({"memoryLimitMb": "16", "memoryIncrementMb": "1"}, "memoryLimitMb", "16"),
+        ({"memoryLimitMb": str(MAX_MIB + 1)}, "memoryLimitMb", str(MAX_MIB + 1)),
+        # A ceiling must leave room for the baseline, so that it surely holds: the issue's 120 under 128 held only
+        # because the baseline happened to be 5 MiB.
+        ({"memoryLimitMb": "128", "memoryCeilingMb": "120"}, "memoryCeilingMb", "120"),
+        ({"memoryLimitMb": "128", "memoryCeilingMb": "128"}, "memoryCeilingMb", "128"),
+        ({"memoryLimitMb": "128", "memoryCeilingMb": "113"}, "memoryCeilingMb", "113"),
+        ({"memoryCeilingMb": str(MAX_CEILING_MIB + 1)}, "memoryCeilingMb", str(MAX_CEILING_MIB + 1)),
         ({"incrementIntervalMs": "-5"}, "incrementIntervalMs", "-5"),
         ({"memoryCeilingMb": "-1"}, "memoryCeilingMb", "-1"),
         ({"cpuMillicores": "0"}, "cpuMillicores", "0"),
@@ -256,10 +287,18 @@ def test_registry_credentials_come_from_config_with_the_password_a_secret() -> N
         ({"namespace": "default"}, "namespace", "'default'"),
         ({"namespace": "kube-system"}, "namespace", "'kube-system'"),
         ({"platform": "amd64"}, "platform", "'amd64'"),
+        ({"imageRepository": "ghcr.io/a/b"}, "platform", "''"),
+        # Keys Pulumi.yaml does not declare: the issue's typo, and one that is no typo at all.
+        ({"memoryIncremntMb": "30"}, "memoryIncremntMb", "'30'"),
+        ({"foo": "bar", "memoryIncrementMb": "30"}, "foo", "'bar'"),
         ({"image": "a:1", "imageRepository": "ghcr.io/a/b"}, "image", "'a:1'"),
         ({"imageRepository": "ghcr.io/acme/oom-killer:latest"}, "imageRepository", "'ghcr.io/acme/oom-killer:latest'"),
         ({"image": "oom killer"}, "image", "'oom killer'"),
-        ({"imageRepository": "ghcr.io/a/b", "registryUsername": "robot"}, "registryUsername", "'robot'"),
+        (
+            {"imageRepository": "ghcr.io/a/b", "platform": "linux/amd64", "registryUsername": "robot"},
+            "registryUsername",
+            "'robot'",
+        ),
         ({"registryUsername": "robot", "registryPassword": "x"}, "registryPassword", "'[plaintext]'"),
     ],
 )
@@ -321,3 +360,105 @@ def test_the_image_tag_follows_the_build_context_and_nothing_else(tmp_path: Path
     changed = context_tag(settings, copy)
     assert changed != original
     assert context_tag(load_settings_for({"platform": "linux/arm64"}), copy) != changed
+
+
+def test_every_key_pulumi_yaml_declares_is_accepted_and_no_other() -> None:
+    declared = yaml.safe_load((PROJECT / "Pulumi.yaml").read_text())["config"]
+    every_key = {key: str(declaration["default"]) for key, declaration in declared.items()}
+    rendered = render(every_key)  # all declared keys at once, at their declared defaults: nothing refused
+    assert rendered.one(DEPLOYMENT)
+    with pytest.raises(ConfigError, match=r"^invalid config oom-killer:memoryIncremntMb='30': is not a setting"):
+        render({**every_key, "memoryIncremntMb": "30"})
+
+
+def test_an_unknown_key_from_the_engine_is_refused_and_other_namespaces_are_not_ours(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The engine hands a program its config in PULUMI_CONFIG, not through set_all_config as the mocks do.
+    monkeypatch.setenv("PULUMI_CONFIG", json.dumps({"kubernetes:context": "kind-kind", "docker:host": "unix:///x"}))
+    assert render({}).one(DEPLOYMENT)
+    monkeypatch.setenv("PULUMI_CONFIG", json.dumps({"oom-killer:replica": "2", "kubernetes:context": "kind-kind"}))
+    with pytest.raises(ConfigError, match=r"^invalid config oom-killer:replica='2': is not a setting"):
+        render({})
+
+
+@pytest.mark.parametrize(
+    ("stack", "namespace"),
+    [("staging", "oom-killer-staging"), ("dev", "oom-killer-dev"), ("Team_EU.prod", "oom-killer-team-eu-prod")],
+)
+def test_each_stack_gets_a_namespace_of_its_own_unless_it_names_one(stack: str, namespace: str) -> None:
+    assert render({}, stack_name=stack).one(NAMESPACE).inputs["metadata"]["name"] == namespace
+    assert render({"namespace": "oom-lab"}, stack_name=stack).one(NAMESPACE).inputs["metadata"]["name"] == "oom-lab"
+
+
+def test_the_dev_stack_keeps_the_namespace_the_readme_names(dev: Rendered) -> None:
+    assert stack_config("dev")["namespace"] == "oom-killer"
+    assert dev.exports["namespace"] == "oom-killer"
+
+
+def test_a_pushed_build_needs_its_platform_named_and_a_local_one_takes_the_engines() -> None:
+    with pytest.raises(ConfigError, match=r"^invalid config oom-killer:platform='': must name your nodes' os/arch"):
+        render({"imageRepository": "ghcr.io/acme/oom-killer"})
+    pushed = render({"imageRepository": "ghcr.io/acme/oom-killer", "platform": "linux/amd64"})
+    assert pushed.one(IMAGE).inputs["build"]["platform"] == "linux/amd64"
+    # Named for a local build too, it is honoured (an arm64 kind node fed by an amd64 engine, say).
+    assert render({"platform": "linux/arm64"}).one(IMAGE).inputs["build"]["platform"] == "linux/arm64"
+
+
+def test_the_prediction_is_a_range_where_the_baseline_decides_the_step() -> None:
+    # 256 MiB at 10 MiB a second: after a 16 MiB baseline the kill comes in step 25, after 3 MiB in step 26.
+    exports = render({"memoryLimitMb": "256", "memoryIncrementMb": "10"}).exports
+    assert exports["predictedSecondsToOomKill"] == {"earliest": 24.0, "latest": 25.0}
+
+
+@given(
+    limit=st.integers(min_value=BASELINE_MAX_MIB + 1, max_value=4096),
+    increment=st.integers(min_value=1, max_value=4096),
+    interval=st.integers(min_value=0, max_value=10_000),
+    baseline_kib=st.integers(min_value=BASELINE_MIN_MIB * 1024, max_value=BASELINE_MAX_MIB * 1024),
+)
+def test_the_predicted_range_holds_the_kill_for_any_baseline_in_the_measured_range(
+    limit: int, increment: int, interval: int, baseline_kib: int
+) -> None:
+    config = {"memoryLimitMb": limit, "memoryIncrementMb": increment, "incrementIntervalMs": interval}
+    if increment > limit - BASELINE_MAX_MIB:
+        with pytest.raises(ConfigError, match=r"^invalid config oom-killer:memoryIncrementMb="):
+            load_settings_for({key: str(value) for key, value in config.items()})
+        return
+    settings = load_settings_for({key: str(value) for key, value in config.items()})
+    predicted = predicted_seconds_to_oom_kill(settings)
+    kill = predict_kill(limit * MIB, baseline_kib * 1024, increment, interval, None)
+    assert predicted is not None
+    assert kill is not None
+    assert predicted["earliest"] <= kill[1] <= predicted["latest"]
+    assert kill[0] >= 2  # the rule leaves room for a whole first step, whatever the baseline
+
+
+@given(
+    limit=st.integers(min_value=BASELINE_MAX_MIB + 1, max_value=4096),
+    ceiling=st.integers(min_value=1, max_value=4096),
+    baseline_kib=st.integers(min_value=BASELINE_MIN_MIB * 1024, max_value=BASELINE_MAX_MIB * 1024),
+)
+def test_an_accepted_ceiling_holds_whatever_the_baseline(limit: int, ceiling: int, baseline_kib: int) -> None:
+    config = {"memoryLimitMb": str(limit), "memoryIncrementMb": "1", "memoryCeilingMb": str(ceiling)}
+    if ceiling > limit - BASELINE_MAX_MIB:
+        with pytest.raises(ConfigError, match=r"^invalid config oom-killer:memoryCeilingMb="):
+            load_settings_for(config)
+        return
+    settings = load_settings_for(config)
+    assert predicted_seconds_to_oom_kill(settings) is None
+    assert predict_kill(limit * MIB, baseline_kib * 1024, 1, 0, ceiling) is None
+
+
+def test_ceiling_zero_and_the_ceiling_bound_mean_the_same_to_the_stack_and_the_workload() -> None:
+    # 0 is "no ceiling" on both sides: the stack sends no variable, and the workload reads 0 as none.
+    assert "MEMORY_CEILING_MB" not in env_of(render({"memoryCeilingMb": "0"}))
+    assert parse_settings({"MEMORY_CEILING_MB": "0"}).ceiling_mib is None
+    # One upper bound: the largest ceiling the stack accepts the workload accepts, and one past the bound neither.
+    largest = load_settings_for({"memoryLimitMb": str(MAX_MIB), "memoryCeilingMb": str(MAX_MIB - BASELINE_MAX_MIB)})
+    assert parse_settings({"MEMORY_CEILING_MB": str(largest.memory_ceiling_mb)}).ceiling_mib == MAX_MIB - 16
+    assert MAX_MIB == MAX_CEILING_MIB
+    with pytest.raises(SettingsError):
+        parse_settings({"MEMORY_CEILING_MB": str(MAX_CEILING_MIB + 1)})
+    with pytest.raises(ConfigError):
+        load_settings_for({"memoryLimitMb": str(MAX_MIB + 1), "memoryCeilingMb": str(MAX_CEILING_MIB + 1)})
