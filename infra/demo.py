@@ -1,6 +1,7 @@
 """`make demo`: the no-cluster rehearsal. Builds the image and runs the container exactly as a stack declares it
 (the dev stack unless told otherwise) on your Docker engine, shows each step as it happens, and ends with a
-verdict line. Exit 0 only when the kernel OOM-killed it (exit code 137).
+verdict line. Exit 0 only when the kernel OOM-killed it (exit code 137); every failure is one line and an exit
+code of its own (EXIT_* below, listed in the README).
 
     python -m infra.demo [--stack dev] [--set memoryLimitMb=64 ...]
 
@@ -10,19 +11,43 @@ Honours DOCKER_HOST (which engine) and BASE_IMAGE (the Dockerfile's base, e.g. a
 from __future__ import annotations
 
 import argparse
+import re
 import sys
+from typing import NoReturn
 
 import docker
 import docker.errors
+import requests.exceptions
+import yaml
 
-from infra.rehearsal import build_image, memory_bytes, rehearse, stack_pod
+from infra.rehearsal import DeclaredPod, ImageUnavailable, build_image, memory_bytes, one_line, rehearse, stack_pod
+from infra.render import stack_file
 from infra.settings import ConfigError
 from workload import logfmt
 from workload.memory import MIB
 
-EXIT_NOT_OOM_KILLED = 1
-EXIT_NO_ENGINE = 3
-EXIT_BAD_CONFIG = 2
+EXIT_OOM_KILLED = 0
+EXIT_NOT_OOM_KILLED = 1  # it ran, and ended otherwise (held at a ceiling and was stopped, or exited by itself)
+EXIT_BAD_CONFIG = 2  # a bad argument or stack config value; nothing was run
+EXIT_NO_ENGINE = 3  # no Docker engine answers
+EXIT_NO_IMAGE = 4  # the image, or the base image its build needs, cannot be had, or the build failed
+EXIT_ENGINE_REFUSED = 5  # the engine refused to run the container, or failed while it ran
+EXIT_NOTHING_TO_RUN = 6  # replicas=0: the stack declares no pod
+EXIT_INTERRUPTED = 130  # Ctrl-C; the container is removed
+
+# Pulumi's own rule for a stack name.
+_STACK_NAME = re.compile(r"[A-Za-z0-9_.-]+")
+
+
+class DemoError(Exception):
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise DemoError(EXIT_BAD_CONFIG, f"{message} (see --help)")
 
 
 def parse_overrides(pairs: list[str]) -> dict[str, str]:
@@ -30,39 +55,71 @@ def parse_overrides(pairs: list[str]) -> dict[str, str]:
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key:
-            raise SystemExit(f"demo: --set takes key=value, got {pair!r}")
+            raise DemoError(EXIT_BAD_CONFIG, f"--set takes key=value, got {pair!r}")
         overrides[key] = value
     return overrides
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--stack", default="dev", help="the stack whose Pulumi.<stack>.yaml to use (default: dev)")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
-    args = parser.parse_args(argv)
-
+def declared(stack: str, overrides: dict[str, str]) -> DeclaredPod:
+    """The stack's pod, or a DemoError saying in one line why there is none to run."""
+    if _STACK_NAME.fullmatch(stack) is None:
+        raise DemoError(EXIT_BAD_CONFIG, f"--stack {stack!r}: a stack name is letters, digits, '-', '_' and '.'")
+    if not stack_file(stack).exists():
+        print(
+            f"demo: there is no {stack_file(stack).name}: the {stack} stack runs on the project's defaults, "
+            "as `pulumi up` would run a new stack",
+            file=sys.stderr,
+        )
     try:
-        pod = stack_pod(args.stack, parse_overrides(args.overrides))
+        pod = stack_pod(stack, overrides)
     except ConfigError as error:
-        print(f"demo: {error}", file=sys.stderr)
-        return EXIT_BAD_CONFIG
+        raise DemoError(EXIT_BAD_CONFIG, str(error)) from error
+    except yaml.YAMLError as error:
+        raise DemoError(EXIT_BAD_CONFIG, f"{stack_file(stack).name} is not valid YAML: {one_line(error)}") from error
+    if pod.replicas == 0:
+        raise DemoError(
+            EXIT_NOTHING_TO_RUN,
+            f"replicas=0: the {stack} stack declares no pod, so nothing would run (and nothing be OOM-killed)",
+        )
+    return pod
+
+
+def engine() -> docker.DockerClient:
     try:
         client = docker.from_env()
         client.ping()
     except docker.errors.DockerException as error:
-        print(f"demo: no Docker engine answers (DOCKER_HOST or the default socket): {error}", file=sys.stderr)
-        return EXIT_NO_ENGINE
+        raise DemoError(
+            EXIT_NO_ENGINE, f"no Docker engine answers (DOCKER_HOST or the default socket): {error}"
+        ) from error
+    return client
+
+
+def run(args: argparse.Namespace) -> int:
+    pod = declared(args.stack, parse_overrides(args.overrides))
+    client = engine()
 
     env = {item["name"]: item["value"] for item in pod.container["env"]}
     limit = pod.container["resources"]["limits"]["memory"]
-    print(f"demo: building {pod.container['image']} ...", flush=True)
-    build_image(client, pod)
+    print(f"demo: {'building' if pod.build else 'using'} {pod.container['image']} ...", flush=True)
+    try:
+        build_image(client, pod)
+    except ImageUnavailable as error:
+        raise DemoError(EXIT_NO_IMAGE, str(error)) from error
     print(
         f"demo: running it as the {args.stack} stack declares it: memory limit {limit} (no swap), "
         f"+{env['MEMORY_INCREMENT_MB']} MiB every {env['INCREMENT_INTERVAL_MS']} ms, read-only, no network",
         flush=True,
     )
-    outcome = rehearse(client, pod, on_line=lambda line: print(f"  {line}", flush=True))
+    try:
+        outcome = rehearse(client, pod, on_line=lambda line: print(f"  {line}", flush=True))
+    except docker.errors.APIError as error:
+        raise DemoError(
+            EXIT_ENGINE_REFUSED,
+            f"the Docker engine refused to run the container: {one_line(error)}",
+        ) from error
+    except (docker.errors.DockerException, requests.exceptions.RequestException) as error:
+        raise DemoError(EXIT_ENGINE_REFUSED, f"the Docker engine failed while running it: {one_line(error)}") from error
 
     steps = [fields for fields in map(logfmt.parse, outcome.lines) if fields.get("event") == "step"]
     last_allocated = steps[-1]["allocated_mib"] if steps else "0"
@@ -79,10 +136,24 @@ def main(argv: list[str] | None = None) -> int:
         flush=True,
     )
     if outcome.oom_killed and outcome.exit_code == 137:
-        return 0
+        return EXIT_OOM_KILLED
     if any(line.startswith("event=holding ") for line in outcome.lines):
         print("demo: it held at memoryCeilingMb below the limit, as configured, and was stopped", file=sys.stderr)
     return EXIT_NOT_OOM_KILLED
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--stack", default="dev", help="the stack whose Pulumi.<stack>.yaml to use (default: dev)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    try:
+        return run(parser.parse_args(argv))
+    except DemoError as error:
+        print(f"demo: {error}", file=sys.stderr)
+        return error.code
+    except KeyboardInterrupt:
+        print("demo: interrupted; the container was removed", file=sys.stderr)
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

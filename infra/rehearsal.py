@@ -10,6 +10,7 @@ of its death.
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 import threading
 import time
@@ -19,9 +20,10 @@ from pathlib import Path
 from typing import Any
 
 import docker
+import docker.errors
 from docker.models.containers import Container
 
-from infra.render import Rendered, render, stack_config
+from infra.render import PROJECT_DIR, Rendered, render, stack_config
 
 DEPLOYMENT = "kubernetes:apps/v1:Deployment"
 IMAGE = "docker:index/image:Image"
@@ -53,13 +55,19 @@ class DeclaredPod:
     build: dict[str, Any] | None  # the docker Image resource's inputs, None for a prebuilt image
     spec: dict[str, Any]  # the Deployment's pod template spec
     container: dict[str, Any]
+    replicas: int = 1
+
+
+class ImageUnavailable(Exception):
+    """The image to run, or the base image its build starts from, is neither on the engine nor to be had."""
 
 
 def declared_pod(rendered: Rendered) -> DeclaredPod:
-    pod = rendered.one(DEPLOYMENT).inputs["spec"]["template"]["spec"]
+    deployment = rendered.one(DEPLOYMENT).inputs["spec"]
+    pod = deployment["template"]["spec"]
     (container,) = pod["containers"]
     images = rendered.of_type(IMAGE)
-    return DeclaredPod(images[0].inputs if images else None, pod, container)
+    return DeclaredPod(images[0].inputs if images else None, pod, container, int(deployment.get("replicas", 1)))
 
 
 def stack_pod(stack: str = "dev", overrides: dict[str, str] | None = None) -> DeclaredPod:
@@ -98,24 +106,64 @@ def run_options(pod: DeclaredPod, termination_file: Path) -> dict[str, Any]:
     return options
 
 
+def one_line(error: BaseException) -> str:
+    """An error as one line: the engine's explanation where it gives one, white space collapsed."""
+    return " ".join(str(getattr(error, "explanation", None) or error).split())
+
+
+def ensure_image(client: docker.DockerClient, reference: str, pull_policy: str = "IfNotPresent") -> None:
+    """Have the image on the engine as a kubelet would, by the pull policy: a local image is not pulled again."""
+    if pull_policy != "Always":
+        try:
+            client.images.get(reference)
+            return
+        except docker.errors.ImageNotFound:
+            if pull_policy == "Never":
+                raise ImageUnavailable(f"{reference} is not on the Docker engine (imagePullPolicy Never)") from None
+    try:
+        client.images.pull(reference)
+    except docker.errors.DockerException as error:
+        raise ImageUnavailable(
+            f"{reference} is not on the Docker engine and cannot be pulled: {one_line(error)}"
+        ) from error
+
+
+def dockerfile_base_image(dockerfile: Path = PROJECT_DIR / "Dockerfile") -> str:
+    """The Dockerfile's default BASE_IMAGE, the one a build without the build argument starts from."""
+    found = re.search(r"^ARG BASE_IMAGE=(\S+)$", dockerfile.read_text(), re.MULTILINE)
+    if found is None:
+        raise ValueError(f"{dockerfile} declares no default BASE_IMAGE")
+    return found.group(1)
+
+
 def build_image(client: docker.DockerClient, pod: DeclaredPod) -> str:
     """Build the image as the declared docker Image says (context, Dockerfile, build args, tag); return its tag.
 
-    The declared platform is left to the engine: a rehearsal runs on this machine's own architecture.
+    The declared platform is left to the engine: a rehearsal runs on this machine's own architecture. A prebuilt
+    image is fetched by the container's pull policy instead. Raises ImageUnavailable, in one line, when the image
+    or the build's base image cannot be had, or the build fails.
     """
     if pod.build is None:
-        client.images.pull(pod.container["image"])
+        ensure_image(client, str(pod.container["image"]), str(pod.container.get("imagePullPolicy", "IfNotPresent")))
         return str(pod.container["image"])
     build = pod.build["build"]
     tag = str(pod.build["imageName"])
-    client.images.build(
-        path=build["context"],
-        dockerfile=build["dockerfile"],
-        buildargs=build.get("args") or {},
-        tag=tag,
-        rm=True,
-        pull=False,
-    )
+    args = build.get("args") or {}
+    base = args.get("BASE_IMAGE") or dockerfile_base_image(Path(build["dockerfile"]))
+    try:
+        ensure_image(client, base)
+    except ImageUnavailable as error:
+        raise ImageUnavailable(
+            f"the base image {error}; set BASE_IMAGE to an image with python3 3.11+ that the engine has or can "
+            "pull (a mirror, or one built as .ci/run does), "
+            "e.g. BASE_IMAGE=mirror.example.com/library/python:3.12-slim make demo"
+        ) from error
+    try:
+        client.images.build(
+            path=build["context"], dockerfile=build["dockerfile"], buildargs=args, tag=tag, rm=True, pull=False
+        )
+    except docker.errors.BuildError as error:
+        raise ImageUnavailable(f"building {tag} failed: {one_line(error)}") from error
     return tag
 
 

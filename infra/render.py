@@ -93,9 +93,19 @@ class _Monitor(mocks.MockMonitor):
         return super().RegisterResource(request)  # type: ignore[no-untyped-call]
 
 
+def stack_file(stack_name: str) -> Path:
+    return PROJECT_DIR / f"Pulumi.{stack_name}.yaml"
+
+
 def stack_config(stack_name: str = "dev") -> dict[str, str]:
-    """The config of a committed stack file (Pulumi.<stack>.yaml), keys without the project prefix."""
-    document = yaml.safe_load((PROJECT_DIR / f"Pulumi.{stack_name}.yaml").read_text()) or {}
+    """The config of a stack file (Pulumi.<stack>.yaml), keys without the project prefix.
+
+    A stack without a file has no config of its own: Pulumi runs it on the project's defaults, and so does this.
+    """
+    path = stack_file(stack_name)
+    if not path.exists():
+        return {}
+    document = yaml.safe_load(path.read_text()) or {}
     values = document.get("config") or {}
     return {key.removeprefix(f"{PROJECT}:"): str(value) for key, value in values.items()}
 
