@@ -27,18 +27,58 @@ class Mount:
 
 
 class MemoryCgroup:
-    __slots__ = ("version", "path", "limit_bytes", "limit_path")
+    __slots__ = (
+        "version",
+        "path",
+        "limit_bytes",
+        "limit_path",
+        "high_bytes",
+        "high_path",
+        "oom_group",
+        "swap_bytes",
+    )
 
-    def __init__(self, version: int, path: str, limit_bytes: int | None, limit_path: str) -> None:
+    def __init__(
+        self,
+        version: int,
+        path: str,
+        limit_bytes: int | None,
+        limit_path: str,
+        high_bytes: int | None = None,
+        high_path: str | None = None,
+        oom_group: int | None = None,
+        swap_bytes: int | None = None,
+    ) -> None:
         self.version = version  # 1 or 2
         self.path = path  # the process's own cgroup directory
         self.limit_bytes = limit_bytes  # the effective limit, the smallest along the ancestors; None if none
         self.limit_path = limit_path  # the directory whose limit binds (the own cgroup when there is none)
+        self.high_bytes = high_bytes  # v2: the smallest memory.high along the ancestors, where below the limit
+        self.high_path = high_path  # ... and the directory that sets it
+        self.oom_group = oom_group  # v2: 1 when one OOM kills every process of the group together; v1: None
+        self.swap_bytes = swap_bytes  # the swap this cgroup may use, where swap is on and allowed; else None
 
     def usage_bytes(self) -> int | None:
         """What the binding cgroup is charged now; None where the file cannot be read."""
         name = "memory.usage_in_bytes" if self.version == 1 else "memory.current"
         return _read_int(os.path.join(self.limit_path, name))
+
+    def memory_stat(self) -> dict[str, int]:
+        """anon, file, shmem, inactive_file bytes of the binding cgroup (v1: its hierarchical total_* keys)."""
+        return parse_memory_stat(_read_text(os.path.join(self.limit_path, "memory.stat")) or "", self.version)
+
+    def events(self) -> tuple[int | None, int | None]:
+        """v2 memory.events (high, max): times the charge went over memory.high and hit memory.max."""
+        if self.version != 2:
+            return None, None
+        high = _keyed(os.path.join(self.high_path or self.limit_path, "memory.events")).get("high")
+        return high, _keyed(os.path.join(self.limit_path, "memory.events")).get("max")
+
+    def pressure(self) -> tuple[float | None, float | None]:
+        """v2 memory.pressure avg10 (some, full) of the process's own cgroup; None where PSI is off or absent."""
+        if self.version != 2:
+            return None, None
+        return parse_pressure(_read_text(os.path.join(self.path, "memory.pressure")) or "")
 
     def __repr__(self) -> str:
         return f"MemoryCgroup(v{self.version}, path={self.path!r}, limit={self.limit_bytes}, at={self.limit_path!r})"
@@ -104,17 +144,49 @@ def _relative_to_mount(cgroup_path: str, mount_root: str) -> str | None:
     return None
 
 
-def locate(root: str, mounts: list[Mount], cgroup_path: str) -> tuple[str, str] | None:
+def _levels_above(mount_root: str) -> int | None:
+    """How many levels above the cgroup namespace's root a mount's root lies ("/../.." is 2); None if not so."""
+    parts = mount_root.strip("/").split("/")
+    return len(parts) if all(part == ".." for part in parts) else None
+
+
+def _find_by_pid(top: str, levels: int, cgroup_path: str, pid: int) -> str | None:
+    """The directory, `levels` unknown names below top and then cgroup_path, whose cgroup.procs lists pid."""
+    candidates = [top]
+    for _ in range(levels):
+        below: list[str] = []
+        for directory in candidates:
+            try:
+                below.extend(entry.path for entry in os.scandir(directory) if entry.is_dir(follow_symlinks=False))
+            except OSError:
+                continue
+        candidates = below
+    for directory in candidates:
+        own = os.path.normpath(os.path.join(directory, cgroup_path.lstrip("/")))
+        if str(pid) in (_read_text(os.path.join(own, "cgroup.procs")) or "").split():
+            return own
+    return None
+
+
+def locate(root: str, mounts: list[Mount], cgroup_path: str, pid: int | None = None) -> tuple[str, str] | None:
     """(the cgroup's directory, the mount point's directory) for a cgroup path, through the mounts given.
 
     In a container without a cgroup namespace, /proc/self/cgroup names the host's path (/docker/<id>) while
     the mount shows that very cgroup at its root: the mount's root field is what maps one onto the other.
-    Where no mount's root is an ancestor of the path (a cgroup namespace whose root was moved), the mount
-    point itself is the best view of the process's cgroup there is.
+    In a cgroup namespace that kept a mount made outside it, the mount's root shows as "/../.." (that many
+    levels above the namespace's root, names unknown): the process's cgroup is the one, that far below the
+    mount point, whose cgroup.procs lists the process. Where neither works (a cgroup namespace whose root was
+    moved), the mount point itself is the best view of the process's cgroup there is.
     """
     best: tuple[int, str, str] | None = None
     for mount in mounts:
         relative = _relative_to_mount(cgroup_path, mount.root)
+        levels = _levels_above(mount.root)
+        if relative is None and levels is not None and not cgroup_path.startswith("/.."):
+            top = _inside(root, mount.mount_point)
+            found = _find_by_pid(top, levels, cgroup_path, os.getpid() if pid is None else pid)
+            if found is not None:
+                return found, top
         if relative is None:
             continue
         top = _inside(root, mount.mount_point)
@@ -148,6 +220,93 @@ def _read_int(path: str) -> int | None:
         return None
 
 
+def _keyed(path: str) -> dict[str, int]:
+    """A flat keyed file ("key value" lines: memory.events, memory.stat) as a dict; empty where unreadable."""
+    values = {}
+    for line in (_read_text(path) or "").splitlines():
+        key, _, value = line.partition(" ")
+        if value.isdigit():
+            values[key] = int(value)
+    return values
+
+
+# What each version's memory.stat calls the counters the step line reports. v1's total_* keys count the whole
+# subtree, as its usage does; v1 "cache" and v2 "file" both include shmem.
+_STAT_KEYS = {
+    1: {"total_rss": "anon", "total_cache": "file", "total_shmem": "shmem", "total_inactive_file": "inactive_file"},
+    2: {"anon": "anon", "file": "file", "shmem": "shmem", "inactive_file": "inactive_file"},
+}
+
+
+def parse_memory_stat(text: str, version: int) -> dict[str, int]:
+    """anon, file, shmem and inactive_file bytes from a memory.stat text of cgroup v1 or v2."""
+    names = _STAT_KEYS[version]
+    found = {}
+    for line in text.splitlines():
+        key, _, value = line.partition(" ")
+        name = names.get(key)
+        if name is not None and value.isdigit():
+            found[name] = int(value)
+    return found
+
+
+def parse_pressure(text: str) -> tuple[float | None, float | None]:
+    """avg10 of the "some" and "full" lines of a PSI file (memory.pressure)."""
+    some = full = None
+    for line in text.splitlines():
+        kind, _, rest = line.partition(" ")
+        if rest.startswith("avg10="):
+            try:
+                value = float(rest[6:].split(" ", 1)[0])
+            except ValueError:
+                continue
+            if kind == "some":
+                some = value
+            elif kind == "full":
+                full = value
+    return some, full
+
+
+def _v2_value(directory: str, name: str) -> int | None:
+    """A v2 limit file (memory.max, memory.high, memory.swap.max): bytes, or None for "max" and when absent."""
+    text = _read_text(os.path.join(directory, name))
+    if text is None or text.strip() == "max":
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        return None
+
+
+def _swap_total_bytes(root: str) -> int:
+    meminfo = _read_text(os.path.join(root, "proc/meminfo")) or ""
+    for line in meminfo.splitlines():
+        if line.startswith("SwapTotal:"):
+            fields = line.split()
+            return int(fields[1]) * 1024 if len(fields) > 1 and fields[1].isdigit() else 0
+    return 0
+
+
+def _v1_swap(directory: str, limit: int | None, swap_total: int) -> int | None:
+    """The swap a v1 cgroup may use: memory+swap limit minus memory limit, none where swappiness is 0."""
+    if swap_total == 0 or _read_int(os.path.join(directory, "memory.swappiness")) == 0:
+        return None
+    stat = parse_memory_stat_v1_limits(_read_text(os.path.join(directory, "memory.stat")) or "")
+    memsw = stat.get("hierarchical_memsw_limit")
+    if memsw is None or memsw >= V1_UNLIMITED_FROM or limit is None:
+        return swap_total
+    return min(swap_total, memsw - limit) or None
+
+
+def parse_memory_stat_v1_limits(text: str) -> dict[str, int]:
+    found = {}
+    for line in text.splitlines():
+        key, _, value = line.partition(" ")
+        if key.startswith("hierarchical_") and value.strip().isdigit():
+            found[key] = int(value)
+    return found
+
+
 def _v1_limit(directory: str) -> int | None:
     value = _read_int(os.path.join(directory, "memory.limit_in_bytes"))
     return value if value is not None and value < V1_UNLIMITED_FROM else None
@@ -165,13 +324,7 @@ def _v1_hierarchical_limit(directory: str) -> int | None:
 
 
 def _v2_limit(directory: str) -> int | None:
-    text = _read_text(os.path.join(directory, "memory.max"))
-    if text is None or text.strip() == "max":
-        return None
-    try:
-        return int(text)
-    except ValueError:
-        return None
+    return _v2_value(directory, "memory.max")
 
 
 def _ancestors(directory: str, top: str) -> list[str]:
@@ -188,6 +341,31 @@ def _tightest(limits: list[tuple[int | None, str]], own: str) -> tuple[int | Non
         return None, own
     # The nearest one wins a tie: its usage is the one the limit is measured against.
     return min(found, key=lambda item: item[0])
+
+
+def _v2_oom_group(chain: list[str], limit_path: str) -> int | None:
+    """1 where the kernel kills the whole group: memory.oom.group set on the own cgroup or on an ancestor up to
+    the one whose limit binds (the kernel takes the highest such cgroup below the OOM's own)."""
+    values = []
+    for directory in chain:
+        values.append(_read_int(os.path.join(directory, "memory.oom.group")))
+        if directory == limit_path:
+            break
+    if values[0] is None:
+        return None
+    return 1 if any(value == 1 for value in values) else 0
+
+
+def _v2_swap(chain: list[str], swap_total: int) -> int | None:
+    """The swap a v2 cgroup may use: the smallest memory.swap.max up the tree, at most the swap that is on."""
+    if swap_total == 0:
+        return None
+    allowed = swap_total
+    for directory in chain:
+        text = _read_text(os.path.join(directory, "memory.swap.max"))
+        if text is not None and text.strip() != "max" and text.strip().isdigit():
+            allowed = min(allowed, int(text))
+    return allowed or None
 
 
 def discover(root: str = "/") -> MemoryCgroup | None:
@@ -209,15 +387,29 @@ def discover(root: str = "/") -> MemoryCgroup | None:
             limits = [(_v1_limit(d), d) for d in _ancestors(own, top)]
             limits.append((_v1_hierarchical_limit(own), own))
             limit, where = _tightest(limits, own)
-            return MemoryCgroup(1, own, limit, where)
+            swap = _v1_swap(own, limit, _swap_total_bytes(root))
+            return MemoryCgroup(1, own, limit, where, swap_bytes=swap)
 
     v2_mounts = [m for m in mounts if m.fstype == "cgroup2"]
     if v2_path is not None and v2_mounts:
         located = locate(root, v2_mounts, v2_path)
         if located is not None:
             own, top = located
-            limit, where = _tightest([(_v2_limit(d), d) for d in _ancestors(own, top)], own)
-            return MemoryCgroup(2, own, limit, where)
+            chain = _ancestors(own, top)
+            limit, where = _tightest([(_v2_limit(d), d) for d in chain], own)
+            high, high_where = _tightest([(_v2_value(d, "memory.high"), d) for d in chain], own)
+            if high is None or (limit is not None and high >= limit):
+                high, high_where = None, own
+            return MemoryCgroup(
+                2,
+                own,
+                limit,
+                where,
+                high_bytes=high,
+                high_path=high_where if high is not None else None,
+                oom_group=_v2_oom_group(chain, where),
+                swap_bytes=_v2_swap(chain, _swap_total_bytes(root)),
+            )
     return None
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
+import time
 
 from workload import logfmt
 from workload.cgroup import MemoryCgroup, discover
@@ -25,19 +26,35 @@ def predict_kill(
     increment_mib: int,
     interval_ms: int,
     ceiling_mib: int | None,
+    swap_bytes: int | None = None,
 ) -> tuple[int, float] | None:
     """(the step during which the kernel kills, seconds from the first step to it); None if no kill comes.
 
     The kill comes in the first step whose allocation takes the cgroup's charge past the limit; a ceiling
-    at or below the room left means the hog stops growing first.
+    at or below the room left means the hog stops growing first. Swap the cgroup may use moves that point out
+    by as much: the kernel swaps the hog's pages out before it gives up (the pauses it adds are not counted).
     """
     if limit_bytes is None:
         return None
-    room = limit_bytes - charged_bytes
+    room = limit_bytes + (swap_bytes or 0) - charged_bytes
     if ceiling_mib is not None and ceiling_mib * MIB <= room:
         return None
     step = max(room, 0) // (increment_mib * MIB) + 1
     return step, (step - 1) * interval_ms / 1000
+
+
+def predict_throttle(
+    high_bytes: int | None, charged_bytes: int, increment_mib: int, ceiling_mib: int | None
+) -> int | None:
+    """The first step whose allocation takes the charge past memory.high, where the kernel starts to reclaim
+    and to make the hog sleep for it (with no swap, anonymous memory cannot be reclaimed: it slows, then dies);
+    None where there is no memory.high or the ceiling comes first."""
+    if high_bytes is None:
+        return None
+    room = high_bytes - charged_bytes
+    if ceiling_mib is not None and ceiling_mib * MIB <= room:
+        return None
+    return max(room, 0) // (increment_mib * MIB) + 1
 
 
 def next_step_mib(settings: Settings, allocated_mib: int) -> int:
@@ -47,19 +64,66 @@ def next_step_mib(settings: Settings, allocated_mib: int) -> int:
     return max(0, min(settings.increment_mib, settings.ceiling_mib - allocated_mib))
 
 
-def step_line(step: int, allocated_mib: int, rss: int, cgroup: MemoryCgroup | None) -> str:
-    usage = cgroup.usage_bytes() if cgroup is not None else None
-    limit = cgroup.limit_bytes if cgroup is not None else None
+class Counters:
+    """The kernel's v2 memory.events high and max counts when the hog started and after its latest step, so
+    that a step line can say what was counted since the start and whether this very step went over high."""
+
+    __slots__ = ("high_at_start", "max_at_start", "high_before")
+
+    def __init__(self, cgroup: MemoryCgroup | None) -> None:
+        high, hit_max = (None, None) if cgroup is None else cgroup.events()
+        self.high_at_start = self.high_before = high or 0
+        self.max_at_start = hit_max or 0
+
+
+def step_line(
+    step: int,
+    allocated_mib: int,
+    rss: int,
+    cgroup: MemoryCgroup | None,
+    counters: Counters | None = None,
+    step_seconds: float = 0.0,
+) -> str:
+    """The step's line: what the hog holds, and what the kernel says the cgroup holds (its usage, the working
+    set a kubelet computes from it, and memory.stat's split), with v2's events and pressure where present."""
     fields: dict[str, object] = {
         "event": "step",
         "step": step,
         "allocated_mib": allocated_mib,
         "rss_mib": rss // MIB,
     }
+    if cgroup is None:
+        return logfmt.line(**fields)
+    usage = cgroup.usage_bytes()
     if usage is not None:
         fields["cgroup_usage_mib"] = usage // MIB
-        if limit is not None:
-            fields["limit_pct"] = 100 * usage / limit
+        if cgroup.limit_bytes is not None:
+            fields["limit_pct"] = 100 * usage / cgroup.limit_bytes
+    stat = cgroup.memory_stat()
+    if usage is not None and "inactive_file" in stat:
+        # The kubelet's and cAdvisor's working set (what `kubectl top` shows and eviction ranks by).
+        fields["working_set_mib"] = max(usage - stat["inactive_file"], 0) // MIB
+    for name in ("anon", "file", "shmem"):
+        if name in stat:
+            fields[f"{name}_mib"] = stat[name] // MIB
+    high, hit_max = cgroup.events()
+    counters = counters or Counters(None)
+    if high is not None:
+        fields["high_events"] = high - counters.high_at_start
+    if hit_max is not None:
+        fields["max_events"] = hit_max - counters.max_at_start
+    some, full = cgroup.pressure()
+    if some is not None:
+        fields["pressure_some_avg10"] = some
+    if full is not None:
+        fields["pressure_full_avg10"] = full
+    if cgroup.high_bytes is not None and high is not None:
+        # A step over memory.high is slowed by the kernel's reclaim and penalty sleeps: say so, and how long it
+        # took, rather than leave a gap in the log that looks like a hang.
+        fields["throttled"] = high > counters.high_before
+        if high > counters.high_before:
+            fields["step_ms"] = round(step_seconds * 1000)
+        counters.high_before = high
     return logfmt.line(**fields)
 
 
@@ -126,22 +190,34 @@ def main(env: dict[str, str] | None = None) -> int:
     # The limit is measured against the cgroup's charge, which can be below the RSS (shared libraries already in
     # the page cache were charged to whoever read them first).
     charged = baseline if usage is None else usage
-    kill = predict_kill(limit, charged, settings.increment_mib, settings.interval_ms, settings.ceiling_mib)
-    say(
-        logfmt.line(
-            event="start",
-            pid=os.getpid(),
-            limit_mib=None if limit is None else limit // MIB,
-            cgroup=None if cgroup is None else f"v{cgroup.version}:{cgroup.limit_path}",
-            increment_mib=settings.increment_mib,
-            interval_ms=settings.interval_ms,
-            ceiling_mib=settings.ceiling_mib,
-            baseline_rss_mib=baseline / MIB,
-            cgroup_usage_mib=None if usage is None else usage // MIB,
-            predicted_steps=None if kill is None else kill[0],
-            predicted_seconds=None if kill is None else kill[1],
-        )
-    )
+    swap = cgroup.swap_bytes if cgroup is not None else None
+    high = cgroup.high_bytes if cgroup is not None else None
+    kill = predict_kill(limit, charged, settings.increment_mib, settings.interval_ms, settings.ceiling_mib, swap)
+    throttle = predict_throttle(high, charged, settings.increment_mib, settings.ceiling_mib)
+    start: dict[str, object] = {
+        "event": "start",
+        "pid": os.getpid(),
+        "limit_mib": None if limit is None else limit // MIB,
+        "cgroup": None if cgroup is None else f"v{cgroup.version}:{cgroup.limit_path}",
+        "increment_mib": settings.increment_mib,
+        "interval_ms": settings.interval_ms,
+        "ceiling_mib": settings.ceiling_mib,
+        "baseline_rss_mib": baseline / MIB,
+        "cgroup_usage_mib": None if usage is None else usage // MIB,
+        "predicted_steps": None if kill is None else kill[0],
+        "predicted_seconds": None if kill is None else kill[1],
+    }
+    # Only where they apply, so that a plain line stays plain: each changes what the user will see.
+    if cgroup is not None and cgroup.oom_group is not None:
+        start["oom_group"] = cgroup.oom_group
+    if high is not None:
+        start["memory_high_mib"] = high // MIB
+        if throttle is not None:
+            start["predicted_throttle_step"] = throttle
+    if swap is not None:
+        start["swap_max_mib"] = swap // MIB
+    say(logfmt.line(**start))
+    counters = Counters(cgroup)
 
     blocks = []  # every mapping stays referenced, so its memory stays resident until the process ends
     allocated_mib = step = 0
@@ -149,6 +225,7 @@ def main(env: dict[str, str] | None = None) -> int:
     received = None
     # Grow: a step, then the pause (which a stop signal cuts short), until stopped or at the ceiling.
     while received is None and (size_mib := next_step_mib(settings, allocated_mib)):
+        began = time.monotonic()
         try:
             blocks.append(allocate(size_mib * MIB))
         except OSError as error:
@@ -165,7 +242,7 @@ def main(env: dict[str, str] | None = None) -> int:
             return EXIT_ALLOCATION_REFUSED
         step += 1
         allocated_mib += size_mib
-        line = step_line(step, allocated_mib, rss_bytes(), cgroup)
+        line = step_line(step, allocated_mib, rss_bytes(), cgroup, counters, time.monotonic() - began)
         say(line)
         if termination_file and not write_termination_message(termination_file, line):
             termination_file = ""  # missing or read-only: stop trying, quietly
