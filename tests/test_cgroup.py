@@ -6,11 +6,19 @@ are copied from real machines, the cgroup files hold what the kernel writes ther
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
-from workload.cgroup import discover, oom_kill_count, parse_mountinfo, parse_proc_cgroup
+from workload.cgroup import (
+    discover,
+    oom_kill_count,
+    parse_memory_stat,
+    parse_mountinfo,
+    parse_pressure,
+    parse_proc_cgroup,
+)
 
 MIB = 1 << 20
 V1_NO_LIMIT = "9223372036854771712"
@@ -218,3 +226,154 @@ def test_oom_kill_counter_is_read_from_both_versions(tmp_path: Path) -> None:
     (tmp_path / "memory.events").write_text("low 0\nhigh 0\nmax 9\noom 2\noom_kill 2\noom_group_kill 0\n")
     assert oom_kill_count(str(tmp_path), 1) == 3
     assert oom_kill_count(str(tmp_path), 2) == 2
+
+
+V2_FILES = {"/sys/fs/cgroup/cgroup.controllers": "cpu memory pids"}
+
+
+def v2_tree(base: Path, proc: str, files: dict[str, str], swap_total_kib: int = 0) -> str:
+    all_files = {**V2_FILES, **files, "/proc/meminfo": f"MemTotal: 1000 kB\nSwapTotal: {swap_total_kib} kB"}
+    return tree(base, [ROOT_MOUNT, V2_MOUNT], [proc], all_files)
+
+
+def test_v2_memory_high_below_the_limit_is_found_where_it_is_set(tmp_path: Path) -> None:
+    root = v2_tree(
+        tmp_path,
+        "0::/pod/ctr",
+        {
+            "/sys/fs/cgroup/pod/memory.max": str(200 * MIB),
+            "/sys/fs/cgroup/pod/memory.high": "max",
+            "/sys/fs/cgroup/pod/ctr/memory.max": str(100 * MIB),
+            "/sys/fs/cgroup/pod/ctr/memory.high": str(80 * MIB),
+        },
+    )
+    found = discover(root)
+    assert found is not None
+    assert (found.limit_bytes, found.high_bytes) == (100 * MIB, 80 * MIB)
+    assert found.high_path is not None
+    assert found.high_path.endswith("/pod/ctr")
+
+
+def test_v2_memory_high_at_or_above_the_limit_changes_nothing_and_is_not_reported(tmp_path: Path) -> None:
+    root = v2_tree(
+        tmp_path,
+        "0::/ctr",
+        {"/sys/fs/cgroup/ctr/memory.max": str(100 * MIB), "/sys/fs/cgroup/ctr/memory.high": str(100 * MIB)},
+    )
+    found = discover(root)
+    assert found is not None
+    assert (found.high_bytes, found.high_path) == (None, None)
+
+
+@pytest.mark.parametrize(
+    ("own", "parent", "expected"),
+    [("0", "0", 0), ("1", "0", 1), ("0", "1", 1)],
+)
+def test_v2_oom_group_is_1_where_the_kernel_kills_the_group(
+    tmp_path: Path, own: str, parent: str, expected: int
+) -> None:
+    # The parent's limit binds, so an OOM there kills the highest group up to it: a parent's oom.group counts.
+    root = v2_tree(
+        tmp_path,
+        "0::/pod/ctr",
+        {
+            "/sys/fs/cgroup/pod/memory.max": str(100 * MIB),
+            "/sys/fs/cgroup/pod/memory.oom.group": parent,
+            "/sys/fs/cgroup/pod/ctr/memory.max": "max",
+            "/sys/fs/cgroup/pod/ctr/memory.oom.group": own,
+        },
+    )
+    found = discover(root)
+    assert found is not None
+    assert found.oom_group == expected
+
+
+def test_v2_oom_group_above_the_cgroup_whose_limit_binds_is_not_this_ooms_group(tmp_path: Path) -> None:
+    root = v2_tree(
+        tmp_path,
+        "0::/pod/ctr",
+        {
+            "/sys/fs/cgroup/pod/memory.oom.group": "1",
+            "/sys/fs/cgroup/pod/ctr/memory.max": str(100 * MIB),
+            "/sys/fs/cgroup/pod/ctr/memory.oom.group": "0",
+        },
+    )
+    found = discover(root)
+    assert found is not None
+    assert found.oom_group == 0
+
+
+@pytest.mark.parametrize(
+    ("swap_total_kib", "swap_max", "expected_mib"),
+    [(0, "max", None), (2 << 20, "0", None), (2 << 20, str(256 * MIB), 256), (2 << 20, "max", 2048)],
+)
+def test_v2_swap_is_reported_only_where_it_is_on_and_allowed(
+    tmp_path: Path, swap_total_kib: int, swap_max: str, expected_mib: int | None
+) -> None:
+    root = v2_tree(
+        tmp_path,
+        "0::/ctr",
+        {"/sys/fs/cgroup/ctr/memory.max": str(100 * MIB), "/sys/fs/cgroup/ctr/memory.swap.max": swap_max},
+        swap_total_kib,
+    )
+    found = discover(root)
+    assert found is not None
+    assert found.swap_bytes == (None if expected_mib is None else expected_mib * MIB)
+
+
+@pytest.mark.parametrize(("swappiness", "expected_mib"), [("0", None), ("60", 64)])
+def test_v1_swap_is_the_memsw_limit_above_the_memory_limit(
+    tmp_path: Path, swappiness: str, expected_mib: int | None
+) -> None:
+    stat = f"rss 0\nhierarchical_memory_limit {128 * MIB}\nhierarchical_memsw_limit {192 * MIB}"
+    root = tree(
+        tmp_path,
+        [V1_MEMORY_HOST_MOUNT],
+        ["7:memory:/job"],
+        {
+            "/sys/fs/cgroup/memory/job/memory.limit_in_bytes": str(128 * MIB),
+            "/sys/fs/cgroup/memory/job/memory.swappiness": swappiness,
+            "/sys/fs/cgroup/memory/job/memory.stat": stat,
+            "/proc/meminfo": "SwapTotal: 1048576 kB",
+        },
+    )
+    found = discover(root)
+    assert found is not None
+    assert found.swap_bytes == (None if expected_mib is None else expected_mib * MIB)
+    assert found.oom_group is None  # v1 has no memory.oom.group
+
+
+def test_a_namespace_that_kept_the_outer_mount_finds_its_cgroup_by_pid(tmp_path: Path) -> None:
+    # unshare --cgroup with the host's /sys/fs/cgroup: /proc/self/cgroup says "/", the mount's root is two
+    # levels above the namespace's root, names unknown. A sibling at that depth must not be taken for it.
+    pid = os.getpid()
+    root = tree(
+        tmp_path,
+        [V2_MOUNT.replace(" / /sys/fs/cgroup", " /../.. /sys/fs/cgroup")],
+        ["0::/"],
+        {
+            "/sys/fs/cgroup/pod/other/memory.max": str(50 * MIB),
+            "/sys/fs/cgroup/pod/other/cgroup.procs": str(pid + 1),
+            "/sys/fs/cgroup/pod/ctr/memory.max": str(120 * MIB),
+            "/sys/fs/cgroup/pod/ctr/cgroup.procs": f"{pid - 1}\n{pid}",
+            "/sys/fs/cgroup/pod/memory.max": str(200 * MIB),
+        },
+    )
+    found = discover(root)
+    assert found is not None
+    assert found.limit_bytes == 120 * MIB
+    assert found.path == str(tmp_path / "sys/fs/cgroup/pod/ctr")
+
+
+def test_memory_stat_counters_by_version() -> None:
+    v1 = "cache 1\nrss 2\nshmem 3\ntotal_cache 10\ntotal_rss 20\ntotal_shmem 30\ntotal_inactive_file 40\n"
+    v2 = "anon 20\nfile 10\nkernel 5\nshmem 30\nfile_mapped 7\ninactive_file 40\nactive_file 1\n"
+    expected = {"anon": 20, "file": 10, "shmem": 30, "inactive_file": 40}
+    assert parse_memory_stat(v1, 1) == expected
+    assert parse_memory_stat(v2, 2) == expected
+
+
+def test_pressure_avg10_of_some_and_full() -> None:
+    text = "some avg10=12.50 avg60=3.00 avg300=0.50 total=123\nfull avg10=7.25 avg60=1.00 avg300=0.10 total=99\n"
+    assert parse_pressure(text) == (12.5, 7.25)
+    assert parse_pressure("") == (None, None)

@@ -1,0 +1,225 @@
+"""The real thing on cgroup v2: `python -m workload` on Debian's own kernel, booted under QEMU (tests/kernel_vm.py),
+in each cgroup layout a node or a container runtime puts a container in, killed by that kernel.
+
+One boot runs every layout (a boot costs about a minute of CPU under TCG); each test then judges one layout from
+what the driver in the VM reported: the workload's log, its exit status, and each cgroup's memory.events.
+
+The limits are chosen so that the charge lands mid-step near the limit (the interpreter starts at about 5 MiB and
+each step adds its increment and a little bookkeeping), so "killed in the predicted step" has a margin of a few
+MiB either way rather than depending on that bookkeeping.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import pytest
+
+from tests.conftest import require
+from tests.kernel_vm import Boot, VmUnavailable, boot, missing_tools
+from workload import logfmt
+
+pytestmark = pytest.mark.timeout(900)
+
+MIB = 1 << 20
+POD_UID = "8d4f2b1e_6c3a_4f7e_9b21_0a5c7e3d9f10"
+CONTAINER_ID = "5f1c0e9a7b3d2c4e6f8a0b1c2d3e4f5a6b7c8d9e0f1a2b3c4d5e6f7a8b9c0d1e"
+SYSTEMD = {
+    "slices": ["kubepods.slice", "kubepods.slice/kubepods-burstable.slice"],
+    "pod": f"kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{POD_UID}.slice",
+    "container": f"cri-containerd-{CONTAINER_ID}.scope",
+}
+CGROUPFS = {
+    "slices": ["kubepods", "kubepods/burstable"],
+    "pod": f"kubepods/burstable/pod{POD_UID.replace('_', '-')}",
+    "container": CONTAINER_ID,
+}
+STEPS_10 = {"MEMORY_INCREMENT_MB": "10", "INCREMENT_INTERVAL_MS": "0"}
+
+
+def pod_layout(
+    name: str,
+    driver: dict[str, Any],
+    pod_mib: int,
+    container_mib: int,
+    *,
+    oom_group: int = 0,
+    namespace: str = "none",
+) -> dict[str, Any]:
+    """A container's cgroup under its pod's, under the QoS slices, as a kubelet with this cgroup driver makes them.
+
+    Each layout gets its own QoS parents (a suffix) so that no layout's memory.events counts another's kills.
+    """
+    suffix = f"-{name}" if driver is CGROUPFS else f"_{name}"
+    top: str = driver["slices"][0]
+    renamed = top.replace(".slice", f"{suffix}.slice") if top.endswith(".slice") else top + suffix
+
+    def moved(path: str) -> str:
+        return renamed + path[len(top) :]
+
+    pod = moved(driver["pod"])
+    container = f"{pod}/{driver['container']}"
+    return {
+        "name": name,
+        "cgroups": [
+            *[[moved(path), {}] for path in driver["slices"]],
+            [pod, {"memory.max": pod_mib * MIB}],
+            [container, {"memory.max": container_mib * MIB, "memory.swap.max": 0, "memory.oom.group": oom_group}],
+        ],
+        "leaf": container,
+        "pod": pod,
+        "namespace": namespace,
+        "env": STEPS_10,
+    }
+
+
+LAYOUTS: list[dict[str, Any]] = [
+    {
+        "name": "flat",
+        "cgroups": [["flat", {"memory.max": 128 * MIB, "memory.swap.max": 0}]],
+        "leaf": "flat",
+        "env": STEPS_10,
+    },
+    pod_layout("systemd", SYSTEMD, pod_mib=200, container_mib=100, oom_group=1),
+    pod_layout("cgroupfs", CGROUPFS, pod_mib=200, container_mib=120),
+    pod_layout("pod-limit-tighter", SYSTEMD, pod_mib=80, container_mib=128, oom_group=1),
+    pod_layout("namespace-fresh-mount", SYSTEMD, pod_mib=200, container_mib=100, namespace="fresh-mount"),
+    pod_layout("namespace-inherited-mount", CGROUPFS, pod_mib=200, container_mib=120, namespace="inherited-mount"),
+    {
+        # MemoryQoS: memory.high below the limit. No swap, so nothing the hog holds can be reclaimed: it is
+        # throttled from the step that crosses high, then killed at the limit all the same.
+        "name": "memory-high",
+        "cgroups": [
+            ["high", {"memory.max": 128 * MIB, "memory.high": 112 * MIB, "memory.swap.max": 0, "memory.oom.group": 1}]
+        ],
+        "leaf": "high",
+        "env": {"MEMORY_INCREMENT_MB": "16", "INCREMENT_INTERVAL_MS": "0"},
+    },
+]
+BY_NAME = {layout["name"]: layout for layout in LAYOUTS}
+# The limit that binds, and where: the tighter of the container's and the pod's.
+EXPECTED_LIMIT = {
+    "flat": (128, "flat"),
+    "systemd": (100, "leaf"),
+    "cgroupfs": (120, "leaf"),
+    "pod-limit-tighter": (80, "pod"),
+    "namespace-fresh-mount": (100, "leaf"),
+    "namespace-inherited-mount": (120, "leaf"),
+    "memory-high": (128, "high"),
+}
+
+
+@pytest.fixture(scope="module")
+def vm(tmp_path_factory: pytest.TempPathFactory) -> Boot:
+    require(os.geteuid() == 0, "making the VM's root with debootstrap needs root")
+    missing = missing_tools()
+    require(not missing, f"missing {', '.join(missing)} (Debian: apt-get install qemu-system-x86 cpio debootstrap)")
+    try:
+        booted = boot(LAYOUTS, tmp_path_factory.mktemp("vm"))
+    except VmUnavailable as error:
+        require(False, str(error))
+        raise
+    assert booted.output.startswith("oom-killer-vm-kernel 6."), booted.output[:2000] + booted.console[-3000:]
+    print(f"kernel VM: {len(LAYOUTS)} layouts in one boot, {booted.seconds:.1f}s")
+    return booted
+
+
+def result_of(vm: Boot, name: str) -> dict[str, Any]:
+    result = vm.results.get(name)
+    assert result is not None, f"no result for {name}; the driver wrote:\n{vm.output}\nconsole:\n{vm.console[-3000:]}"
+    assert "error" not in result, result
+    return result
+
+
+def lines_of(result: dict[str, Any], event: str) -> list[dict[str, str]]:
+    parsed = [logfmt.parse(line) for line in result["stdout"].splitlines() if line.startswith("event=")]
+    return [line for line in parsed if line["event"] == event]
+
+
+def path_of(layout: dict[str, Any], where: str) -> str:
+    return str(layout[where] if where in ("leaf", "pod") else where)
+
+
+@pytest.mark.parametrize("name", list(EXPECTED_LIMIT))
+def test_the_v2_kernel_kills_it_in_the_predicted_step_at_the_limit_that_binds(vm: Boot, name: str) -> None:
+    result, layout = result_of(vm, name), BY_NAME[name]
+    limit_mib, binding = EXPECTED_LIMIT[name]
+    (start,) = lines_of(result, "start")
+    steps = lines_of(result, "step")
+
+    assert result["returncode"] == -9, result  # SIGKILL, from the kernel
+    assert start["limit_mib"] == str(limit_mib)
+    assert start["cgroup"].startswith("v2:")
+    if layout.get("namespace", "none") == "none":
+        # Without a namespace the cgroup it names is the host's path of the one that binds.
+        assert start["cgroup"] == f"v2:/sys/fs/cgroup/{path_of(layout, binding)}"
+    # Killed during the step it predicted: one past the last step it lived to log.
+    assert int(start["predicted_steps"]) == len(steps) + 1, result["stdout"]
+    assert int(steps[-1]["cgroup_usage_mib"]) <= limit_mib
+    # The kernel counted the kill in the process's own cgroup and in the one whose limit it hit.
+    events = result["events"]
+    assert events[layout["leaf"]]["oom_kill"] >= 1, events
+    assert events[path_of(layout, binding)]["oom_kill"] >= 1, events
+    assert events[path_of(layout, binding)]["max"] >= 1, events
+
+
+@pytest.mark.parametrize("name", list(EXPECTED_LIMIT))
+def test_v2_step_lines_carry_the_kernels_own_accounting(vm: Boot, name: str) -> None:
+    result = result_of(vm, name)
+    steps = lines_of(result, "step")
+    assert steps, result
+    for step in steps:
+        usage, anon, ws = int(step["cgroup_usage_mib"]), int(step["anon_mib"]), int(step["working_set_mib"])
+        # Anonymous memory is what the hog takes: it is almost all of the charge and at least what it allocated.
+        assert int(step["allocated_mib"]) <= anon <= usage
+        # file includes shmem; anon and file together are at most the charge (which also counts kernel memory).
+        assert int(step["shmem_mib"]) <= int(step["file_mib"]) <= usage - anon
+        assert ws <= usage  # usage minus inactive file
+        assert int(step["high_events"]) >= 0
+        assert int(step["max_events"]) >= 0
+        assert 0.0 <= float(step["pressure_some_avg10"]) <= 100.0
+        assert 0.0 <= float(step["pressure_full_avg10"]) <= float(step["pressure_some_avg10"])
+
+
+def test_oom_group_is_reported_as_the_kernel_applies_it(vm: Boot) -> None:
+    for name in EXPECTED_LIMIT:
+        result, layout = result_of(vm, name), BY_NAME[name]
+        (start,) = lines_of(result, "start")
+        leaf_files = dict(layout["cgroups"])[layout["leaf"]]
+        expected = int(leaf_files.get("memory.oom.group", 0))
+        assert start["oom_group"] == str(expected), name
+        # What it means: with 1 the kernel killed the cgroup as a group, and says so in memory.events.
+        group_kills = result["events"][layout["leaf"]]["oom_group_kill"]
+        assert (group_kills >= 1) == (expected == 1), (name, result["events"])
+
+
+def test_memory_high_below_the_limit_throttles_from_the_predicted_step_then_the_kill_comes_at_the_limit(
+    vm: Boot,
+) -> None:
+    result, layout = result_of(vm, "memory-high"), BY_NAME["memory-high"]
+    (start,) = lines_of(result, "start")
+    steps = lines_of(result, "step")
+    assert start["memory_high_mib"] == "112"
+    assert start["limit_mib"] == "128"
+    throttled = [int(step["step"]) for step in steps if step["throttled"] == "true"]
+    assert throttled, result["stdout"]
+    assert throttled[0] == int(start["predicted_throttle_step"])
+    first = steps[throttled[0] - 1]
+    assert int(first["high_events"]) >= 1
+    assert int(first["step_ms"]) > 0
+    assert all(step["throttled"] == "false" and step["high_events"] == "0" for step in steps[: throttled[0] - 1])
+    assert result["events"][layout["leaf"]]["high"] >= 1
+    # Still killed, by the limit, in the step predicted from the limit.
+    assert result["returncode"] == -9
+    assert int(start["predicted_steps"]) == len(steps) + 1
+    assert result["events"][layout["leaf"]]["oom_kill"] >= 1
+
+
+def test_no_memory_high_or_swap_fields_where_none_applies(vm: Boot) -> None:
+    result = result_of(vm, "flat")
+    (start,) = lines_of(result, "start")
+    assert result["swap_total_kib"] == 0  # the VM has no swap on: no swap_max_mib to report
+    for key in ("memory_high_mib", "predicted_throttle_step", "swap_max_mib"):
+        assert key not in start
+    assert all("throttled" not in step for step in lines_of(result, "step"))

@@ -1,0 +1,118 @@
+"""Runs inside the test VM (tests/kernel_vm.py), as /init's child: lays out cgroups as the plan says, runs the
+workload in each layout the way a runtime would start a container there, and reports the raw facts.
+
+It judges nothing: each layout's result is one JSON line on stdout (the second serial port): the workload's
+stdout, stderr and exit status, and each watched cgroup's memory.events. The tests on the host assert on them.
+Python 3.11 standard library only: it runs on the VM's Debian python3.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+CGROUP = Path("/sys/fs/cgroup")
+RESULT_MARK = "oom-killer-vm-result "
+
+# How the workload is started, by `namespace` in the plan. The shell joins the leaf cgroup first, then (as a
+# runtime does) makes the cgroup namespace, so the namespace's root is the container's own cgroup.
+START = {
+    # No cgroup namespace: the host's view, /proc/self/cgroup names the full path.
+    "none": 'echo $$ > "$1/cgroup.procs" && exec python3 -S -m workload',
+    # A namespace with cgroup2 mounted afresh inside it (runc and crun on cgroup v2): the mount shows the
+    # container's cgroup at its root.
+    "fresh-mount": 'echo $$ > "$1/cgroup.procs" && exec unshare --cgroup --mount sh -c '
+    # The outer mount goes first: the kernel will not mount a superblock over its own root (EBUSY), and in a
+    # container the fresh mount is the only one at /sys/fs/cgroup.
+    '"umount /sys/fs/cgroup && mount -t cgroup2 cgroup2 /sys/fs/cgroup && exec python3 -S -m workload"',
+    # A namespace that keeps the mount made outside it: mountinfo shows the mount's root as /../.. from inside.
+    "inherited-mount": 'echo $$ > "$1/cgroup.procs" && exec unshare --cgroup python3 -S -m workload',
+}
+
+
+def read(path: Path) -> str:
+    try:
+        return path.read_text()
+    except OSError as error:
+        return f"unreadable: {error}"
+
+
+def keyed(text: str) -> dict[str, int]:
+    pairs = (line.split() for line in text.splitlines())
+    return {fields[0]: int(fields[1]) for fields in pairs if len(fields) == 2 and fields[1].isdigit()}
+
+
+def make(cgroups: list[tuple[str, dict[str, object]]]) -> None:
+    """Each (path, {file: value}) in order, parents first; every parent hands the memory controller down."""
+    for path, files in cgroups:
+        directory = CGROUP / path
+        control = directory.parent / "cgroup.subtree_control"
+        if "memory" not in read(control).split():
+            control.write_text("+memory")
+        directory.mkdir()
+        for name, value in files.items():
+            (directory / name).write_text(str(value))
+
+
+def remove(cgroups: list[tuple[str, dict[str, object]]]) -> None:
+    for path, _ in reversed(cgroups):
+        for _ in range(50):
+            try:
+                (CGROUP / path).rmdir()
+                break
+            except OSError:
+                time.sleep(0.1)
+
+
+def run(layout: dict[str, Any]) -> dict[str, object]:
+    cgroups = [(str(path), dict(files)) for path, files in layout["cgroups"]]
+    make(cgroups)
+    started = time.monotonic()
+    process = subprocess.Popen(
+        ["sh", "-c", START[layout.get("namespace", "none")], "sh", str(CGROUP / layout["leaf"])],
+        cwd="/oom-killer",
+        env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "TERMINATION_MESSAGE_PATH": "", **layout.get("env", {})},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        stdout, stderr = process.communicate(timeout=float(layout.get("timeout", 240)))
+    except subprocess.TimeoutExpired:
+        process.kill()
+        stdout, stderr = process.communicate()
+    seconds = time.monotonic() - started
+    events = {path: keyed(read(CGROUP / path / "memory.events")) for path, _ in cgroups}
+    meminfo = keyed(read(Path("/proc/meminfo")).replace(":", "").replace(" kB", ""))
+    result = {
+        "name": layout["name"],
+        "returncode": process.returncode,
+        "stdout": stdout,
+        "stderr": stderr,
+        "seconds": round(seconds, 2),
+        "events": events,
+        "swap_total_kib": meminfo.get("SwapTotal"),
+    }
+    remove(cgroups)
+    return result
+
+
+def main(plan_path: str) -> int:
+    plan = json.loads(Path(plan_path).read_text())
+    print(f"oom-killer-vm-kernel {os.uname().release} python {sys.version.split()[0]}", flush=True)
+    for layout in plan:
+        try:
+            result = run(layout)
+        except Exception as error:  # one broken layout must not hide the others' results
+            result = {"name": layout.get("name"), "error": repr(error)}
+        print(RESULT_MARK + json.dumps(result), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1]))
