@@ -6,9 +6,19 @@ VENV ?= venv
 BIN := $(VENV)/bin
 CHECKOV_VENV ?= venv-checkov
 STACK ?= dev
+NEEDS_PULUMI = command -v pulumi >/dev/null || \
+  { echo "make $@ needs the Pulumi CLI: https://www.pulumi.com/docs/install/" >&2; exit 1; }
 
 .PHONY: up demo destroy test lint pytest bench clean
 
+# The program's own dependencies, all `make up` needs, in the virtualenv Pulumi.yaml names.
+$(BIN)/.program-installed: requirements.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -r requirements.txt
+	touch $@
+
+# The test, lint and rehearsal tools on top (requirements-dev.txt includes requirements.txt).
 $(BIN)/.installed: requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
@@ -21,11 +31,20 @@ $(CHECKOV_VENV)/.installed: requirements-checkov.txt
 	touch $@
 
 ## up: build the image and deploy the stack on the current kube context (needs the Pulumi CLI, Docker, kubectl)
-up: $(BIN)/.installed
-	@command -v pulumi >/dev/null || { echo "make up needs the Pulumi CLI: https://www.pulumi.com/docs/install/" >&2; exit 1; }
+up: $(BIN)/.program-installed
+	@$(NEEDS_PULUMI)
 	@command -v kubectl >/dev/null && echo "kube context: $$(kubectl config current-context)" || true
-	@# A local state backend (~/.pulumi) unless you are logged in to one already (Pulumi Cloud, S3, ...).
-	@pulumi whoami --non-interactive >/dev/null 2>&1 || pulumi login --local
+	@# A local state backend (~/.pulumi) only where no backend was ever chosen (no PULUMI_BACKEND_URL, and no
+	@# credentials file: no `pulumi login` ever ran). One that was chosen and does not answer (an expired token, no
+	@# network, a logout) stops here with Pulumi's message: never a silent move to a second, empty stack elsewhere.
+	@if [ -z "$$PULUMI_BACKEND_URL" ] && [ ! -e "$${PULUMI_HOME:-$$HOME/.pulumi}/credentials.json" ]; then \
+	  pulumi login --local; \
+	elif ! error=$$(pulumi whoami --non-interactive 2>&1 >/dev/null); then \
+	  echo "$$error" >&2; \
+	  echo "make up: the Pulumi backend you chose does not answer (above). Log in to it again (pulumi login)," \
+	    "or choose another (pulumi login --local keeps state in ~/.pulumi), then run make up again." >&2; \
+	  exit 1; \
+	fi
 	pulumi stack select --create $(STACK)
 	pulumi up --stack $(STACK)
 
@@ -36,6 +55,7 @@ demo: $(BIN)/.installed
 
 ## destroy: delete everything the stack created (the namespace and all in it)
 destroy:
+	@$(NEEDS_PULUMI)
 	pulumi destroy --stack $(STACK)
 
 ## test: lint, types and every test (the README's test command; CI runs exactly this)
