@@ -129,6 +129,54 @@ def test_a_ceiling_below_the_limit_holds_without_a_kill(make_cgroup: MakeCgroup)
     assert process.returncode == 0
 
 
+def charge_a_file(group: MemoryCgroup, path: Path, mib: int) -> None:
+    """Write a file of mib MiB from inside the cgroup, so that its pages are charged there (page cache, or shmem
+    on a tmpfs), as a container's own writes are."""
+    done = group.popen(["dd", "if=/dev/zero", f"of={path}", "bs=1M", f"count={mib}"], stderr=subprocess.DEVNULL)
+    assert done.wait(timeout=30) == 0
+
+
+@pytest.mark.parametrize("where", ["disk", "tmpfs"])
+def test_v1_step_lines_split_the_charge_as_memory_stat_does_and_give_the_kubelets_working_set(
+    make_cgroup: MakeCgroup, tmp_path: Path, where: str
+) -> None:
+    # 24 MiB of a file written from inside the cgroup: on disk it is page cache (file, inactive: not in the
+    # working set); on a tmpfs it is shmem (counted in file too, and it cannot be dropped: in the working set).
+    directory = tmp_path if where == "disk" else Path("/dev/shm")  # noqa: S108 - a tmpfs is the point; unique name
+    require(directory.is_dir(), f"no {directory}")
+    written = directory / f"oom-killer-charge-{os.getpid()}"
+    group = make_cgroup(LIMIT_MIB)
+    try:
+        charge_a_file(group, written, 24)
+        process = start_workload(group, MEMORY_INCREMENT_MB="16", INCREMENT_INTERVAL_MS="0", MEMORY_CEILING_MB="32")
+        try:
+            lines = read_until(process, "holding")
+        finally:
+            process.terminate()
+            process.communicate(timeout=5)
+    finally:
+        written.unlink(missing_ok=True)
+    start = logfmt.parse(lines[0])
+    assert group.version == 1
+    assert start["event"] == "start"
+    for key in ("oom_group", "memory_high_mib", "swap_max_mib"):  # v2 only, or not on here (no swap)
+        assert key not in start
+    last = logfmt.parse(lines[-2])
+    usage, anon = int(last["cgroup_usage_mib"]), int(last["anon_mib"])
+    file, shmem, working_set = int(last["file_mib"]), int(last["shmem_mib"]), int(last["working_set_mib"])
+    assert int(last["allocated_mib"]) == 32
+    assert 32 <= anon <= usage
+    assert file >= 23  # the file's 24 MiB, less rounding
+    if where == "disk":
+        assert shmem == 0
+        assert working_set <= usage - 20  # most of the file is inactive, as freshly written pages are
+    else:
+        assert shmem >= 23
+        assert working_set >= usage - 1  # tmpfs pages are not on the file LRU lists: all in the working set
+    for key in ("high_events", "max_events", "pressure_some_avg10", "throttled"):  # v2 only
+        assert key not in last
+
+
 @pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT])
 def test_a_stop_signal_exits_0_within_a_second(make_cgroup: MakeCgroup, stop: signal.Signals) -> None:
     group = make_cgroup(LIMIT_MIB)
