@@ -6,6 +6,7 @@ import re
 
 import yaml
 
+from infra import demo
 from infra.render import render
 from tests.conftest import PROJECT
 from workload.settings import parse_settings
@@ -81,3 +82,23 @@ def test_every_stack_output_is_named_in_the_readme() -> None:
     exports = render({}).exports
     for name in exports:
         assert f"`{name}`" in README, name
+
+
+def test_every_exit_code_of_make_demo_is_in_the_readme() -> None:
+    codes = {value for name, value in vars(demo).items() if name.startswith("EXIT_")}
+    start = README.index("| exit code | meaning |")
+    listed = table(README[start : README.index("\n\n", start)])
+    assert {int(code) for code in listed} == codes
+
+
+def test_each_cluster_path_gets_the_image_to_the_nodes_before_watching() -> None:
+    paths = section("## Your cluster")
+    # minikube builds into its own engine, and ECR has the repository, before `make up` pushes or builds.
+    for cluster, step in {"**minikube**": "eval $(minikube docker-env)", "**Amazon ECR**": "create-repository"}.items():
+        text = paths[paths.index(cluster) :]
+        assert text.index(step) < text.index("make up"), cluster
+    # kind is given the image `make up` built, before anyone watches for the pod.
+    kind = paths[paths.index("**kind**") :]
+    assert kind.index("make up") < kind.index("kind load docker-image") < kind.index("--watch")
+    assert "**Docker Desktop**" in paths
+    assert "pulumi config set platform" in paths
