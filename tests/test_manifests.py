@@ -23,6 +23,7 @@ CONFIGS = {
     "dev": stack_config("dev"),
     "pushed": {
         "imageRepository": "ghcr.io/acme/oom-killer",
+        "platform": "linux/amd64",
         "memoryLimitMb": "512",
         "memoryCeilingMb": "400",
         "replicas": "2",
