@@ -73,11 +73,12 @@ def test_replicas_0_says_nothing_would_run(capsys: pytest.CaptureFixture[str]) -
 
 @pytest.mark.usefixtures("no_engine")
 def test_a_stack_without_a_file_runs_on_the_project_defaults(capsys: pytest.CaptureFixture[str]) -> None:
-    assert not stack_file("staging").exists()
-    assert demo.main(["--stack", "staging"]) == demo.EXIT_NO_ENGINE == 3  # it got as far as the engine
+    assert not stack_file("rehearsal-without-file").exists()
+    assert demo.main(["--stack", "rehearsal-without-file"]) == demo.EXIT_NO_ENGINE == 3  # it got as far as the engine
     lines = capsys.readouterr().err.splitlines()
     assert lines[0] == (
-        "demo: there is no Pulumi.staging.yaml: the staging stack runs on the project's defaults, "
+        "demo: there is no Pulumi.rehearsal-without-file.yaml: the rehearsal-without-file stack runs on the "
+        "project's defaults, "
         "as `pulumi up` would run a new stack"
     )
     assert len(lines) == 2
