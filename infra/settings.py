@@ -128,9 +128,11 @@ def load_settings(config: pulumi.Config | None = None) -> StackSettings:
     # Pulumi itself passes an undeclared key through to the program: a typo would silently change nothing.
     unknown = sorted(project_keys_in_config() - set(DEFAULTS))
     if unknown:
+        full_key = f"{PROJECT}:{unknown[0]}"
+        secret = pulumi.runtime.is_config_secret(full_key) or full_key in pulumi.runtime.get_config_secret_keys_env()
         raise ConfigError(
             unknown[0],
-            pulumi.runtime.get_config(f"{PROJECT}:{unknown[0]}"),
+            "[secret]" if secret else pulumi.runtime.get_config(full_key),
             "is not a setting of this project (Pulumi.yaml declares them all): a typo? `pulumi config rm` it",
         )
     increment, limit = _integer(config, "memoryIncrementMb"), _integer(config, "memoryLimitMb")

@@ -382,6 +382,17 @@ def test_an_unknown_key_from_the_engine_is_refused_and_other_namespaces_are_not_
         render({})
 
 
+def test_an_unknown_secret_key_is_refused_without_showing_its_value(monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(ConfigError) as caught:
+        render({"registryPasswd": "s3cret"}, secrets=frozenset({"registryPasswd"}))
+    assert str(caught.value).startswith("invalid config oom-killer:registryPasswd='[secret]': is not a setting")
+    monkeypatch.setenv("PULUMI_CONFIG", json.dumps({"oom-killer:registryPasswd": "s3cret"}))
+    monkeypatch.setenv("PULUMI_CONFIG_SECRET_KEYS", json.dumps(["oom-killer:registryPasswd"]))
+    with pytest.raises(ConfigError) as caught:
+        render({})
+    assert "s3cret" not in str(caught.value)
+
+
 @pytest.mark.parametrize(
     ("stack", "namespace"),
     [("staging", "oom-killer-staging"), ("dev", "oom-killer-dev"), ("Team_EU.prod", "oom-killer-team-eu-prod")],
