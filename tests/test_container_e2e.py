@@ -7,6 +7,7 @@ packages. Without an engine these skip, saying why; in CI they fail instead.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -43,17 +44,56 @@ def dev_pod(engine: docker.DockerClient) -> DeclaredPod:
     return pod
 
 
+# The workload's container tests run on the oldest and the newest Python it claims: the default base (CI:
+# BASE_IMAGE, Debian bookworm's 3.11) and Debian trixie's 3.13 (BASE_IMAGE_TRIXIE, which .ci/run builds).
+NEWEST_BASE = ("BASE_IMAGE_TRIXIE", (3, 13))
+
+
+def image_python(engine: docker.DockerClient, image: str) -> tuple[int, int]:
+    printed = engine.containers.run(
+        image,
+        entrypoint=["python3", "-c", "import sys; print(*sys.version_info[:2])"],
+        network_mode="none",
+        remove=True,
+    )
+    major, minor = printed.decode().split()
+    return int(major), int(minor)
+
+
+@pytest.fixture(scope="module", params=["default", "newest"])
+def base_overrides(request: pytest.FixtureRequest) -> dict[str, str]:
+    """Stack settings that pick the base image: none (the default one), or the newest Python's."""
+    if request.param == "default":
+        return {}
+    variable, python = NEWEST_BASE
+    image = os.environ.get(variable, "")
+    require(bool(image), f"{variable} is not set: no base image with Python {'.'.join(map(str, python))}")
+    return {"baseImage": image}
+
+
+@pytest.fixture(scope="module")
+def base_pod(engine: docker.DockerClient, base_overrides: dict[str, str]) -> DeclaredPod:
+    """The dev stack's pod with a small limit on one of the bases, its image built from the Dockerfile."""
+    pod = stack_pod("dev", {"memoryLimitMb": str(LIMIT_MIB), **base_overrides})
+    build_image(engine, pod)
+    python = image_python(engine, pod.container["image"])
+    assert python >= (3, 11), f"the image runs Python {python}; the README claims 3.11 or newer"
+    if base_overrides:
+        assert python == NEWEST_BASE[1]
+    return pod
+
+
 def steps_of(lines: list[str]) -> list[dict[str, str]]:
     return [fields for fields in map(logfmt.parse, lines) if fields.get("event") == "step"]
 
 
-def test_the_declared_container_is_oom_killed_with_exit_137(engine: docker.DockerClient, dev_pod: DeclaredPod) -> None:
+def test_the_declared_container_is_oom_killed_with_exit_137(engine: docker.DockerClient, base_pod: DeclaredPod) -> None:
     # What the program declared is what runs: the dev stack's increment and pace, our small limit.
-    env = {item["name"]: item["value"] for item in dev_pod.container["env"]}
-    assert dev_pod.container["resources"]["limits"]["memory"] == f"{LIMIT_MIB}Mi"
+    env = {item["name"]: item["value"] for item in base_pod.container["env"]}
+    assert base_pod.container["resources"]["limits"]["memory"] == f"{LIMIT_MIB}Mi"
     increment = int(env["MEMORY_INCREMENT_MB"])
 
-    outcome = rehearse(engine, dev_pod)
+    outcome = rehearse(engine, base_pod)
 
     assert outcome.oom_killed is True, outcome.lines
     assert outcome.exit_code == 137
@@ -68,10 +108,11 @@ def test_the_declared_container_is_oom_killed_with_exit_137(engine: docker.Docke
 
 
 def test_a_ceiling_below_the_limit_keeps_running_and_docker_stop_ends_it_with_0(
-    engine: docker.DockerClient, dev_pod: DeclaredPod, tmp_path: Path
+    engine: docker.DockerClient, base_pod: DeclaredPod, base_overrides: dict[str, str], tmp_path: Path
 ) -> None:
-    pod = stack_pod("dev", {"memoryLimitMb": str(LIMIT_MIB), "memoryCeilingMb": "40", "incrementIntervalMs": "200"})
-    assert pod.container["image"] == dev_pod.container["image"]  # same build: only the env differs
+    settings = {"memoryLimitMb": str(LIMIT_MIB), "memoryCeilingMb": "40", "incrementIntervalMs": "200"}
+    pod = stack_pod("dev", {**settings, **base_overrides})
+    assert pod.container["image"] == base_pod.container["image"]  # same build: only the env differs
     container, _ = start(engine, pod, tmp_path)
     try:
         deadline = time.monotonic() + 30
