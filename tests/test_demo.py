@@ -1,7 +1,7 @@
 """`make demo` before it reaches a Docker engine: every refusal is one line on stderr and an exit code of its own.
 
 The failures that need an engine (the base image, the runtime's own refusal, a prebuilt local image) are tested in
-test_container_e2e.py, on a real one.
+test_demo_engine.py, on a real one.
 """
 
 from __future__ import annotations

@@ -1,0 +1,114 @@
+"""`make demo`'s failures that only a real Docker engine can show, and the settings' baseline rule on a real runtime.
+
+Needs a Docker engine (DOCKER_HOST or the default socket) and BASE_IMAGE where Docker Hub is out of reach, as
+test_container_e2e.py does. Without an engine these skip, saying why; in CI they fail instead.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import docker
+import docker.errors
+import pytest
+
+from infra import demo
+from infra.rehearsal import DeclaredPod, build_image, rehearse, stack_pod
+from infra.settings import BASELINE_MAX_MIB
+from tests.conftest import require
+from workload import logfmt
+
+LIMIT_MIB = 64
+
+
+@pytest.fixture(scope="module")
+def engine() -> Iterator[docker.DockerClient]:
+    try:
+        client = docker.from_env()
+        client.ping()
+    except docker.errors.DockerException as error:
+        require(False, f"no Docker engine answers (DOCKER_HOST or the default socket): {error}")
+        raise
+    yield client
+    client.close()
+
+
+@pytest.fixture(scope="module")
+def dev_pod(engine: docker.DockerClient) -> DeclaredPod:
+    """The dev stack's pod with a small limit, its image built from the project's Dockerfile."""
+    pod = stack_pod("dev", {"memoryLimitMb": str(LIMIT_MIB)})
+    build_image(engine, pod)
+    return pod
+
+
+def steps_of(lines: list[str]) -> list[dict[str, str]]:
+    return [fields for fields in map(logfmt.parse, lines) if fields.get("event") == "step"]
+
+
+def demo_failure(capsys: pytest.CaptureFixture[str]) -> str:
+    """The demo's one line of failure on stderr (never a traceback)."""
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("demo: ")
+    return lines[0]
+
+
+@pytest.mark.usefixtures("engine")
+def test_make_demo_says_to_set_base_image_when_the_base_cannot_be_had(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # As on a laptop with Docker Hub out of reach: a base image the engine neither has nor can pull.
+    monkeypatch.setenv("BASE_IMAGE", "registry.invalid/python:3.12-slim")
+    assert demo.main(["--set", f"memoryLimitMb={LIMIT_MIB}"]) == demo.EXIT_NO_IMAGE == 4
+    line = demo_failure(capsys)
+    assert line.startswith("demo: the base image registry.invalid/python:3.12-slim is not on the Docker engine")
+    assert "set BASE_IMAGE to an image with python3" in line
+
+
+@pytest.mark.usefixtures("dev_pod")  # an engine that answers, and the image built
+def test_make_demo_reports_the_runtimes_own_refusal_in_one_line(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The settings refuse such a limit first; were one to slip through, the engine's 400 is one line, exit 5.
+    pod = stack_pod("dev", {"memoryLimitMb": str(LIMIT_MIB)})
+    pod.container["resources"]["limits"]["memory"] = "4Mi"
+    monkeypatch.setattr(demo, "declared", lambda _stack, _overrides: pod)
+    assert demo.main([]) == demo.EXIT_ENGINE_REFUSED == 5
+    line = demo_failure(capsys)
+    assert line.startswith("demo: the Docker engine refused to run the container: ")
+    assert "Minimum memory limit allowed is 6MB" in line
+
+
+def test_a_prebuilt_image_already_on_the_engine_is_run_without_a_pull(
+    engine: docker.DockerClient, dev_pod: DeclaredPod, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # No registry answers here: a pull would fail, so an OOM kill proves the local image was used as it is.
+    local = dev_pod.container["image"]
+    assert demo.main(["--set", f"memoryLimitMb={LIMIT_MIB}", "--set", f"image={local}"]) == demo.EXIT_OOM_KILLED
+    assert logfmt.parse(capsys.readouterr().out.splitlines()[-1])["verdict"] == "OOMKilled"
+    missing = "oom-killer:not-built-here"
+    with pytest.raises(docker.errors.ImageNotFound):
+        engine.images.get(missing)
+    assert demo.main(["--set", f"memoryLimitMb={LIMIT_MIB}", "--set", f"image={missing}"]) == demo.EXIT_NO_IMAGE
+    assert demo_failure(capsys).startswith(f"demo: {missing} is not on the Docker engine and cannot be pulled: ")
+
+
+@pytest.mark.usefixtures("dev_pod")  # the image built
+def test_the_largest_step_the_settings_allow_completes_before_the_kill(engine: docker.DockerClient) -> None:
+    # memoryIncrementMb may be memoryLimitMb less the 16 MiB baseline: the first step must fit on a real runtime.
+    largest = LIMIT_MIB - BASELINE_MAX_MIB
+    pod = stack_pod("dev", {"memoryLimitMb": str(LIMIT_MIB), "memoryIncrementMb": str(largest)})
+    outcome = rehearse(engine, pod)
+    assert outcome.oom_killed is True
+    assert [step["allocated_mib"] for step in steps_of(outcome.lines)] == [str(largest)]
+
+
+@pytest.mark.usefixtures("dev_pod")  # the image built
+def test_the_largest_ceiling_the_settings_allow_holds_on_a_real_runtime(engine: docker.DockerClient) -> None:
+    # memoryCeilingMb may be memoryLimitMb less the 16 MiB baseline: it must hold there, never killed.
+    largest = LIMIT_MIB - BASELINE_MAX_MIB
+    pod = stack_pod("dev", {"memoryLimitMb": str(LIMIT_MIB), "memoryCeilingMb": str(largest)})
+    outcome = rehearse(engine, pod, stop_after_holding=2.0)
+    assert outcome.oom_killed is False
+    assert outcome.exit_code == 0
+    assert any(line.startswith(f"event=holding ceiling_mib={largest} ") for line in outcome.lines)
