@@ -12,11 +12,12 @@ MiB either way rather than depending on that bookkeeping.
 from __future__ import annotations
 
 import os
+import re
 from typing import Any
 
 import pytest
 
-from tests.conftest import require
+from tests.conftest import PROJECT, require
 from tests.kernel_vm import Boot, VmUnavailable, boot, missing_tools
 from workload import logfmt
 
@@ -223,3 +224,21 @@ def test_no_memory_high_or_swap_fields_where_none_applies(vm: Boot) -> None:
     for key in ("memory_high_mib", "predicted_throttle_step", "swap_max_mib"):
         assert key not in start
     assert all("throttled" not in step for step in lines_of(result, "step"))
+
+
+def test_the_readmes_log_reference_names_every_field_the_workload_wrote(vm: Boot) -> None:
+    readme = (PROJECT / "README.md").read_text()
+    reference = readme[readme.index("\n### The workload's log\n") :]
+    reference = reference[: reference.index("\n## ")]
+    documented = set(
+        re.findall(
+            r"`([a-z_0-9]+)`",
+            "\n".join(line.split("|")[1] for line in reference.splitlines() if line.startswith("| `")),
+        )
+    )
+    written: set[str] = set()
+    for name in EXPECTED_LIMIT:
+        for event in ("start", "step"):
+            for line in lines_of(result_of(vm, name), event):
+                written |= set(line) - {"event"}
+    assert written <= documented, written - documented
