@@ -87,6 +87,9 @@ LAYOUTS: list[dict[str, Any]] = [
     pod_layout("pod-limit-tighter", SYSTEMD, pod_mib=80, container_mib=128, oom_group=1),
     pod_layout("namespace-fresh-mount", SYSTEMD, pod_mib=200, container_mib=100, namespace="fresh-mount"),
     pod_layout("namespace-inherited-mount", CGROUPFS, pod_mib=200, container_mib=120, namespace="inherited-mount"),
+    # A limit the workload cannot see: containerd and CRI-O give each container on v2 a cgroup namespace, whose
+    # fresh cgroup2 mount shows nothing above the container, and v2 has no hierarchical limit to read instead.
+    pod_layout("pod-limit-unseen-in-namespace", SYSTEMD, pod_mib=80, container_mib=128, namespace="fresh-mount"),
     {
         # MemoryQoS: memory.high below the limit. No swap, so nothing the hog holds can be reclaimed: it is
         # throttled from the step that crosses high, then killed at the limit all the same.
@@ -193,6 +196,21 @@ def test_oom_group_is_reported_as_the_kernel_applies_it(vm: Boot) -> None:
         # What it means: with 1 the kernel killed the cgroup as a group, and says so in memory.events.
         group_kills = result["events"][layout["leaf"]]["oom_group_kill"]
         assert (group_kills >= 1) == (expected == 1), (name, result["events"])
+
+
+def test_in_a_cgroup_namespace_a_tighter_pod_limit_is_not_seen_and_the_kill_comes_before_the_prediction(
+    vm: Boot,
+) -> None:
+    # What the README warns of: the workload reports the container's limit, the kernel enforces the pod's.
+    name = "pod-limit-unseen-in-namespace"
+    result, layout = result_of(vm, name), BY_NAME[name]
+    (start,) = lines_of(result, "start")
+    steps = lines_of(result, "step")
+    assert start["limit_mib"] == "128"
+    assert result["returncode"] == -9
+    assert len(steps) + 1 < int(start["predicted_steps"])
+    assert result["events"][layout["pod"]]["max"] >= 1
+    assert result["events"][layout["leaf"]]["oom_kill"] >= 1
 
 
 def test_memory_high_below_the_limit_throttles_from_the_predicted_step_then_the_kill_comes_at_the_limit(
