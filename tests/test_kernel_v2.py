@@ -101,6 +101,17 @@ LAYOUTS: list[dict[str, Any]] = [
         "env": {"MEMORY_INCREMENT_MB": "16", "INCREMENT_INTERVAL_MS": "0"},
     },
 ]
+LAYOUTS.append(
+    {
+        # Swap on (a zram device the driver makes for this layout alone) and allowed, 64 MiB of it: the hog's pages
+        # go out to swap at the limit, and the kill comes once swap.max is full too, that much later.
+        "name": "swap",
+        "cgroups": [["swap", {"memory.max": 96 * MIB, "memory.swap.max": 64 * MIB}]],
+        "leaf": "swap",
+        "swap_mib": 256,
+        "env": {"MEMORY_INCREMENT_MB": "16", "INCREMENT_INTERVAL_MS": "0"},
+    }
+)
 BY_NAME = {layout["name"]: layout for layout in LAYOUTS}
 # The limit that binds, and where: the tighter of the container's and the pod's.
 EXPECTED_LIMIT = {
@@ -111,6 +122,7 @@ EXPECTED_LIMIT = {
     "namespace-fresh-mount": (100, "leaf"),
     "namespace-inherited-mount": (120, "leaf"),
     "memory-high": (128, "high"),
+    "swap": (96, "swap"),
 }
 
 
@@ -175,8 +187,11 @@ def test_v2_step_lines_carry_the_kernels_own_accounting(vm: Boot, name: str) -> 
     assert steps, result
     for step in steps:
         usage, anon, ws = int(step["cgroup_usage_mib"]), int(step["anon_mib"]), int(step["working_set_mib"])
-        # Anonymous memory is what the hog takes: it is almost all of the charge and at least what it allocated.
-        assert int(step["allocated_mib"]) <= anon <= usage
+        # Anonymous memory is what the hog takes: it is almost all of the charge, and at least what it allocated
+        # unless some went out to swap (memory.stat counts resident pages).
+        assert anon <= usage
+        if "swap_mib" not in BY_NAME[name]:
+            assert int(step["allocated_mib"]) <= anon
         # file includes shmem; anon and file together are at most the charge (which also counts kernel memory).
         assert int(step["shmem_mib"]) <= int(step["file_mib"]) <= usage - anon
         assert ws <= usage  # usage minus inactive file
@@ -233,6 +248,18 @@ def test_memory_high_below_the_limit_throttles_from_the_predicted_step_then_the_
     assert result["returncode"] == -9
     assert int(start["predicted_steps"]) == len(steps) + 1
     assert result["events"][layout["leaf"]]["oom_kill"] >= 1
+
+
+def test_swap_the_cgroup_may_use_is_reported_and_the_kill_comes_that_much_later(vm: Boot) -> None:
+    result = result_of(vm, "swap")
+    (start,) = lines_of(result, "start")
+    steps = lines_of(result, "step")
+    assert 255 * 1024 < result["swap_total_kib"] <= 256 * 1024  # the zram device less mkswap's header page
+    assert start["swap_max_mib"] == "64"  # swap.max, not the 256 MiB that is on
+    # It outlived its memory limit: more allocated than the limit, while the charge stayed under it.
+    assert int(steps[-1]["allocated_mib"]) > int(start["limit_mib"])
+    assert all(int(step["cgroup_usage_mib"]) <= 96 for step in steps)
+    assert int(start["predicted_steps"]) > (96 - int(start["cgroup_usage_mib"])) // 16 + 1
 
 
 def test_no_memory_high_or_swap_fields_where_none_applies(vm: Boot) -> None:

@@ -8,16 +8,21 @@ Python 3.11 standard library only: it runs on the VM's Debian python3.
 
 from __future__ import annotations
 
+import ctypes
+import errno
 import json
 import os
 import subprocess
 import sys
 import time
+import traceback
 from pathlib import Path
 from typing import Any
 
 CGROUP = Path("/sys/fs/cgroup")
 RESULT_MARK = "oom-killer-vm-result "
+FINIT_MODULE = 313  # x86_64
+PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
 
 # How the workload is started, by `namespace` in the plan. The shell joins the leaf cgroup first, then (as a
 # runtime does) makes the cgroup namespace, so the namespace's root is the container's own cgroup.
@@ -69,14 +74,38 @@ def remove(cgroups: list[tuple[str, dict[str, object]]]) -> None:
                 time.sleep(0.1)
 
 
+def load_module(path: Path) -> None:
+    """finit_module(2): the root has no kmod, and these modules need no parameters."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    with path.open("rb") as module:
+        if libc.syscall(FINIT_MODULE, module.fileno(), b"", 0) != 0 and ctypes.get_errno() != errno.EEXIST:
+            raise OSError(ctypes.get_errno(), f"finit_module {path}")
+
+
+def swap_on(mib: int) -> None:
+    """A zram swap device of mib MiB (in the VM's RAM; it compresses the hog's pages to almost nothing)."""
+    for name in ("zsmalloc.ko", "zram.ko"):
+        load_module(Path("/modules") / name)
+    Path("/sys/block/zram0/disksize").write_text(f"{mib}M")
+    subprocess.run(["mkswap", "/dev/zram0"], check=True, capture_output=True)
+    subprocess.run(["swapon", "/dev/zram0"], check=True, capture_output=True)
+
+
+def swap_off() -> None:
+    subprocess.run(["swapoff", "/dev/zram0"], check=True, capture_output=True)
+    Path("/sys/block/zram0/reset").write_text("1")
+
+
 def run(layout: dict[str, Any]) -> dict[str, object]:
     cgroups = [(str(path), dict(files)) for path, files in layout["cgroups"]]
+    if layout.get("swap_mib"):
+        swap_on(int(layout["swap_mib"]))
     make(cgroups)
     started = time.monotonic()
     process = subprocess.Popen(
         ["sh", "-c", START[layout.get("namespace", "none")], "sh", str(CGROUP / layout["leaf"])],
         cwd="/oom-killer",
-        env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "TERMINATION_MESSAGE_PATH": "", **layout.get("env", {})},
+        env={"PATH": PATH, "TERMINATION_MESSAGE_PATH": "", **layout.get("env", {})},
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -99,17 +128,20 @@ def run(layout: dict[str, Any]) -> dict[str, object]:
         "swap_total_kib": meminfo.get("SwapTotal"),
     }
     remove(cgroups)
+    if layout.get("swap_mib"):
+        swap_off()
     return result
 
 
 def main(plan_path: str) -> int:
     plan = json.loads(Path(plan_path).read_text())
+    os.environ["PATH"] = PATH  # the kernel starts /init with none, and mkswap and swapon are in sbin
     print(f"oom-killer-vm-kernel {os.uname().release} python {sys.version.split()[0]}", flush=True)
     for layout in plan:
         try:
             result = run(layout)
-        except Exception as error:  # one broken layout must not hide the others' results
-            result = {"name": layout.get("name"), "error": repr(error)}
+        except Exception:  # one broken layout must not hide the others' results
+            result = {"name": layout.get("name"), "error": traceback.format_exc()}
         print(RESULT_MARK + json.dumps(result), flush=True)
     return 0
 
