@@ -72,7 +72,11 @@ def _run(command: list[str], cwd: Path | None = None) -> str:
 
 def _download_kernel(work: Path) -> Path:
     """Debian's current kernel image, extracted (never installed) to work/kernel: the path of its vmlinuz."""
-    _run(["apt-get", "download", "linux-image-amd64"], cwd=work)
+    try:
+        _run(["apt-get", "download", "linux-image-amd64"], cwd=work)
+    except VmUnavailable:
+        _run(["apt-get", "update", "-qq"])  # no package lists yet (or stale ones) on this machine
+        _run(["apt-get", "download", "linux-image-amd64"], cwd=work)
     meta = next(work.glob("linux-image-amd64_*.deb"))
     depends = _run(["dpkg-deb", "-f", str(meta), "Depends"]).split(",")
     image = next(d.split()[0] for d in depends if d.strip().startswith("linux-image-"))
