@@ -1,0 +1,110 @@
+"""The cluster fixture for every end-to-end test, and the `e2e ...` lines `make e2e` ends with.
+
+The cluster is built (cached per machine) and started once per session, the stack's image and a locally made
+pause image are loaded into its containerd, and it is stopped at the end unless E2E_KEEP=1, when it is left
+running and the lines say how to reach it and how to stop it.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import sys
+import tarfile
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import docker
+import docker.errors
+import pytest
+
+from tests.conftest import require
+from tests.e2e.cluster import BIN, CNI_PLUGINS, PAUSE_IMAGE, RUNC, Cluster, ClusterError, build
+
+FACTS: dict[str, str] = {}
+
+
+def fact(key: str, value: str) -> None:
+    """One line of `make e2e`'s closing report: `e2e <key>=<value>`."""
+    FACTS[key] = value
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if report.failed and "tests/e2e/" in report.nodeid:
+        reason = (report.longreprtext.strip().splitlines() or ["?"])[-1][:300]
+        FACTS.setdefault(f"failed {report.nodeid.rsplit('::', 1)[-1]}", reason)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if not FACTS:
+        return
+    terminalreporter.section("what make e2e found")
+    for key, value in FACTS.items():
+        separator = ": " if key.startswith("failed ") else "="
+        terminalreporter.write_line(f"e2e {key}{separator}{value}")
+
+
+def _docker() -> docker.DockerClient:
+    try:
+        client = docker.from_env()
+        client.ping()
+    except docker.errors.DockerException as error:
+        require(False, f"no Docker engine to build the images with ({error})")
+        raise
+    return client
+
+
+def _pause_archive(client: docker.DockerClient) -> bytes:
+    """The pod sandbox image, made here from the pause binary (no registry is reachable for the real one)."""
+    with tempfile.TemporaryDirectory() as context:
+        shutil.copy(BIN / "pause", Path(context) / "pause")
+        (Path(context) / "Dockerfile").write_text(
+            'FROM scratch\nCOPY pause /pause\nUSER 65535:65535\nENTRYPOINT ["/pause"]\n'
+        )
+        client.images.build(path=context, tag=PAUSE_IMAGE, rm=True, pull=False)
+    return b"".join(client.images.get(PAUSE_IMAGE).save(named=True))
+
+
+def workload_archive(client: docker.DockerClient, tag: str) -> bytes:
+    return b"".join(client.images.get(tag).save(named=True))
+
+
+def _check_archive(archive: bytes) -> None:
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        assert "manifest.json" in tar.getnames(), "docker save gave no manifest.json"
+
+
+@pytest.fixture(scope="session")
+def docker_client() -> docker.DockerClient:
+    return _docker()
+
+
+@pytest.fixture(scope="session")
+def cluster(docker_client: docker.DockerClient) -> Iterator[Cluster]:
+    require(os.geteuid() == 0, "the test cluster needs root (cgroups, mounts, a bridge)")
+    require(RUNC.exists(), f"no runc at {RUNC} (apt-get install runc)")
+    require((CNI_PLUGINS / "bridge").exists(), f"no CNI plugins in {CNI_PLUGINS} (containernetworking-plugins)")
+    require(shutil.which("go") is not None or (BIN / "kubelet").exists(), "no Go toolchain to build the cluster")
+    build()
+    workdir = Path(tempfile.mkdtemp(prefix="oom-killer-e2e."))
+    started = Cluster(workdir)
+    keep = os.environ.get("E2E_KEEP") == "1"
+    try:
+        started.start()
+        pause = _pause_archive(docker_client)
+        _check_archive(pause)
+        started.load_image(pause)
+        started.wait_ready()
+    except ClusterError:
+        started.stop()
+        raise
+    yield started
+    if keep:
+        fact("kubeconfig", str(started.kubeconfig))
+        fact("stop", f"{sys.executable} -m tests.e2e.cluster stop {workdir}")
+        return
+    problems = started.stop()
+    assert not problems, f"the cluster left things behind: {problems}"
+    shutil.rmtree(workdir, ignore_errors=True)

@@ -1,0 +1,219 @@
+"""The stack's objects admitted by a real API server, and its pod OOM-killed by a real kubelet.
+
+The objects are the ones `pulumi up` would send (rendered under mocks from the dev stack's config), applied with
+a Kubernetes client in the order the program's dependencies give. The image is built as the stack builds it and
+loaded into the node's containerd, as a kind user loads it.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import re
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import docker
+import pytest
+from kubernetes import client, utils
+from kubernetes.client.exceptions import ApiException
+
+from infra.rehearsal import build_image, declared_pod
+from infra.render import Rendered, render, stack_config
+from tests.e2e.cluster import PAUSE_IMAGE, Cluster, as_json
+from tests.e2e.conftest import fact, workload_archive
+from workload import logfmt
+
+pytestmark = pytest.mark.e2e
+
+KUBERNETES_MODULE = Path(__file__).resolve().parent / "builds" / "kubernetes" / "go.mod"
+OOM_TIMEOUT = 300.0  # the dev stack is killed ~7 s after each start; two restarts take about a minute with back-off
+
+
+def built_release() -> str:
+    """The k8s.io/kubernetes version the node was built from, as its wrapper module pins it."""
+    match = re.search(r"^\s*k8s\.io/kubernetes (v\S+)", KUBERNETES_MODULE.read_text(), re.MULTILINE)
+    assert match, f"no k8s.io/kubernetes requirement in {KUBERNETES_MODULE}"
+    return match.group(1)
+
+
+@dataclass
+class Deployed:
+    rendered: Rendered
+    api: client.ApiClient
+    namespace: str
+    selector: str
+    limit_mib: int
+    applied_order: list[str] = field(default_factory=list)
+
+    @property
+    def core(self) -> client.CoreV1Api:
+        return client.CoreV1Api(self.api)
+
+
+def _dependency_order(rendered: Rendered) -> list[str]:
+    """Resource names so that each comes after what it depends on (as the engine would create them)."""
+    order: list[str] = []
+
+    def visit(name: str) -> None:
+        for dependency in rendered.dependencies.get(name, []):
+            visit(dependency)
+        if name not in order:
+            order.append(name)
+
+    for resource in rendered.resources:
+        visit(resource.name)
+    return order
+
+
+@pytest.fixture(scope="module")
+def deployed(cluster: Cluster, docker_client: docker.DockerClient) -> Iterator[Deployed]:
+    settings = stack_config("dev")
+    if os.environ.get("BASE_IMAGE"):
+        settings["baseImage"] = os.environ["BASE_IMAGE"]
+    rendered = render(settings, stack_name="dev")
+    tag = build_image(docker_client, declared_pod(rendered))
+    cluster.load_image(workload_archive(docker_client, tag))
+
+    api = cluster.api()
+    by_name = {resource.name: resource for resource in rendered.resources}
+    applied = []
+    for name in _dependency_order(rendered):
+        resource = by_name[name]
+        if resource.type.startswith("kubernetes:"):
+            utils.create_from_dict(api, resource.inputs)
+            applied.append(resource.inputs["kind"])
+    namespace = str(rendered.exports["namespace"])
+    labels = rendered.one("kubernetes:apps/v1:Deployment").inputs["spec"]["selector"]["matchLabels"]
+    limit = rendered.one("kubernetes:apps/v1:Deployment").inputs["spec"]["template"]["spec"]["containers"][0]
+    yield Deployed(
+        rendered,
+        api,
+        namespace,
+        ",".join(f"{key}={value}" for key, value in labels.items()),
+        int(limit["resources"]["limits"]["memory"].removesuffix("Mi")),
+        applied,
+    )
+    if os.environ.get("E2E_KEEP") == "1":
+        fact("namespace", namespace)
+
+
+def _restricted_pod(
+    name: str, resources: client.V1ResourceRequirements | None = None, *, privileged: bool | None = None
+) -> client.V1Pod:
+    """A pod that Pod Security `restricted` admits, unless made privileged."""
+    security = client.V1SecurityContext(
+        allow_privilege_escalation=None if privileged else False,  # the API refuses privileged without escalation
+        capabilities=client.V1Capabilities(drop=["ALL"]),
+        run_as_non_root=True,
+        run_as_user=65535,
+        seccomp_profile=client.V1SeccompProfile(type="RuntimeDefault"),
+        privileged=privileged,
+    )
+    container = client.V1Container(
+        name="probe",
+        image=PAUSE_IMAGE,
+        image_pull_policy="IfNotPresent",
+        security_context=security,
+        resources=resources,
+    )
+    return client.V1Pod(metadata=client.V1ObjectMeta(name=name), spec=client.V1PodSpec(containers=[container]))
+
+
+def test_the_node_runs_the_release_it_was_built_from(cluster: Cluster) -> None:
+    server = client.VersionApi(cluster.api()).get_code().git_version
+    kubelet = cluster.node()["status"]["nodeInfo"]["kubeletVersion"]
+    assert server == built_release()
+    assert kubelet == built_release()
+    fact("kubernetes", f"{server} kubelet={kubelet}")
+
+
+def test_the_api_server_admits_the_stack_in_dependency_order(deployed: Deployed) -> None:
+    order = deployed.applied_order
+    assert sorted(order) == ["Deployment", "LimitRange", "Namespace", "NetworkPolicy"]
+    # The namespace holds the rest, and a LimitRange acts only on pods admitted after it exists.
+    assert order[0] == "Namespace"
+    assert order.index("LimitRange") < order.index("Deployment")
+    namespace = as_json(deployed.api, deployed.core.read_namespace(deployed.namespace))
+    assert namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
+    fact("applied", ",".join(deployed.applied_order))
+
+
+def test_pod_security_restricted_rejects_a_privileged_pod(deployed: Deployed) -> None:
+    with pytest.raises(ApiException) as refused:
+        deployed.core.create_namespaced_pod(
+            deployed.namespace, _restricted_pod("privileged", privileged=True), dry_run="All"
+        )
+    assert refused.value.status == 403
+    assert "violates PodSecurity" in str(refused.value.body)
+    fact("psa_privileged_rejected", "true")
+
+
+def test_the_limit_range_gives_a_container_without_limits_the_default(deployed: Deployed) -> None:
+    admitted = deployed.core.create_namespaced_pod(deployed.namespace, _restricted_pod("no-limits"), dry_run="All")
+    limits = as_json(deployed.api, admitted)["spec"]["containers"][0]["resources"]["limits"]
+    assert limits["memory"] == f"{deployed.limit_mib}Mi"
+    fact("limitrange_default_applied", f"true memory={limits['memory']}")
+
+
+def test_the_limit_range_rejects_a_container_above_its_max(deployed: Deployed) -> None:
+    above = client.V1ResourceRequirements(limits={"memory": f"{deployed.limit_mib * 2}Mi"}, requests={"memory": "16Mi"})
+    with pytest.raises(ApiException) as refused:
+        deployed.core.create_namespaced_pod(deployed.namespace, _restricted_pod("too-big", above), dry_run="All")
+    assert refused.value.status == 403
+    assert "maximum memory usage per Container" in str(refused.value.body)
+    fact("limitrange_max_rejected", "true")
+
+
+def _seconds(start: str, end: str) -> float:
+    """Seconds between two of the API's RFC 3339 times."""
+    return (datetime.datetime.fromisoformat(end) - datetime.datetime.fromisoformat(start)).total_seconds()
+
+
+def test_the_kubelet_reports_the_oom_kill_and_backs_off(deployed: Deployed) -> None:
+    core = deployed.core
+    restarts_seen: list[int] = []
+    crashloop = False
+    deadline = time.monotonic() + OOM_TIMEOUT
+    pod: dict[str, Any] = {}
+    status: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        pods = as_json(deployed.api, core.list_namespaced_pod(deployed.namespace, label_selector=deployed.selector))
+        for pod in pods["items"]:
+            for status in pod.get("status", {}).get("containerStatuses", []):
+                if not restarts_seen or status["restartCount"] != restarts_seen[-1]:
+                    restarts_seen.append(status["restartCount"])
+                reason = status.get("state", {}).get("waiting", {}).get("reason")
+                crashloop = crashloop or reason == "CrashLoopBackOff"
+        if status.get("restartCount", 0) >= 2 and crashloop and "terminated" in status.get("lastState", {}):
+            break
+        time.sleep(0.5)
+    assert status, "no pod of the Deployment ever reported a container"
+    terminated = status.get("lastState", {}).get("terminated")
+    assert terminated, f"no container death within {OOM_TIMEOUT:.0f} s; restarts seen {restarts_seen}"
+    previous_log = core.read_namespaced_pod_log(pod["metadata"]["name"], deployed.namespace, previous=True)
+    steps = [line for line in previous_log.splitlines() if logfmt.parse(line).get("event") == "step"]
+    message = str(terminated.get("message", "")).strip()
+
+    assert terminated["reason"] == "OOMKilled"
+    assert terminated["exitCode"] == 137
+    assert steps, f"the killed container logged no step:\n{previous_log}"
+    assert message == steps[-1], "the termination message is not the last step's line"
+    assert status["restartCount"] >= 2
+    assert restarts_seen == sorted(restarts_seen), f"restart count went down: {restarts_seen}"
+    assert crashloop, "never saw CrashLoopBackOff between restarts"
+
+    predicted = deployed.rendered.exports["predictedSecondsToOomKill"]
+    lived = _seconds(terminated["startedAt"], terminated["finishedAt"])
+    # The API's times are whole seconds, and the interpreter starts before the first step: a second each way.
+    assert predicted["earliest"] - 1 <= lived <= predicted["latest"] + 2, (lived, predicted)
+    fact(
+        "pod_reason",
+        f"{terminated['reason']} exit_code={terminated['exitCode']} restarts={status['restartCount']} "
+        f"message={message}",
+    )
+    fact("crashloop", str(crashloop).lower())
+    fact("kill_seconds", f"{lived:.0f} predicted={predicted['earliest']}-{predicted['latest']}")
