@@ -9,7 +9,7 @@ STACK ?= dev
 NEEDS_PULUMI = command -v pulumi >/dev/null || \
   { echo "make $@ needs the Pulumi CLI: https://www.pulumi.com/docs/install/" >&2; exit 1; }
 
-.PHONY: up demo destroy test lint pytest bench clean
+.PHONY: up demo destroy test lint pytest e2e bench clean
 
 # The program's own dependencies, all `make up` needs, in the virtualenv Pulumi.yaml names.
 $(BIN)/.program-installed: requirements.txt
@@ -68,7 +68,14 @@ lint: $(BIN)/.installed
 	$(BIN)/hadolint Dockerfile
 
 pytest: $(BIN)/.installed $(CHECKOV_VENV)/.installed
-	CHECKOV=$(CHECKOV_VENV)/bin/checkov $(BIN)/python -m pytest
+	CHECKOV=$(CHECKOV_VENV)/bin/checkov $(BIN)/python -m pytest -m "not e2e"
+
+## e2e: the real thing: a single-node Kubernetes built from the upstream release's Go modules (once per machine),
+## the stack's objects applied to it and its pod OOM-killed by a real kubelet (root, Linux, Go, Docker engine).
+## E2E_KEEP=1 leaves the cluster running and prints its kubeconfig and the command that stops it.
+e2e: $(BIN)/.installed
+	bash tests/e2e/builds/build.sh
+	$(BIN)/python -m pytest -m e2e tests/e2e
 
 ## bench: time to the OOM kill against stress-ng and MAP_POPULATE, baseline RSS, CPU while holding (root, Linux)
 bench: $(BIN)/.installed
