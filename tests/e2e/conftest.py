@@ -14,12 +14,16 @@ import sys
 import tarfile
 import tempfile
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import docker
 import docker.errors
 import pytest
+from kubernetes import client, utils
 
+from infra.rehearsal import build_image, declared_pod
+from infra.render import Rendered, render, stack_config
 from tests.conftest import require
 from tests.e2e.cluster import BIN, CNI_PLUGINS, PAUSE_IMAGE, RUNC, Cluster, ClusterError, build
 
@@ -108,3 +112,67 @@ def cluster(docker_client: docker.DockerClient) -> Iterator[Cluster]:
     problems = started.stop()
     assert not problems, f"the cluster left things behind: {problems}"
     shutil.rmtree(workdir, ignore_errors=True)
+
+
+@dataclass
+class Deployed:
+    """The dev stack's objects as applied to the test cluster: its pod is OOM-killed over and over from then on."""
+
+    rendered: Rendered
+    api: client.ApiClient
+    namespace: str
+    selector: str
+    limit_mib: int
+    applied_order: list[str] = field(default_factory=list)
+
+    @property
+    def core(self) -> client.CoreV1Api:
+        return client.CoreV1Api(self.api)
+
+
+def dependency_order(rendered: Rendered) -> list[str]:
+    """Resource names so that each comes after what it depends on (as the engine would create them)."""
+    order: list[str] = []
+
+    def visit(name: str) -> None:
+        for dependency in rendered.dependencies.get(name, []):
+            visit(dependency)
+        if name not in order:
+            order.append(name)
+
+    for resource in rendered.resources:
+        visit(resource.name)
+    return order
+
+
+@pytest.fixture(scope="session")
+def deployed(cluster: Cluster, docker_client: docker.DockerClient) -> Iterator[Deployed]:
+    """The objects `pulumi up` would send for the dev stack (rendered under mocks), applied in dependency order
+    with a Kubernetes client; the image built as the stack builds it and loaded as a kind user loads it."""
+    settings = stack_config("dev")
+    if os.environ.get("BASE_IMAGE"):
+        settings["baseImage"] = os.environ["BASE_IMAGE"]
+    rendered = render(settings, stack_name="dev")
+    tag = build_image(docker_client, declared_pod(rendered))
+    cluster.load_image(workload_archive(docker_client, tag))
+
+    api = cluster.api()
+    by_name = {resource.name: resource for resource in rendered.resources}
+    applied = []
+    for name in dependency_order(rendered):
+        resource = by_name[name]
+        if resource.type.startswith("kubernetes:"):
+            utils.create_from_dict(api, resource.inputs)
+            applied.append(resource.inputs["kind"])
+    deployment = rendered.one("kubernetes:apps/v1:Deployment").inputs["spec"]
+    namespace = str(rendered.exports["namespace"])
+    yield Deployed(
+        rendered,
+        api,
+        namespace,
+        ",".join(f"{key}={value}" for key, value in deployment["selector"]["matchLabels"].items()),
+        int(deployment["template"]["spec"]["containers"][0]["resources"]["limits"]["memory"].removesuffix("Mi")),
+        applied,
+    )
+    if os.environ.get("E2E_KEEP") == "1":
+        fact("namespace", namespace)

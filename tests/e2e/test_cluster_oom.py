@@ -8,23 +8,17 @@ loaded into the node's containerd, as a kind user loads it.
 from __future__ import annotations
 
 import datetime
-import os
 import re
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import docker
 import pytest
-from kubernetes import client, utils
+from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from infra.rehearsal import build_image, declared_pod
-from infra.render import Rendered, render, stack_config
 from tests.e2e.cluster import PAUSE_IMAGE, Cluster, as_json
-from tests.e2e.conftest import fact, workload_archive
+from tests.e2e.conftest import Deployed, fact
 from workload import logfmt
 
 pytestmark = pytest.mark.e2e
@@ -38,67 +32,6 @@ def built_release() -> str:
     match = re.search(r"^\s*k8s\.io/kubernetes (v\S+)", KUBERNETES_MODULE.read_text(), re.MULTILINE)
     assert match, f"no k8s.io/kubernetes requirement in {KUBERNETES_MODULE}"
     return match.group(1)
-
-
-@dataclass
-class Deployed:
-    rendered: Rendered
-    api: client.ApiClient
-    namespace: str
-    selector: str
-    limit_mib: int
-    applied_order: list[str] = field(default_factory=list)
-
-    @property
-    def core(self) -> client.CoreV1Api:
-        return client.CoreV1Api(self.api)
-
-
-def _dependency_order(rendered: Rendered) -> list[str]:
-    """Resource names so that each comes after what it depends on (as the engine would create them)."""
-    order: list[str] = []
-
-    def visit(name: str) -> None:
-        for dependency in rendered.dependencies.get(name, []):
-            visit(dependency)
-        if name not in order:
-            order.append(name)
-
-    for resource in rendered.resources:
-        visit(resource.name)
-    return order
-
-
-@pytest.fixture(scope="module")
-def deployed(cluster: Cluster, docker_client: docker.DockerClient) -> Iterator[Deployed]:
-    settings = stack_config("dev")
-    if os.environ.get("BASE_IMAGE"):
-        settings["baseImage"] = os.environ["BASE_IMAGE"]
-    rendered = render(settings, stack_name="dev")
-    tag = build_image(docker_client, declared_pod(rendered))
-    cluster.load_image(workload_archive(docker_client, tag))
-
-    api = cluster.api()
-    by_name = {resource.name: resource for resource in rendered.resources}
-    applied = []
-    for name in _dependency_order(rendered):
-        resource = by_name[name]
-        if resource.type.startswith("kubernetes:"):
-            utils.create_from_dict(api, resource.inputs)
-            applied.append(resource.inputs["kind"])
-    namespace = str(rendered.exports["namespace"])
-    labels = rendered.one("kubernetes:apps/v1:Deployment").inputs["spec"]["selector"]["matchLabels"]
-    limit = rendered.one("kubernetes:apps/v1:Deployment").inputs["spec"]["template"]["spec"]["containers"][0]
-    yield Deployed(
-        rendered,
-        api,
-        namespace,
-        ",".join(f"{key}={value}" for key, value in labels.items()),
-        int(limit["resources"]["limits"]["memory"].removesuffix("Mi")),
-        applied,
-    )
-    if os.environ.get("E2E_KEEP") == "1":
-        fact("namespace", namespace)
 
 
 def _restricted_pod(
