@@ -65,8 +65,8 @@ def test_the_environment_reference_lists_exactly_the_variables_the_workload_read
 
 def test_every_make_target_the_readme_names_exists() -> None:
     makefile = (PROJECT / "Makefile").read_text()
-    targets = set(re.findall(r"^([a-z][a-z-]*):", makefile, re.MULTILINE))
-    named = set(re.findall(r"(?:^|`)make ([a-z][a-z-]*)", README, re.MULTILINE))  # commands, not prose
+    targets = set(re.findall(r"^([a-z][a-z0-9-]*):", makefile, re.MULTILINE))
+    named = set(re.findall(r"(?:^|`)make ([a-z][a-z0-9-]*)", README, re.MULTILINE))  # commands, not prose
     assert {"up", "test", "demo", "destroy"} <= named
     assert named <= targets
 
