@@ -9,7 +9,17 @@ import time
 
 from workload import logfmt
 from workload.cgroup import MemoryCgroup, discover
-from workload.memory import MIB, allocate, rss_bytes
+from workload.memory import (
+    FILE_PREFIX,
+    FILE_SUFFIX,
+    MIB,
+    allocate,
+    filesystem_of,
+    memory_dir_problem,
+    remove_own_files,
+    rss_bytes,
+    write_file,
+)
 from workload.settings import Settings, SettingsError, parse_settings
 
 EXIT_STOPPED = 0
@@ -18,6 +28,8 @@ EXIT_BAD_SETTINGS = 2
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 HOLD_WAKE_SECONDS = 3600.0
+# Set by the supervised model's PID 1 in its child's environment: this process is the worker.
+WORKER_VARIABLE = "OOM_KILLER_WORKER"
 
 
 def predict_kill(
@@ -76,6 +88,25 @@ class Counters:
         self.max_at_start = hit_max or 0
 
 
+def kernel_fields(cgroup: MemoryCgroup) -> dict[str, object]:
+    """What the kernel says the cgroup holds: its usage and percent of the limit, the working set a kubelet
+    computes from it, and memory.stat's split (anon, file, shmem)."""
+    fields: dict[str, object] = {}
+    usage = cgroup.usage_bytes()
+    if usage is not None:
+        fields["cgroup_usage_mib"] = usage // MIB
+        if cgroup.limit_bytes is not None:
+            fields["limit_pct"] = 100 * usage / cgroup.limit_bytes
+    stat = cgroup.memory_stat()
+    if usage is not None and "inactive_file" in stat:
+        # The kubelet's and cAdvisor's working set (what `kubectl top` shows and eviction ranks by).
+        fields["working_set_mib"] = max(usage - stat["inactive_file"], 0) // MIB
+    for name in ("anon", "file", "shmem"):
+        if name in stat:
+            fields[f"{name}_mib"] = stat[name] // MIB
+    return fields
+
+
 def step_line(
     step: int,
     allocated_mib: int,
@@ -94,18 +125,7 @@ def step_line(
     }
     if cgroup is None:
         return logfmt.line(**fields)
-    usage = cgroup.usage_bytes()
-    if usage is not None:
-        fields["cgroup_usage_mib"] = usage // MIB
-        if cgroup.limit_bytes is not None:
-            fields["limit_pct"] = 100 * usage / cgroup.limit_bytes
-    stat = cgroup.memory_stat()
-    if usage is not None and "inactive_file" in stat:
-        # The kubelet's and cAdvisor's working set (what `kubectl top` shows and eviction ranks by).
-        fields["working_set_mib"] = max(usage - stat["inactive_file"], 0) // MIB
-    for name in ("anon", "file", "shmem"):
-        if name in stat:
-            fields[f"{name}_mib"] = stat[name] // MIB
+    fields.update(kernel_fields(cgroup))
     high, hit_max = cgroup.events()
     counters = counters or Counters(None)
     if high is not None:
@@ -150,24 +170,68 @@ def say(text: str, *, error: bool = False) -> None:
     print(text, file=sys.stderr if error else sys.stdout, flush=True)
 
 
+def bad_setting(error: SettingsError) -> int:
+    say(
+        logfmt.line(
+            level="error", event="bad_setting", variable=error.variable, value=error.value, reason=error.reason
+        ),
+        error=True,
+    )
+    return EXIT_BAD_SETTINGS
+
+
+def check_memory_dir(settings: Settings) -> None:
+    """Raise SettingsError where MEMORY_DIR is missing or on the wrong kind of filesystem for MEMORY_KIND."""
+    if settings.memory_kind == "anonymous":
+        return
+    directory = settings.memory_dir
+    if not os.path.isdir(directory) or not os.access(directory, os.W_OK | os.X_OK):
+        raise SettingsError("MEMORY_DIR", directory, "must be a directory this process can write to")
+    with open("/proc/self/mountinfo") as mountinfo:
+        fstype = filesystem_of(os.path.realpath(directory), mountinfo.read())
+    problem = memory_dir_problem(settings.memory_kind, fstype)
+    if problem is not None:
+        raise SettingsError("MEMORY_DIR", directory, problem)
+
+
 def main(env: dict[str, str] | None = None) -> int:
+    environment = dict(os.environ) if env is None else env
     try:
-        settings = parse_settings(dict(os.environ) if env is None else env)
+        settings = parse_settings(environment)
+        check_memory_dir(settings)
     except SettingsError as error:
-        say(
-            logfmt.line(
-                level="error",
-                event="bad_setting",
-                variable=error.variable,
-                value=error.value,
-                reason=error.reason,
-            ),
-            error=True,
-        )
-        return EXIT_BAD_SETTINGS
+        return bad_setting(error)
+
+    worker = environment.get(WORKER_VARIABLE) == "1"
+    if settings.process_model == "supervised" and not worker:
+        from workload.supervise import supervise  # only PID 1 of the supervised model needs it
+
+        return supervise(settings, environment)
+    if worker:
+        # The supervised model's worker: the one the kernel should pick when the cgroup is full, as it picks the
+        # biggest worker of a pre-fork server (a tmpfs hog's own RSS is as small as its supervisor's).
+        try:
+            with open("/proc/self/oom_score_adj", "w") as adjust:
+                adjust.write("1000")
+        except OSError:
+            pass
 
     cgroup = discover()
     limit = cgroup.limit_bytes if cgroup is not None else None
+    if settings.memory_kind == "pagecache" and settings.ceiling_mib is None:
+        if limit is None:
+            say(
+                logfmt.line(
+                    level="error",
+                    event="refused",
+                    reason="MEMORY_KIND=pagecache holds at MEMORY_CEILING_MB or twice the memory limit, and there "
+                    "is neither: it would fill the disk",
+                    fix="set MEMORY_CEILING_MB, or run it under a memory limit",
+                ),
+                error=True,
+            )
+            return EXIT_BAD_SETTINGS
+        settings.ceiling_mib = 2 * limit // MIB  # page cache is reclaimed, not killed: hold at twice the limit
     if limit is None and settings.ceiling_mib is None and not settings.allow_unlimited:
         say(
             logfmt.line(
@@ -193,6 +257,8 @@ def main(env: dict[str, str] | None = None) -> int:
     swap = cgroup.swap_bytes if cgroup is not None else None
     high = cgroup.high_bytes if cgroup is not None else None
     kill = predict_kill(limit, charged, settings.increment_mib, settings.interval_ms, settings.ceiling_mib, swap)
+    if settings.memory_kind == "pagecache":
+        kill = None  # page cache is reclaimed at the limit: no kill comes
     throttle = predict_throttle(high, charged, settings.increment_mib, settings.ceiling_mib)
     start: dict[str, object] = {
         "event": "start",
@@ -202,6 +268,7 @@ def main(env: dict[str, str] | None = None) -> int:
         "increment_mib": settings.increment_mib,
         "interval_ms": settings.interval_ms,
         "ceiling_mib": settings.ceiling_mib,
+        "memory_kind": settings.memory_kind,
         "baseline_rss_mib": baseline / MIB,
         "cgroup_usage_mib": None if usage is None else usage // MIB,
         "predicted_steps": None if kill is None else kill[0],
@@ -216,6 +283,10 @@ def main(env: dict[str, str] | None = None) -> int:
             start["predicted_throttle_step"] = throttle
     if swap is not None:
         start["swap_max_mib"] = swap // MIB
+    if settings.memory_dir:
+        # An emptyDir outlives a container restart: what an earlier run left there would count against this one.
+        start["memory_dir"] = settings.memory_dir
+        start["removed_files"] = remove_own_files(settings.memory_dir)
     say(logfmt.line(**start))
     counters = Counters(cgroup)
 
@@ -227,7 +298,11 @@ def main(env: dict[str, str] | None = None) -> int:
     while received is None and (size_mib := next_step_mib(settings, allocated_mib)):
         began = time.monotonic()
         try:
-            blocks.append(allocate(size_mib * MIB))
+            if settings.memory_kind == "anonymous":
+                blocks.append(allocate(size_mib * MIB))
+            else:
+                name = f"{FILE_PREFIX}{os.getpid()}-{step + 1}{FILE_SUFFIX}"
+                write_file(settings.memory_dir, name, size_mib * MIB, sync=settings.memory_kind == "pagecache")
         except OSError as error:
             say(
                 logfmt.line(
@@ -239,6 +314,8 @@ def main(env: dict[str, str] | None = None) -> int:
                 ),
                 error=True,
             )
+            if settings.memory_dir:
+                remove_own_files(settings.memory_dir)
             return EXIT_ALLOCATION_REFUSED
         step += 1
         allocated_mib += size_mib
@@ -256,18 +333,20 @@ def main(env: dict[str, str] | None = None) -> int:
                 ceiling_mib=settings.ceiling_mib,
                 allocated_mib=allocated_mib,
                 rss_mib=rss_bytes() // MIB,
+                **({} if cgroup is None else kernel_fields(cgroup)),
             )
         )
     while received is None:
         received = signal.sigtimedwait(STOP_SIGNALS, HOLD_WAKE_SECONDS)
 
-    say(
-        logfmt.line(
-            event="stop",
-            signal=signal.Signals(received.si_signo).name,
-            step=step,
-            allocated_mib=allocated_mib,
-            rss_mib=rss_bytes() // MIB,
-        )
-    )
+    stop: dict[str, object] = {
+        "event": "stop",
+        "signal": signal.Signals(received.si_signo).name,
+        "step": step,
+        "allocated_mib": allocated_mib,
+        "rss_mib": rss_bytes() // MIB,
+    }
+    if settings.memory_dir:
+        stop["removed_files"] = remove_own_files(settings.memory_dir)  # an emptyDir would keep them, and their charge
+    say(logfmt.line(**stop))
     return EXIT_STOPPED

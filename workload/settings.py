@@ -12,6 +12,11 @@ MAX_INCREMENT_MIB = 1024 * 1024
 MAX_CEILING_MIB = 1024 * 1024
 MAX_INTERVAL_MS = 24 * 60 * 60 * 1000
 
+# What the hog fills, and who runs it (README: "Memory kinds and process models").
+MEMORY_KINDS = ("anonymous", "tmpfs", "pagecache")
+PROCESS_MODELS = ("single", "supervised")
+DEFAULT_TMPFS_DIR = "/dev/shm"  # noqa: S108 (the tmpfs every container has; the hog writes only its own files)
+
 
 class SettingsError(ValueError):
     """A variable holds a value the workload cannot use."""
@@ -33,6 +38,9 @@ class Settings:
         "ceiling_mib",
         "allow_unlimited",
         "termination_message_path",
+        "memory_kind",
+        "memory_dir",
+        "process_model",
     )
 
     def __init__(
@@ -42,12 +50,18 @@ class Settings:
         ceiling_mib: int | None = None,
         allow_unlimited: bool = False,
         termination_message_path: str = DEFAULT_TERMINATION_MESSAGE_PATH,
+        memory_kind: str = "anonymous",
+        memory_dir: str = "",
+        process_model: str = "single",
     ) -> None:
         self.increment_mib = increment_mib
         self.interval_ms = interval_ms
         self.ceiling_mib = ceiling_mib
         self.allow_unlimited = allow_unlimited
         self.termination_message_path = termination_message_path
+        self.memory_kind = memory_kind
+        self.memory_dir = memory_dir  # "" for anonymous memory
+        self.process_model = process_model
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Settings) and all(
@@ -93,10 +107,31 @@ def parse_settings(env: dict[str, str]) -> Settings:
             "must be 1 (run even where no memory limit applies) or 0",
         )
 
+    kind = _choice(env, "MEMORY_KIND", MEMORY_KINDS)
+    model = _choice(env, "PROCESS_MODEL", PROCESS_MODELS)
+    memory_dir = env.get("MEMORY_DIR", "").strip()
+    if kind == "tmpfs":
+        memory_dir = memory_dir or DEFAULT_TMPFS_DIR
+    if kind == "pagecache" and not memory_dir:
+        raise SettingsError("MEMORY_DIR", "", "must name a directory on a disk filesystem for MEMORY_KIND=pagecache")
+    if memory_dir and not memory_dir.startswith("/"):
+        raise SettingsError("MEMORY_DIR", memory_dir, "must be an absolute path")
+
     return Settings(
         increment_mib=DEFAULT_INCREMENT_MIB if increment is None else increment,
         interval_ms=DEFAULT_INTERVAL_MS if interval is None else interval,
         ceiling_mib=ceiling or None,
         allow_unlimited=allow_raw.strip() == "1",
         termination_message_path=env.get("TERMINATION_MESSAGE_PATH", "").strip() or DEFAULT_TERMINATION_MESSAGE_PATH,
+        memory_kind=kind,
+        memory_dir=memory_dir if kind != "anonymous" else "",
+        process_model=model,
     )
+
+
+def _choice(env: dict[str, str], variable: str, choices: tuple[str, ...]) -> str:
+    """The variable's value, one of choices (the first when unset or empty)."""
+    raw = env.get(variable, "")
+    if raw.strip() and raw.strip() not in choices:
+        raise SettingsError(variable, raw, f"must be one of {', '.join(choices)}")
+    return raw.strip() or choices[0]
