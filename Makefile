@@ -9,7 +9,7 @@ STACK ?= dev
 NEEDS_PULUMI = command -v pulumi >/dev/null || \
   { echo "make $@ needs the Pulumi CLI: https://www.pulumi.com/docs/install/" >&2; exit 1; }
 
-.PHONY: up demo destroy test lint pytest e2e bench clean
+.PHONY: up demo verify destroy test lint pytest e2e bench clean
 
 # The program's own dependencies, all `make up` needs, in the virtualenv Pulumi.yaml names.
 $(BIN)/.program-installed: requirements.txt
@@ -52,6 +52,11 @@ up: $(BIN)/.program-installed
 ## until the kernel OOM-kills it (honours DOCKER_HOST and BASE_IMAGE; ARGS="--set memoryLimitMb=64" to vary)
 demo: $(BIN)/.installed
 	$(BIN)/python -m infra.demo --stack $(STACK) $(ARGS)
+
+## verify: watch a deployed stack through the Kubernetes API (your kube context) and say whether what its settings
+## predict happened; with --prometheus URL, whether the alerts fired and resolved. ARGS="--stack dev --timeout 10m"
+verify: $(BIN)/.installed
+	$(BIN)/python -m oomtools.verify $(ARGS)
 
 ## destroy: delete everything the stack created (the namespace and all in it)
 destroy:

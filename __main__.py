@@ -1,6 +1,7 @@
 """oom-killer: a memory hog in a namespace of its own, OOM-killed on purpose by its container's memory limit.
 
-Read top to bottom: settings, image, namespace, limit range, network policy, deployment, exports.
+Read top to bottom: settings, image, namespace, limit range, network policy, deployment, the alerts (optional),
+exports.
 """
 
 import pulumi
@@ -17,6 +18,7 @@ from infra.kube import (
     predicted_seconds_to_oom_kill,
     workload_env,
 )
+from infra.monitoring import PROMETHEUS_RULE_API_VERSION, PROMETHEUS_RULE_NAME, rule_groups
 from infra.settings import load_settings
 
 # Settings: every key validated before anything is declared; a bad one stops here with one message.
@@ -119,6 +121,21 @@ deployment = k8s.apps.v1.Deployment(
     ),
     opts=pulumi.ResourceOptions(depends_on=[limit_range, network_policy]),
 )
+
+# PrometheusRule (prometheusRule=true): the alerts of alerts/oom-killer.rules.yaml, as they are, for a Prometheus
+# Operator whose ruleSelector matches prometheusRuleLabels. The rules watch every namespace, not only this one.
+if settings.prometheus_rule:
+    k8s.apiextensions.CustomResource(
+        "prometheus-rule",
+        api_version=PROMETHEUS_RULE_API_VERSION,
+        kind="PrometheusRule",
+        metadata=k8s.meta.v1.ObjectMetaArgs(
+            name=PROMETHEUS_RULE_NAME,
+            namespace=namespace_name,
+            labels={**app_labels, **dict(settings.prometheus_rule_labels)},
+        ),
+        spec={"groups": rule_groups()},
+    )
 
 # Exports: where it runs, what it runs, when the first kill is due, and how to watch it.
 pulumi.export("namespace", namespace_name)

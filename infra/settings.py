@@ -12,11 +12,12 @@ from typing import Final
 
 import pulumi
 
+from infra.monitoring import parse_labels
 from workload.settings import MAX_CEILING_MIB
 
 PROJECT: Final = "oom-killer"
 
-DEFAULTS: Final[dict[str, int | str]] = {
+DEFAULTS: Final[dict[str, bool | int | str]] = {
     "memoryIncrementMb": 10,
     "memoryLimitMb": 256,
     "incrementIntervalMs": 1000,
@@ -30,6 +31,8 @@ DEFAULTS: Final[dict[str, int | str]] = {
     "registryPassword": "",
     "platform": "",
     "baseImage": "",
+    "prometheusRule": False,  # declare the alerts as a PrometheusRule (needs the Prometheus Operator's CRD)
+    "prometheusRuleLabels": "",  # key=value,... for the Operator's ruleSelector, e.g. release=kube-prometheus-stack
 }
 
 MAX_MIB: Final = MAX_CEILING_MIB  # 1 TiB, the workload's own bound: past this a value is a typo, not a test
@@ -90,6 +93,8 @@ class StackSettings:
     registry_password: pulumi.Output[str] | None  # a secret
     platform: str  # "" for the Docker engine's own (a local build only)
     base_image: str  # BASE_IMAGE for the build; "" keeps the Dockerfile's default
+    prometheus_rule: bool = False  # declare alerts/oom-killer.rules.yaml as a PrometheusRule
+    prometheus_rule_labels: tuple[tuple[str, str], ...] = ()  # the PrometheusRule's extra labels, in order given
 
     @property
     def memory_limit(self) -> str:
@@ -110,6 +115,31 @@ def _integer(config: pulumi.Config, key: str) -> int:
     except pulumi.ConfigTypeError as error:
         raise ConfigError(key, pulumi.runtime.get_config(f"{PROJECT}:{key}"), "must be a whole number") from error
     return int(DEFAULTS[key]) if value is None else value
+
+
+def _boolean(config: pulumi.Config, key: str) -> bool:
+    try:
+        value = config.get_bool(key)
+    except pulumi.ConfigTypeError as error:
+        raise ConfigError(key, pulumi.runtime.get_config(f"{PROJECT}:{key}"), "must be true or false") from error
+    return bool(DEFAULTS[key]) if value is None else value
+
+
+def _rule_labels(config: pulumi.Config) -> tuple[tuple[str, str], ...]:
+    text = _text(config, "prometheusRuleLabels")
+    try:
+        labels = parse_labels(text)
+    except ValueError as error:
+        raise ConfigError(
+            "prometheusRuleLabels", text, f"must be key=value,... (Kubernetes labels): {error}"
+        ) from error
+    _check(
+        not labels or _boolean(config, "prometheusRule"),
+        "prometheusRuleLabels",
+        text,
+        "label the PrometheusRule, which is not declared: `pulumi config set prometheusRule true`",
+    )
+    return tuple(labels.items())
 
 
 def _text(config: pulumi.Config, key: str) -> str:
@@ -244,4 +274,6 @@ def load_settings(config: pulumi.Config | None = None) -> StackSettings:
         registry_password=config.get_secret("registryPassword") if password_set else None,
         platform=platform,
         base_image=base_image,
+        prometheus_rule=_boolean(config, "prometheusRule"),
+        prometheus_rule_labels=_rule_labels(config),
     )

@@ -335,7 +335,9 @@ def test_pulumi_yaml_declares_every_key_with_the_defaults_in_code() -> None:
     assert set(declared) == set(DEFAULTS)
     for key, declaration in declared.items():
         assert declaration["default"] == DEFAULTS[key], key
-        assert declaration["type"] == ("integer" if isinstance(DEFAULTS[key], int) else "string"), key
+        default = DEFAULTS[key]
+        expected_type = "boolean" if isinstance(default, bool) else "integer" if isinstance(default, int) else "string"
+        assert declaration["type"] == expected_type, key
         assert declaration["description"].strip(), key
         assert "secret" not in declaration, f"{key}: a secret with a default breaks `pulumi up` since Pulumi 3.202"
 

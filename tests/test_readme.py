@@ -52,6 +52,7 @@ def test_the_configuration_reference_lists_exactly_the_declared_keys_with_their_
     for key, (kind, default, _meaning) in reference.items():
         assert kind == declared[key]["type"], key
         expected = declared[key]["default"]
+        expected = str(expected).lower() if isinstance(expected, bool) else expected  # YAML's spelling: false
         assert default == ('`""`' if expected == "" else f"`{expected}`"), key
 
 
