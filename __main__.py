@@ -11,10 +11,14 @@ from infra.image import workload_image
 from infra.kube import (
     CONTAINER,
     DEPLOYMENT,
+    MEMORY_DIR,
+    MEMORY_VOLUME,
     RUN_AS,
     TERMINATION_MESSAGE_PATH,
+    ephemeral_storage,
     kubectl_commands,
     labels,
+    memory_empty_dir,
     predicted_seconds_to_oom_kill,
     workload_env,
 )
@@ -26,7 +30,10 @@ settings = load_settings()
 stack = pulumi.get_stack()
 app_labels = labels(stack)
 memory = {"memory": settings.memory_limit}
-resources = {**memory, "cpu": f"{settings.cpu_millicores}m"}
+# memoryKind=pagecache writes to an emptyDir on the node's disk: its size is the container's ephemeral-storage too.
+storage = {"ephemeral-storage": quantity} if (quantity := ephemeral_storage(settings)) else {}
+resources = {**memory, **storage, "cpu": f"{settings.cpu_millicores}m"}
+empty_dir = memory_empty_dir(settings)  # memoryKind=tmpfs or pagecache: the emptyDir the hog writes into
 
 # Image: built from ./Dockerfile and pushed, built and kept local, or a prebuilt one.
 image = workload_image(settings)
@@ -53,7 +60,14 @@ limit_range = k8s.core.v1.LimitRange(
     "limit-range",
     metadata=k8s.meta.v1.ObjectMetaArgs(name="oom-killer-memory", namespace=namespace_name, labels=app_labels),
     spec=k8s.core.v1.LimitRangeSpecArgs(
-        limits=[k8s.core.v1.LimitRangeItemArgs(type="Container", default=memory, default_request=memory, max=memory)]
+        limits=[
+            k8s.core.v1.LimitRangeItemArgs(
+                type="Container",
+                default={**memory, **storage},
+                default_request={**memory, **storage},
+                max={**memory, **storage},
+            )
+        ]
     ),
 )
 
@@ -114,8 +128,21 @@ deployment = k8s.apps.v1.Deployment(
                         # The hog writes its latest step here: `kubectl describe pod` shows it beside OOMKilled.
                         termination_message_path=TERMINATION_MESSAGE_PATH,
                         termination_message_policy="FallbackToLogsOnError",
+                        volume_mounts=[k8s.core.v1.VolumeMountArgs(name=MEMORY_VOLUME, mount_path=MEMORY_DIR)]
+                        if empty_dir
+                        else None,
                     )
                 ],
+                volumes=[
+                    k8s.core.v1.VolumeArgs(
+                        name=MEMORY_VOLUME,
+                        empty_dir=k8s.core.v1.EmptyDirVolumeSourceArgs(
+                            medium=empty_dir["medium"] or None, size_limit=empty_dir["sizeLimit"]
+                        ),
+                    )
+                ]
+                if empty_dir
+                else None,
             ),
         ),
     ),

@@ -14,6 +14,12 @@ CONTAINER: Final = "oom-killer"
 DEPLOYMENT: Final = "oom-killer"
 RUN_AS: Final = 65532  # the Dockerfile's USER: numeric, so runAsNonRoot is checked without a passwd file
 TERMINATION_MESSAGE_PATH: Final = DEFAULT_TERMINATION_MESSAGE_PATH  # the workload's default, said explicitly
+# Where a tmpfs or pagecache hog writes: the emptyDir's mount, passed to it as MEMORY_DIR.
+MEMORY_DIR: Final = "/data"
+MEMORY_VOLUME: Final = "memory"
+# Room on the pagecache emptyDir (and in the container's ephemeral-storage) above what the hog writes: its logs
+# count against the same ephemeral-storage limit.
+PAGECACHE_ROOM_MIB: Final = 64
 
 
 def labels(stack: str) -> dict[str, str]:
@@ -34,7 +40,39 @@ def workload_env(settings: StackSettings) -> dict[str, str]:
     }
     if settings.memory_ceiling_mb:
         env["MEMORY_CEILING_MB"] = str(settings.memory_ceiling_mb)
+    if settings.memory_kind != "anonymous":
+        env["MEMORY_KIND"] = settings.memory_kind
+        env["MEMORY_DIR"] = MEMORY_DIR
+    if settings.process_model != "single":
+        env["PROCESS_MODEL"] = settings.process_model
     return env
+
+
+def pagecache_mib(settings: StackSettings) -> int:
+    """What a pagecache hog writes before it holds: the ceiling, or twice the limit (the workload's own rule)."""
+    return settings.memory_ceiling_mb or 2 * settings.memory_limit_mb
+
+
+def memory_empty_dir(settings: StackSettings) -> dict[str, str] | None:
+    """The emptyDir (medium, sizeLimit) a tmpfs or pagecache hog writes into; None for anonymous memory.
+
+    tmpfs: medium Memory, sized at the memory limit (its pages count against the limit, so the kernel's kill comes
+    first, never ENOSPC). pagecache: on the node's disk, sized for what the hog writes and its logs, so that the
+    kubelet never evicts the pod for its disk (the same quantity is the container's ephemeral-storage).
+    """
+    if settings.memory_kind == "tmpfs":
+        return {"medium": "Memory", "sizeLimit": settings.memory_limit}
+    if settings.memory_kind == "pagecache":
+        return {"medium": "", "sizeLimit": f"{pagecache_mib(settings) + PAGECACHE_ROOM_MIB}Mi"}
+    return None
+
+
+def ephemeral_storage(settings: StackSettings) -> str | None:
+    """The container's ephemeral-storage request and limit (pagecache only): the emptyDir's size."""
+    if settings.memory_kind != "pagecache":
+        return None
+    empty_dir = memory_empty_dir(settings)
+    return None if empty_dir is None else empty_dir["sizeLimit"]
 
 
 def predicted_seconds_to_oom_kill(settings: StackSettings) -> dict[str, float] | None:
@@ -44,10 +82,14 @@ def predicted_seconds_to_oom_kill(settings: StackSettings) -> dict[str, float] |
     step (the interpreter's baseline) depends on the node, so the step can differ by one: both ends are given. The
     settings' rules leave a ceiling room for the largest baseline, so a ceiling always holds.
     """
+    if settings.memory_kind == "pagecache":
+        return None  # page cache is reclaimed at the limit: no kill comes
+    # Supervised, two interpreters are charged before the worker's first step: the supervisor and the worker.
+    interpreters = 2 if settings.process_model == "supervised" else 1
     kills = [
         predict_kill(
             settings.memory_limit_mb * MIB,
-            baseline_mib * MIB,
+            interpreters * baseline_mib * MIB,
             settings.memory_increment_mb,
             settings.increment_interval_ms,
             settings.memory_ceiling_mb or None,

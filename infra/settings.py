@@ -13,7 +13,7 @@ from typing import Final
 import pulumi
 
 from infra.monitoring import parse_labels
-from workload.settings import MAX_CEILING_MIB
+from workload.settings import MAX_CEILING_MIB, MEMORY_KINDS, PROCESS_MODELS
 
 PROJECT: Final = "oom-killer"
 
@@ -31,6 +31,8 @@ DEFAULTS: Final[dict[str, bool | int | str]] = {
     "registryPassword": "",
     "platform": "",
     "baseImage": "",
+    "memoryKind": "anonymous",  # what the hog fills: anonymous, tmpfs (an emptyDir in memory), pagecache (on disk)
+    "processModel": "single",  # single: PID 1 is the hog; supervised: PID 1 runs it as a worker and restarts it
     "prometheusRule": False,  # declare the alerts as a PrometheusRule (needs the Prometheus Operator's CRD)
     "prometheusRuleLabels": "",  # key=value,... for the Operator's ruleSelector, e.g. release=kube-prometheus-stack
 }
@@ -95,6 +97,8 @@ class StackSettings:
     base_image: str  # BASE_IMAGE for the build; "" keeps the Dockerfile's default
     prometheus_rule: bool = False  # declare alerts/oom-killer.rules.yaml as a PrometheusRule
     prometheus_rule_labels: tuple[tuple[str, str], ...] = ()  # the PrometheusRule's extra labels, in order given
+    memory_kind: str = "anonymous"  # one of MEMORY_KINDS
+    process_model: str = "single"  # one of PROCESS_MODELS
 
     @property
     def memory_limit(self) -> str:
@@ -189,8 +193,32 @@ def load_settings(config: pulumi.Config | None = None) -> StackSettings:
         "the interpreter takes, or the container is killed before its first step",
     )
     _check(0 <= interval <= MAX_INTERVAL_MS, "incrementIntervalMs", interval, f"must be from 0 to {MAX_INTERVAL_MS}")
+    kind, model = _text(config, "memoryKind"), _text(config, "processModel")
+    _check(kind in MEMORY_KINDS, "memoryKind", kind, f"must be one of {', '.join(MEMORY_KINDS)}")
+    _check(model in PROCESS_MODELS, "processModel", model, f"must be one of {', '.join(PROCESS_MODELS)}")
     _check(
-        0 <= ceiling <= limit - BASELINE_MAX_MIB,
+        kind != "pagecache" or 0 <= ceiling <= MAX_MIB,
+        "memoryCeilingMb",
+        ceiling,
+        f"must be from 0 (hold at twice memoryLimitMb) to {MAX_MIB} (MiB) for memoryKind=pagecache",
+    )
+    supervised_room = limit - 2 * BASELINE_MAX_MIB  # two interpreters: the supervisor and its worker
+    _check(
+        model != "supervised" or 0 < increment <= supervised_room,
+        "memoryIncrementMb",
+        increment,
+        f"must be at most {supervised_room} for processModel=supervised: memoryLimitMb ({limit}) less up to "
+        f"{BASELINE_MAX_MIB} MiB for each of two interpreters, or the worker is killed before its first step",
+    )
+    _check(
+        model != "supervised" or kind == "pagecache" or ceiling <= supervised_room,
+        "memoryCeilingMb",
+        ceiling,
+        f"must be 0 (no ceiling) or at most {supervised_room} for processModel=supervised: memoryLimitMb ({limit}) "
+        f"less up to {BASELINE_MAX_MIB} MiB for each of two interpreters, so that it surely holds there",
+    )
+    _check(
+        kind == "pagecache" or 0 <= ceiling <= limit - BASELINE_MAX_MIB,
         "memoryCeilingMb",
         ceiling,
         f"must be 0 (no ceiling) or at most {limit - BASELINE_MAX_MIB}: memoryLimitMb ({limit}) less up to "
@@ -276,4 +304,6 @@ def load_settings(config: pulumi.Config | None = None) -> StackSettings:
         base_image=base_image,
         prometheus_rule=_boolean(config, "prometheusRule"),
         prometheus_rule_labels=_rule_labels(config),
+        memory_kind=kind,
+        process_model=model,
     )
