@@ -1,0 +1,1 @@
+"""Tools that run beside the Pulumi program, never inside `pulumi up`: `make verify` (verify.py)."""
