@@ -121,7 +121,28 @@ def run(args: argparse.Namespace) -> int:
     except (docker.errors.DockerException, requests.exceptions.RequestException) as error:
         raise DemoError(EXIT_ENGINE_REFUSED, f"the Docker engine failed while running it: {one_line(error)}") from error
 
-    steps = [fields for fields in map(logfmt.parse, outcome.lines) if fields.get("event") == "step"]
+    events = [fields for fields in map(logfmt.parse, outcome.lines) if "event" in fields]
+    kind, model = env.get("MEMORY_KIND", "anonymous"), env.get("PROCESS_MODEL", "single")
+    kind_verdict = verdict_of(kind, model, events, outcome.exit_code)
+    if kind_verdict is not None:
+        verdict, predicted, fields = kind_verdict
+        print(
+            logfmt.line(
+                verdict=verdict,
+                predicted=predicted,
+                memory_kind=kind,
+                process_model=model,
+                **fields,
+                docker_oom_killed=outcome.oom_killed,
+                exit_code=outcome.exit_code,
+                limit_mib=memory_bytes(limit) // MIB,
+                seconds=round(outcome.seconds, 1),
+            ),
+            flush=True,
+        )
+        return EXIT_OOM_KILLED if verdict == predicted else EXIT_NOT_OOM_KILLED
+
+    steps = [fields for fields in events if fields.get("event") == "step"]
     last_allocated = steps[-1]["allocated_mib"] if steps else "0"
     print(
         logfmt.line(
@@ -140,6 +161,44 @@ def run(args: argparse.Namespace) -> int:
     if any(line.startswith("event=holding ") for line in outcome.lines):
         print("demo: it held at memoryCeilingMb below the limit, as configured, and was stopped", file=sys.stderr)
     return EXIT_NOT_OOM_KILLED
+
+
+def verdict_of(
+    kind: str, model: str, events: list[dict[str, str]], exit_code: int
+) -> tuple[str, str, dict[str, object]] | None:
+    """For memoryKind pagecache and processModel supervised: (what happened, what the settings predict, the
+    fields that show it). None for the other cases, whose verdict is OOMKilled or not."""
+    if kind != "pagecache" and model != "supervised":
+        return None
+    starts = [e for e in events if e["event"] in ("start", "supervisor_start")]
+    oom_group = next((e["oom_group"] for e in starts if "oom_group" in e), "none")
+    # Page cache is reclaimed, never killed; a supervised worker is killed alone unless the kernel kills the group.
+    predicted = "held-below-limit" if kind == "pagecache" else "OOMKilled" if oom_group == "1" else "worker-killed"
+    holding = [e for e in events if e["event"] == "holding"]
+    child_exits = [e for e in events if e["event"] == "child_exit"]
+    fields: dict[str, object] = {"oom_group": oom_group}
+    if exit_code == 137:
+        happened = "OOMKilled"
+    elif kind == "pagecache" and holding and exit_code == 0:
+        happened = "held-below-limit"
+        fields.update(
+            held_mib=int(holding[-1]["allocated_mib"]),
+            cgroup_usage_mib=holding[-1].get("cgroup_usage_mib", "none"),
+            working_set_mib=holding[-1].get("working_set_mib", "none"),
+            file_mib=holding[-1].get("file_mib", "none"),
+        )
+    elif child_exits and exit_code == 0:
+        happened = "worker-killed"
+        fields.update(
+            worker_kills=sum(e.get("signal") == "SIGKILL" for e in child_exits),
+            oom_kill_count=child_exits[-1].get("oom_kill", "none"),
+            container_survived=True,
+        )
+    else:
+        happened = "ended-otherwise"
+    if model == "supervised" and kind == "pagecache" and child_exits:
+        happened = "worker-killed"  # page cache should never have killed it: say what did happen
+    return happened, predicted, fields
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -103,6 +103,21 @@ def run_options(pod: DeclaredPod, termination_file: Path) -> dict[str, Any]:
         options["mem_limit"] = options["memswap_limit"] = memory_bytes(limits["memory"])
     if "cpu" in limits:
         options["nano_cpus"] = nano_cpus(limits["cpu"])
+    # emptyDir volumes, as a kubelet makes them: medium Memory is a tmpfs (its pages charged to the container's
+    # memory, as on a node), one on disk a fresh directory of the node's that every user may write to.
+    mounts = {mount["name"]: mount["mountPath"] for mount in container.get("volumeMounts", [])}
+    for volume in spec.get("volumes", []):
+        empty_dir, path = volume.get("emptyDir"), mounts.get(volume["name"])
+        if empty_dir is None or path is None:
+            continue
+        if empty_dir.get("medium") == "Memory":
+            size = memory_bytes(empty_dir["sizeLimit"]) if "sizeLimit" in empty_dir else None
+            options.setdefault("tmpfs", {})[path] = "mode=1777" + (f",size={size}" if size else "")
+        else:
+            directory = termination_file.parent / "volumes" / volume["name"]
+            directory.mkdir(parents=True, exist_ok=True)
+            directory.chmod(0o777)  # an emptyDir is world-writable: the pod's user writes to it
+            options["volumes"][str(directory)] = {"bind": path, "mode": "rw"}
     return options
 
 
@@ -216,14 +231,21 @@ def rehearse(
 
     A ceiling below the limit holds forever: once the hog says it is holding, it is left to hold for
     `stop_after_holding` seconds and then stopped the way Kubernetes would stop it (SIGTERM, then the grace period).
+    So does a supervised container whose worker was killed and restarted: it would go on so.
     """
     grace = int(pod.spec.get("terminationGracePeriodSeconds", 30))
     with tempfile.TemporaryDirectory(prefix="oom-killer-") as workdir:
         container, termination_file = start(client, pod, Path(workdir))
         stopper = threading.Timer(stop_after_holding, container.stop, kwargs={"timeout": grace})
 
+        seen_child_exit = False
+
         def watch(line: str) -> None:
-            if line.startswith("event=holding ") and not stopper.is_alive():
+            nonlocal seen_child_exit
+            # Held at a ceiling; or a supervised worker killed and a new one started in the container that lived.
+            restarted = seen_child_exit and line.startswith("event=start ")
+            seen_child_exit = seen_child_exit or line.startswith("event=child_exit ")
+            if (line.startswith("event=holding ") or restarted) and stopper.ident is None:
                 stopper.start()
             if on_line is not None:
                 on_line(line)
