@@ -37,6 +37,14 @@ def check_reachable(base_url: str) -> str:
     return str(data.get("version", "?"))
 
 
+def query(base_url: str, promql: str) -> list[dict[str, Any]]:
+    """An instant query's result (a vector's samples)."""
+    result: list[dict[str, Any]] = _get(base_url, "/api/v1/query?" + urllib.parse.urlencode({"query": promql}))[
+        "result"
+    ]
+    return result
+
+
 def rule_names(base_url: str) -> set[str]:
     """The alerting rules Prometheus has loaded."""
     data = _get(base_url, "/api/v1/rules?type=alert")
