@@ -15,7 +15,7 @@ import socket
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -188,7 +188,7 @@ def test_an_unreachable_prometheus_is_said_so() -> None:
 
 @pytest.mark.timeout(240)
 def test_the_alerts_fire_as_predicted_with_their_latency_and_resolve_after_scale_down(
-    prometheus: tuple[str, Exporter], record_property: pytest.RecordProperty
+    prometheus: tuple[str, Exporter], record_property: Callable[[str, object], None]
 ) -> None:
     url, exporter = prometheus
     assert set(prom.DEFAULT_ALERTS) <= prom.rule_names(url)
