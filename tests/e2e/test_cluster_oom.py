@@ -138,6 +138,8 @@ def test_the_kubelet_reports_the_oom_kill_and_backs_off(deployed: Deployed) -> N
     assert status["restartCount"] >= 2
     assert restarts_seen == sorted(restarts_seen), f"restart count went down: {restarts_seen}"
     assert crashloop, "never saw CrashLoopBackOff between restarts"
+    # Requests equal to limits for memory and CPU: the kubelet ranks the pod Guaranteed, the last to be evicted.
+    assert pod["status"]["qosClass"] == "Guaranteed"
 
     predicted = deployed.rendered.exports["predictedSecondsToOomKill"]
     lived = _seconds(terminated["startedAt"], terminated["finishedAt"])
@@ -146,6 +148,7 @@ def test_the_kubelet_reports_the_oom_kill_and_backs_off(deployed: Deployed) -> N
     fact(
         "pod_reason",
         f"{terminated['reason']} exit_code={terminated['exitCode']} restarts={status['restartCount']} "
+        f"qos={pod['status']['qosClass']} "
         f"message={message}",
     )
     fact("crashloop", str(crashloop).lower())
