@@ -367,6 +367,8 @@ state = "{root / "state"}"
   snapshotter = "overlayfs"
   [plugins.'io.containerd.cri.v1.images'.pinned_images]
     sandbox = "{PAUSE_IMAGE}"
+  [plugins.'io.containerd.cri.v1.images'.registry]
+    config_path = "{root / "certs.d"}"
 
 [plugins.'io.containerd.cri.v1.runtime']
   enable_selinux = false
@@ -397,6 +399,17 @@ state = "{root / "state"}"
             env={"PATH": f"{BIN}:{os.environ.get('PATH', '/usr/sbin:/usr/bin:/sbin:/bin')}"},
         )
         self._wait("containerd", lambda: self.ctr("version") is not None)
+
+    def trust_registry(self, address: str) -> None:
+        """Let the node pull from a plain-HTTP registry at `address` (host:port), as a hosts.toml says it.
+
+        containerd reads these files at each pull, so a registry can be added to a running node.
+        """
+        hosts = self.workdir / "containerd" / "certs.d" / address
+        hosts.mkdir(parents=True, exist_ok=True)
+        (hosts / "hosts.toml").write_text(
+            f'server = "http://{address}"\n\n[host."http://{address}"]\n  capabilities = ["pull", "resolve"]\n'
+        )
 
     def load_image(self, archive: bytes) -> None:
         """Import a `docker save` archive into the kubelet's namespace, as `kind load docker-image` does."""

@@ -10,9 +10,12 @@ from __future__ import annotations
 import io
 import os
 import shutil
+import subprocess
 import sys
 import tarfile
 import tempfile
+import time
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,12 +23,15 @@ from pathlib import Path
 import docker
 import docker.errors
 import pytest
+import yaml
 from kubernetes import client, utils
 
 from infra.rehearsal import build_image, declared_pod
 from infra.render import Rendered, render, stack_config
 from tests.conftest import require
-from tests.e2e.cluster import BIN, CNI_PLUGINS, PAUSE_IMAGE, RUNC, Cluster, ClusterError, build
+from tests.e2e.cluster import BIN, CNI_PLUGINS, PAUSE_IMAGE, RUNC, Cluster, ClusterError, build, free_port
+
+REGISTRY = "/usr/bin/docker-registry"
 
 FACTS: dict[str, str] = {}
 
@@ -176,3 +182,49 @@ def deployed(cluster: Cluster, docker_client: docker.DockerClient) -> Iterator[D
     )
     if os.environ.get("E2E_KEEP") == "1":
         fact("namespace", namespace)
+
+
+@dataclass(frozen=True)
+class Registry:
+    address: str  # host:port, on loopback
+
+
+@pytest.fixture(scope="session")
+def registry(cluster: Cluster) -> Iterator[Registry]:
+    """A container registry on loopback (Debian's docker-registry, the CNCF distribution registry) that the
+    node pulls from over plain HTTP, as it would from a user's registry."""
+    require(Path(REGISTRY).exists(), f"no {REGISTRY} (apt-get install docker-registry)")
+    port = free_port()
+    workdir = cluster.workdir / "registry"
+    workdir.mkdir()
+    config = {
+        "version": 0.1,
+        "log": {"level": "info"},
+        "storage": {"filesystem": {"rootdirectory": str(workdir / "storage")}},
+        "http": {"addr": f"127.0.0.1:{port}"},
+    }
+    (workdir / "config.yml").write_text(yaml.safe_dump(config))
+    with (workdir / "registry.log").open("ab") as log:
+        process = subprocess.Popen(
+            [REGISTRY, "serve", str(workdir / "config.yml")], stdout=log, stderr=subprocess.STDOUT
+        )
+    address = f"127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while not _registry_up(address):
+            assert process.poll() is None, (workdir / "registry.log").read_text()[-2000:]
+            assert time.monotonic() < deadline, "the registry did not answer in 30 s"
+            time.sleep(0.2)
+        cluster.trust_registry(address)
+        yield Registry(address)
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+def _registry_up(address: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://{address}/v2/", timeout=2) as response:
+            return bool(response.status == 200)
+    except OSError:
+        return False
