@@ -100,6 +100,8 @@ def run(layout: dict[str, Any]) -> dict[str, object]:
     cgroups = [(str(path), dict(files)) for path, files in layout["cgroups"]]
     if layout.get("swap_mib"):
         swap_on(int(layout["swap_mib"]))
+    if layout.get("tmpfs_dir"):
+        Path(layout["tmpfs_dir"]).mkdir(parents=True, exist_ok=True)  # under /tmp, the tmpfs /init mounts
     make(cgroups)
     started = time.monotonic()
     process = subprocess.Popen(
@@ -110,11 +112,19 @@ def run(layout: dict[str, Any]) -> dict[str, object]:
         stderr=subprocess.PIPE,
         text=True,
     )
+    stop_seconds = None
     try:
-        stdout, stderr = process.communicate(timeout=float(layout.get("timeout", 240)))
+        stdout, stderr = process.communicate(timeout=float(layout.get("stop_after", layout.get("timeout", 240))))
     except subprocess.TimeoutExpired:
-        process.kill()
-        stdout, stderr = process.communicate()
+        if layout.get("stop_after"):
+            # Still running when the plan says to stop it, as a kubelet would: SIGTERM, and how long it took to go.
+            process.terminate()
+            stopping = time.monotonic()
+            stdout, stderr = process.communicate(timeout=30)
+            stop_seconds = round(time.monotonic() - stopping, 2)
+        else:
+            process.kill()
+            stdout, stderr = process.communicate()
     seconds = time.monotonic() - started
     events = {path: keyed(read(CGROUP / path / "memory.events")) for path, _ in cgroups}
     meminfo = keyed(read(Path("/proc/meminfo")).replace(":", "").replace(" kB", ""))
@@ -126,6 +136,10 @@ def run(layout: dict[str, Any]) -> dict[str, object]:
         "seconds": round(seconds, 2),
         "events": events,
         "swap_total_kib": meminfo.get("SwapTotal"),
+        "stop_seconds": stop_seconds,
+        "memory_dir_left": sorted(p.name for p in Path(where).iterdir())
+        if (where := layout.get("tmpfs_dir"))
+        else None,
     }
     remove(cgroups)
     if layout.get("swap_mib"):

@@ -1,0 +1,104 @@
+# ruff: noqa: S108  (/tmp is the VM's own tmpfs, which /init mounts)
+"""Memory kinds and process models (issue 8) on the real cgroup v2 kernel (tests/kernel_vm.py): tmpfs killed at
+memory.max, and a supervised worker under memory.oom.group 0
+(the worker dies, PID 1 lives and restarts it) and 1 (the kernel kills the whole group, PID 1 too).
+
+One boot of its own runs every layout; each test judges one layout from what the driver reported. Page cache is
+not here yet: the VM's kernel has its disk filesystems (ext4) as modules, which its base does not carry.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from typing import Any
+
+import pytest
+
+from tests.conftest import require
+from tests.kernel_vm import Boot, VmUnavailable, boot, missing_tools
+from tests.test_kernel_v2 import lines_of, result_of
+
+pytestmark = pytest.mark.timeout(900)
+
+MIB = 1 << 20
+FAST = {"MEMORY_INCREMENT_MB": "8", "INCREMENT_INTERVAL_MS": "0"}
+
+
+def flat(name: str, limit_mib: int, env: dict[str, str], **extra: Any) -> dict[str, Any]:
+    files: dict[str, object] = {"memory.max": limit_mib * MIB, "memory.swap.max": 0}
+    if "oom_group" in extra:
+        files["memory.oom.group"] = extra.pop("oom_group")
+    return {"name": name, "cgroups": [[name, files]], "leaf": name, "env": {**FAST, **env}, **extra}
+
+
+LAYOUTS = [
+    flat("tmpfs", 96, {"MEMORY_KIND": "tmpfs", "MEMORY_DIR": "/tmp/hog"}, tmpfs_dir="/tmp/hog"),
+    flat(
+        "supervised-group-0",
+        96,
+        {"PROCESS_MODEL": "supervised", "INCREMENT_INTERVAL_MS": "100"},
+        oom_group=0,
+        stop_after=45,
+    ),
+    flat(
+        "supervised-group-1",
+        96,
+        {"PROCESS_MODEL": "supervised", "INCREMENT_INTERVAL_MS": "100"},
+        oom_group=1,
+        stop_after=90,
+    ),
+]
+
+
+@pytest.fixture(scope="module")
+def vm(tmp_path_factory: pytest.TempPathFactory) -> Boot:
+    require(os.geteuid() == 0, "making the VM's root with debootstrap needs root")
+    missing = missing_tools()
+    require(not missing, f"missing {', '.join(missing)} (Debian: apt-get install qemu-system-x86 cpio debootstrap)")
+    try:
+        booted = boot(LAYOUTS, tmp_path_factory.mktemp("vm-kinds"))
+    except VmUnavailable as error:
+        require(False, str(error))
+        raise
+    assert booted.output.startswith("oom-killer-vm-kernel 6."), booted.output[:2000] + booted.console[-3000:]
+    return booted
+
+
+def test_v2_tmpfs_is_charged_as_shmem_and_killed_at_memory_max(vm: Boot) -> None:
+    result = result_of(vm, "tmpfs")
+    assert result["returncode"] == -signal.SIGKILL, result
+    assert result["events"]["tmpfs"]["oom_kill"] >= 1
+    steps = lines_of(result, "step")
+    assert steps
+    for step in steps:
+        assert int(step["shmem_mib"]) >= int(step["allocated_mib"]) - 1
+        assert int(step["rss_mib"]) < 20
+    assert int(lines_of(result, "start")[0]["predicted_steps"]) == len(steps) + 1
+    assert len(result["memory_dir_left"]) == len(steps) + 1  # the kill leaves the files, and their charge
+
+
+def test_v2_supervised_with_oom_group_0_loses_only_its_worker(vm: Boot) -> None:
+    result = result_of(vm, "supervised-group-0")
+    assert result["returncode"] == 0, result
+    assert result["stop_seconds"] < 1
+    (supervisor,) = lines_of(result, "supervisor_start")
+    assert supervisor["oom_group"] == "0"
+    exits = lines_of(result, "child_exit")
+    assert exits, result["stdout"][-2000:]
+    assert {e["signal"] for e in exits} == {"SIGKILL"}
+    assert [int(e["oom_kill"]) for e in exits] == list(range(1, len(exits) + 1))
+    assert result["events"]["supervised-group-0"]["oom_kill"] == len(exits)
+    assert result["events"]["supervised-group-0"].get("oom_group_kill", 0) == 0
+
+
+def test_v2_supervised_with_oom_group_1_dies_with_its_worker(vm: Boot) -> None:
+    result = result_of(vm, "supervised-group-1")
+    # PID 1 is killed with its child: in a container, exit 137 and OOMKilled.
+    assert result["returncode"] == -signal.SIGKILL, result
+    assert result["stop_seconds"] is None, "it died before the stop"
+    (supervisor,) = lines_of(result, "supervisor_start")
+    assert supervisor["oom_group"] == "1"
+    assert lines_of(result, "child_exit") == []
+    assert result["events"]["supervised-group-1"]["oom_group_kill"] >= 1
+    assert result["events"]["supervised-group-1"]["oom_kill"] >= 2  # the worker and its supervisor
