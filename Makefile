@@ -51,7 +51,7 @@ up: $(BIN)/.program-installed
 ## demo: no cluster needed: build the image and run the container as the dev stack declares it on Docker,
 ## until the kernel OOM-kills it (honours DOCKER_HOST and BASE_IMAGE; ARGS="--set memoryLimitMb=64" to vary)
 demo: $(BIN)/.installed
-	$(BIN)/python -m infra.demo --stack $(STACK) $(ARGS)
+	$(BIN)/python -m oomtools.demo --stack $(STACK) $(ARGS)
 
 ## verify: watch a deployed stack through the Kubernetes API (your kube context) and say whether what its settings
 ## predict happened; with --prometheus URL, whether the alerts fired and resolved. ARGS="--stack dev --timeout 10m"

@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Final
 
 from infra.settings import BASELINE_MAX_MIB, BASELINE_MIN_MIB, StackSettings
-from workload.main import predict_kill
 from workload.memory import MIB
+from workload.predict import predict_kill
 from workload.settings import DEFAULT_TERMINATION_MESSAGE_PATH
 
 APP: Final = "oom-killer"

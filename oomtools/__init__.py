@@ -1,1 +1,2 @@
-"""Tools that run beside the Pulumi program, never inside `pulumi up`: `make verify` (verify.py)."""
+"""Tools that run beside the Pulumi program, never inside `pulumi up`: the mock renderer (render.py), the Docker
+rehearsal and `make demo` (rehearsal.py, demo.py), and `make verify` (verify.py)."""

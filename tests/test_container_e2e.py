@@ -16,8 +16,8 @@ import docker
 import docker.errors
 import pytest
 
-from infra import demo
-from infra.rehearsal import DeclaredPod, build_image, rehearse, stack_pod, start
+from oomtools import demo
+from oomtools.rehearsal import DeclaredPod, build_image, rehearse, stack_pod, start
 from tests.conftest import require
 from workload import logfmt
 

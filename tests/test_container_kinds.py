@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import pytest
 
-from infra import demo
-from infra.rehearsal import DeclaredPod, build_image, rehearse, stack_pod
+from oomtools import demo
+from oomtools.rehearsal import DeclaredPod, build_image, rehearse, stack_pod
 from tests.test_container_e2e import engine
 from workload import logfmt
 

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from infra import demo
-from infra.render import stack_file
+from oomtools import demo
+from oomtools.render import stack_file
 
 
 def one_line_failure(capsys: pytest.CaptureFixture[str]) -> str:

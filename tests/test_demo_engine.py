@@ -12,8 +12,8 @@ import docker
 import docker.errors
 import pytest
 
-from infra import demo
-from infra.rehearsal import DeclaredPod, build_image, rehearse, stack_pod
+from oomtools import demo
+from oomtools.rehearsal import DeclaredPod, build_image, rehearse, stack_pod
 from infra.settings import BASELINE_MAX_MIB
 from tests.conftest import require
 from workload import logfmt

@@ -14,7 +14,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from infra.render import render, stack_config
+from oomtools.render import render, stack_config
 from tests.conftest import PROJECT, require
 
 # The oldest and the newest Kubernetes the project supports.

@@ -16,10 +16,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pulumi.runtime import rpc
 
-from infra import render as render_module
 from infra.image import context_tag
 from infra.kube import predicted_seconds_to_oom_kill
-from infra.render import Rendered, render, stack_config
 from infra.settings import (
     BASELINE_MAX_MIB,
     BASELINE_MIN_MIB,
@@ -29,9 +27,11 @@ from infra.settings import (
     StackSettings,
     load_settings,
 )
+from oomtools import render as render_module
+from oomtools.render import Rendered, render, stack_config
 from tests.conftest import PROJECT, require
-from workload.main import predict_kill
 from workload.memory import MIB
+from workload.predict import predict_kill
 from workload.settings import MAX_CEILING_MIB, SettingsError, parse_settings
 
 DEPLOYMENT = "kubernetes:apps/v1:Deployment"

@@ -13,9 +13,9 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from infra import render as render_module
+from oomtools import render as render_module
 from infra.kube import MEMORY_DIR, PAGECACHE_ROOM_MIB
-from infra.render import Rendered, render, stack_config
+from oomtools.render import Rendered, render, stack_config
 from infra.settings import ConfigError
 from tests.conftest import PROJECT, require
 from tests.test_manifests import VERSIONS, checkov_command

@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from infra.monitoring import RULES_FILE, parse_labels, rule_groups
-from infra.render import Rendered, render
+from oomtools.render import Rendered, render
 from infra.settings import ConfigError
 from tests.conftest import PROJECT, require
 from tests.test_readme import section

@@ -6,8 +6,8 @@ import re
 
 import yaml
 
-from infra import demo
-from infra.render import render
+from oomtools import demo
+from oomtools.render import render
 from tests.conftest import PROJECT
 from workload.settings import parse_settings
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from infra.rehearsal import memory_bytes, nano_cpus, run_options, stack_pod
+from oomtools.rehearsal import memory_bytes, nano_cpus, run_options, stack_pod
 
 
 def test_kubernetes_quantities_become_bytes_and_nano_cpus() -> None:

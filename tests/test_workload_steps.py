@@ -9,8 +9,9 @@ from hypothesis import strategies as st
 
 from workload import logfmt
 from workload.cgroup import MemoryCgroup
-from workload.main import Counters, next_step_mib, predict_kill, predict_throttle, step_line, write_termination_message
+from workload.main import Counters, next_step_mib, step_line, write_termination_message
 from workload.memory import MIB, allocate, rss_bytes
+from workload.predict import predict_kill, predict_throttle
 from workload.settings import Settings
 
 

@@ -26,8 +26,8 @@ import pytest
 import yaml
 from kubernetes import client, utils
 
-from infra.rehearsal import build_image, declared_pod
-from infra.render import Rendered, render, stack_config
+from oomtools.rehearsal import build_image, declared_pod
+from oomtools.render import Rendered, render, stack_config
 from tests.conftest import require
 from tests.e2e.cluster import BIN, CNI_PLUGINS, PAUSE_IMAGE, RUNC, Cluster, ClusterError, build, free_port
 

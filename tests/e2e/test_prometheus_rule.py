@@ -13,7 +13,7 @@ import pytest
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from infra.render import render, stack_config
+from oomtools.render import render, stack_config
 from tests.conftest import PROJECT, require
 from tests.e2e.cluster import Cluster
 from tests.e2e.conftest import Deployed, fact

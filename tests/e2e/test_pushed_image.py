@@ -15,8 +15,8 @@ import docker
 import pytest
 from kubernetes import client, utils
 
-from infra.rehearsal import build_image, declared_pod
-from infra.render import render, stack_config
+from oomtools.rehearsal import build_image, declared_pod
+from oomtools.render import render, stack_config
 from tests.e2e.cluster import Cluster, as_json
 from tests.e2e.conftest import Registry, dependency_order, fact
 

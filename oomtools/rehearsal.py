@@ -23,7 +23,7 @@ import docker
 import docker.errors
 from docker.models.containers import Container
 
-from infra.render import PROJECT_DIR, Rendered, render, stack_config
+from oomtools.render import PROJECT_DIR, Rendered, render, stack_config
 
 DEPLOYMENT = "kubernetes:apps/v1:Deployment"
 IMAGE = "docker:index/image:Image"

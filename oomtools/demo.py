@@ -3,7 +3,7 @@
 verdict line. Exit 0 only when the kernel OOM-killed it (exit code 137); every failure is one line and an exit
 code of its own (EXIT_* below, listed in the README).
 
-    python -m infra.demo [--stack dev] [--set memoryLimitMb=64 ...]
+    python -m oomtools.demo [--stack dev] [--set memoryLimitMb=64 ...]
 
 Honours DOCKER_HOST (which engine) and BASE_IMAGE (the Dockerfile's base, e.g. a local mirror).
 """
@@ -20,9 +20,9 @@ import docker.errors
 import requests.exceptions
 import yaml
 
-from infra.rehearsal import DeclaredPod, ImageUnavailable, build_image, memory_bytes, one_line, rehearse, stack_pod
-from infra.render import stack_file
 from infra.settings import ConfigError
+from oomtools.rehearsal import DeclaredPod, ImageUnavailable, build_image, memory_bytes, one_line, rehearse, stack_pod
+from oomtools.render import stack_file
 from workload import logfmt
 from workload.memory import MIB
 
