@@ -151,7 +151,10 @@ def test_make_demo_shows_the_kill_and_ends_with_the_verdict(capsys: pytest.Captu
 
 
 @pytest.mark.usefixtures("dev_pod")  # an engine that answers, and the image built
-def test_make_demo_fails_when_the_container_is_not_oom_killed(capsys: pytest.CaptureFixture[str]) -> None:
-    assert demo.main(["--set", f"memoryLimitMb={LIMIT_MIB}", "--set", "memoryCeilingMb=32"]) == demo.EXIT_NOT_OOM_KILLED
+def test_make_demo_passes_a_ceiling_that_holds_and_fails_a_kill_it_did_not_predict(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert demo.main(["--set", f"memoryLimitMb={LIMIT_MIB}", "--set", "memoryCeilingMb=32"]) == demo.EXIT_AS_PREDICTED
     verdict = logfmt.parse(capsys.readouterr().out.splitlines()[-1])
+    assert (verdict["verdict"], verdict["predicted"]) == ("held-below-limit", "held-below-limit")
     assert (verdict["oom_killed"], verdict["exit_code"]) == ("false", "0")

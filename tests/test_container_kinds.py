@@ -86,7 +86,7 @@ def test_make_demo_names_what_happened_and_exits_0_as_predicted(
 ) -> None:
     del engine  # the demo finds the same engine by DOCKER_HOST; the fixture says there is one
     overrides = [f"--set={key}={value}" for key, value in {**FAST, **CASES[case]}.items()]
-    assert demo.main(["--stack", "dev", *overrides]) == demo.EXIT_OOM_KILLED
+    assert demo.main(["--stack", "dev", *overrides]) == demo.EXIT_AS_PREDICTED
     last = capsys.readouterr().out.strip().splitlines()[-1]
     assert last.startswith(verdict), last
     if case != "tmpfs":
