@@ -13,10 +13,10 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from oomtools import render as render_module
 from infra.kube import MEMORY_DIR, PAGECACHE_ROOM_MIB
-from oomtools.render import Rendered, render, stack_config
 from infra.settings import ConfigError
+from oomtools import render as render_module
+from oomtools.render import Rendered, render, stack_config
 from tests.conftest import PROJECT, require
 from tests.test_manifests import VERSIONS, checkov_command
 from tests.test_program import DEPLOYMENT, LIMIT_RANGE, container, env_of

@@ -12,8 +12,8 @@ import pytest
 import yaml
 
 from infra.monitoring import RULES_FILE, parse_labels, rule_groups
-from oomtools.render import Rendered, render
 from infra.settings import ConfigError
+from oomtools.render import Rendered, render
 from tests.conftest import PROJECT, require
 from tests.test_readme import section
 
