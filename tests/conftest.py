@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import docker
+import docker.errors
 import pytest
 
 PROJECT = Path(__file__).resolve().parent.parent
@@ -17,3 +19,14 @@ def require(condition: bool, reason: str) -> None:
     if os.environ.get("CI"):
         pytest.fail(f"CI is set, so this cannot be skipped: {reason}")
     pytest.skip(reason)
+
+
+def docker_engine() -> docker.DockerClient:
+    """A Docker engine that answers (DOCKER_HOST or the default socket); skip without one (fail in CI)."""
+    try:
+        client = docker.from_env()
+        client.ping()
+    except docker.errors.DockerException as error:
+        require(False, f"no Docker engine answers (DOCKER_HOST or the default socket): {error}")
+        raise
+    return client

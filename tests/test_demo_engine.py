@@ -15,7 +15,7 @@ import pytest
 from infra.settings import BASELINE_MAX_MIB
 from oomtools import demo
 from oomtools.rehearsal import DeclaredPod, build_image, rehearse, stack_pod
-from tests.conftest import require
+from tests.conftest import docker_engine
 from workload import logfmt
 
 LIMIT_MIB = 64
@@ -23,12 +23,7 @@ LIMIT_MIB = 64
 
 @pytest.fixture(scope="module")
 def engine() -> Iterator[docker.DockerClient]:
-    try:
-        client = docker.from_env()
-        client.ping()
-    except docker.errors.DockerException as error:
-        require(False, f"no Docker engine answers (DOCKER_HOST or the default socket): {error}")
-        raise
+    client = docker_engine()
     yield client
     client.close()
 

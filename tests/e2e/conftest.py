@@ -28,7 +28,7 @@ from kubernetes import client, utils
 
 from oomtools.rehearsal import build_image, declared_pod
 from oomtools.render import Rendered, render, stack_config
-from tests.conftest import require
+from tests.conftest import docker_engine, require
 from tests.e2e.cluster import BIN, CNI_PLUGINS, PAUSE_IMAGE, RUNC, Cluster, ClusterError, build, free_port
 
 REGISTRY = "/usr/bin/docker-registry"
@@ -56,16 +56,6 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
         terminalreporter.write_line(f"e2e {key}{separator}{value}")
 
 
-def _docker() -> docker.DockerClient:
-    try:
-        client = docker.from_env()
-        client.ping()
-    except docker.errors.DockerException as error:
-        require(False, f"no Docker engine to build the images with ({error})")
-        raise
-    return client
-
-
 def _pause_archive(client: docker.DockerClient) -> bytes:
     """The pod sandbox image, made here from the pause binary (no registry is reachable for the real one)."""
     with tempfile.TemporaryDirectory() as context:
@@ -74,11 +64,12 @@ def _pause_archive(client: docker.DockerClient) -> bytes:
             'FROM scratch\nCOPY pause /pause\nUSER 65535:65535\nENTRYPOINT ["/pause"]\n'
         )
         client.images.build(path=context, tag=PAUSE_IMAGE, rm=True, pull=False)
-    return b"".join(client.images.get(PAUSE_IMAGE).save(named=True))
+    return workload_archive(client, PAUSE_IMAGE)
 
 
-def workload_archive(client: docker.DockerClient, tag: str) -> bytes:
-    return b"".join(client.images.get(tag).save(named=True))
+def workload_archive(client: docker.DockerClient, reference: str) -> bytes:
+    """`docker save` of the image by this very name (Image.save names it by its first tag, whichever that is)."""
+    return b"".join(client.api.get_image(reference))
 
 
 def _check_archive(archive: bytes) -> None:
@@ -88,7 +79,7 @@ def _check_archive(archive: bytes) -> None:
 
 @pytest.fixture(scope="session")
 def docker_client() -> docker.DockerClient:
-    return _docker()
+    return docker_engine()
 
 
 @pytest.fixture(scope="session")

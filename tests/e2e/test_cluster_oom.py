@@ -110,6 +110,7 @@ def test_the_kubelet_reports_the_oom_kill_and_backs_off(deployed: Deployed) -> N
     core = deployed.core
     restarts_seen: list[int] = []
     crashloop = False
+    back_offs: dict[int, float] = {}  # restart count -> seconds from the death before it to the new start
     deadline = time.monotonic() + OOM_TIMEOUT
     pod: dict[str, Any] = {}
     status: dict[str, Any] = {}
@@ -121,7 +122,11 @@ def test_the_kubelet_reports_the_oom_kill_and_backs_off(deployed: Deployed) -> N
                     restarts_seen.append(status["restartCount"])
                 reason = status.get("state", {}).get("waiting", {}).get("reason")
                 crashloop = crashloop or reason == "CrashLoopBackOff"
-        if status.get("restartCount", 0) >= 2 and crashloop and "terminated" in status.get("lastState", {}):
+                running = status.get("state", {}).get("running", {}).get("startedAt")
+                died = status.get("lastState", {}).get("terminated", {}).get("finishedAt")
+                if running and died:
+                    back_offs[status["restartCount"]] = _seconds(died, running)
+        if status.get("restartCount", 0) >= 2 and crashloop and 2 in back_offs:
             break
         time.sleep(0.5)
     assert status, "no pod of the Deployment ever reported a container"
@@ -152,4 +157,5 @@ def test_the_kubelet_reports_the_oom_kill_and_backs_off(deployed: Deployed) -> N
         f"message={message}",
     )
     fact("crashloop", str(crashloop).lower())
+    fact("back_off_seconds", " ".join(f"restart{count}={gap:.0f}" for count, gap in sorted(back_offs.items())))
     fact("kill_seconds", f"{lived:.0f} predicted={predicted['earliest']}-{predicted['latest']}")

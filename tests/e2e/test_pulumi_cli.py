@@ -30,7 +30,15 @@ pytestmark = pytest.mark.e2e
 
 STACK = "dev"
 NAMESPACE = "oom-killer-pulumi"  # the deployed fixture's objects already hold the dev stack's own namespace
-PROJECT_FILES = ("Pulumi.yaml", "Pulumi.dev.yaml", "__main__.py", "Dockerfile", ".dockerignore", "requirements.txt")
+PROJECT_FILES = (
+    "Pulumi.yaml",
+    "Pulumi.dev.yaml",
+    "__main__.py",
+    "Dockerfile",
+    ".dockerignore",
+    "requirements.txt",
+    "Makefile",
+)
 PROJECT_DIRS = ("infra", "workload", "alerts")
 PLUGINS = ("pulumi", "pulumi-language-python", "pulumi-language-python-exec", "pulumi-resource-kubernetes")
 ROLLOUT_TIMEOUT = 180.0
@@ -48,6 +56,20 @@ class Pulumi:
         )
         if check and result.returncode != 0:
             pytest.fail(f"pulumi {' '.join(args)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
+        return result
+
+    def make(self, target: str) -> subprocess.CompletedProcess[str]:
+        """A make target as the README gives it; PULUMI_SKIP_CONFIRMATIONS answers the one prompt (--yes)."""
+        result = subprocess.run(
+            ["make", target],
+            cwd=self.project,
+            env={**self.env, "PULUMI_SKIP_CONFIRMATIONS": "true"},
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if result.returncode != 0:
+            pytest.fail(f"make {target} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
         return result
 
     def deployment(self) -> dict[str, Any]:
@@ -68,6 +90,10 @@ def pulumi(cluster: Cluster, deployed: Deployed, tmp_path_factory: pytest.TempPa
     for name in PROJECT_DIRS:
         shutil.copytree(PROJECT / name, project / name, ignore=shutil.ignore_patterns("__pycache__"))
     (project / "venv").symlink_to(PROJECT / "venv")  # Pulumi.yaml's runtime virtualenv
+    # make test installed requirements-dev.txt, which includes requirements.txt: what make up would install
+    installed = PROJECT / "venv" / "bin" / ".installed"
+    require(installed.exists(), "./venv was not made by make (no venv/bin/.installed)")
+    (PROJECT / "venv" / "bin" / ".program-installed").touch()
     env = {
         **os.environ,
         # Only what was built here: the CLI takes plugins from PATH and must download nothing.
@@ -120,12 +146,12 @@ def test_the_users_commands_deploy_change_refuse_and_destroy(pulumi: Pulumi, dep
     fact("pulumi", version)
     image = str(deployed.rendered.exports["image"])
 
-    # make up's commands (README), with a prebuilt image and a namespace of this test's own
+    # make up (README), with a prebuilt image and a namespace of this test's own set in the dev stack first
     pulumi.run("stack", "select", "--create", STACK)
     pulumi.run("config", "set", "image", image)
     pulumi.run("config", "set", "namespace", NAMESPACE)
     started = time.monotonic()
-    pulumi.run("up", "--yes", "--stack", STACK)
+    pulumi.make("up")
     up_seconds = time.monotonic() - started
     outputs = json.loads(pulumi.run("stack", "output", "--json").stdout)
     assert outputs["namespace"] == NAMESPACE
@@ -168,8 +194,8 @@ def test_the_users_commands_deploy_change_refuse_and_destroy(pulumi: Pulumi, dep
     pulumi.run("config", "set", "memoryIncrementMb", "30")
     fact("bad_config_refused", "ok")
 
-    # pulumi destroy: the namespace and all in it are gone, and the stack holds nothing
-    pulumi.run("destroy", "--yes", "--stack", STACK)
+    # make destroy (pulumi destroy): the namespace and all in it are gone, and the stack holds nothing
+    pulumi.make("destroy")
     deadline = time.monotonic() + 120
     gone = False
     while time.monotonic() < deadline and not gone:

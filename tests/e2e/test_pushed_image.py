@@ -3,6 +3,10 @@
 The stack (with `imageRepository` set) declares the Deployment's image as the docker Image's `repoDigest`; under
 mocks that output is made up, so the digest the registry really gave the push stands in for it here, as the
 provider's output would. The node has never been given the image: containerd must pull it from the registry.
+
+This file runs last (pytest takes them by name): the same content is loaded into the node under the dev stack's
+tag, and once the kubelet (1.35+, KubeletEnsureSecretPulledImages) has pulled it from a registry, it records that
+pull by the image's ID and insists on pulling again a pod that names it by its loaded tag: ErrImagePull.
 """
 
 from __future__ import annotations

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import datetime
 import io
 import json
+import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
 
 import pytest
+from kubernetes import client
 
 from oomtools import verify
-from tests.e2e.cluster import Cluster
+from tests.e2e.cluster import Cluster, as_json
 from tests.e2e.conftest import Deployed, fact
 from workload import logfmt
 
@@ -38,7 +41,33 @@ def run_verify(*args: str) -> tuple[int, list[dict[str, str]], str]:
     return code, [logfmt.parse(line) for line in out.getvalue().splitlines()], err.getvalue()
 
 
+@pytest.fixture(scope="module")
+def fresh_rollout(deployed: Deployed) -> None:
+    """Restart the dev stack's pods, as a new `pulumi up` would: make verify watches a stack just deployed, not
+    one whose back-off has grown for minutes while the other tests ran."""
+    apps = client.AppsV1Api(deployed.api)
+    name = str(deployed.rendered.exports["deploymentName"])
+    stamp = datetime.datetime.now(datetime.UTC).isoformat()
+    patch = {"spec": {"template": {"metadata": {"annotations": {"oom-killer.test/restarted-at": stamp}}}}}
+    apps.patch_namespaced_deployment(name, deployed.namespace, patch)
+    core = client.CoreV1Api(deployed.api)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        pods = as_json(deployed.api, core.list_namespaced_pod(deployed.namespace, label_selector=deployed.selector))
+        annotated = [
+            pod
+            for pod in pods["items"]
+            if pod["metadata"].get("annotations", {}).get("oom-killer.test/restarted-at") == stamp
+            and "deletionTimestamp" not in pod["metadata"]
+        ]
+        if annotated and len(pods["items"]) == len(annotated):
+            return
+        time.sleep(0.5)
+    pytest.fail("the restarted pod did not replace the old one in 120 s")
+
+
 @pytest.mark.timeout(420)
+@pytest.mark.usefixtures("fresh_rollout")
 def test_verify_sees_the_dev_stack_killed_as_predicted(cluster: Cluster, deployed: Deployed, tmp_path: Path) -> None:
     junit = tmp_path / "verify.xml"
     code, lines, err = run_verify(
@@ -71,6 +100,7 @@ def test_verify_sees_the_dev_stack_killed_as_predicted(cluster: Cluster, deploye
     assert int(suite.get("tests", "0")) >= 4
 
 
+@pytest.mark.usefixtures("fresh_rollout")
 def test_verify_says_so_when_the_prediction_is_wrong(cluster: Cluster, deployed: Deployed, tmp_path: Path) -> None:
     # A prediction of a kill a minute after the start: the kubelet's statuses say ~7 s, so not as predicted.
     outputs = outputs_file(tmp_path, deployed, predictedSecondsToOomKill={"earliest": 60, "latest": 60})
