@@ -192,7 +192,17 @@ def test_the_users_commands_deploy_change_refuse_and_destroy(pulumi: Pulumi, dep
     assert "Traceback" not in said, said
     assert pulumi.deployment()["metadata"]["generation"] == generation
     pulumi.run("config", "set", "memoryIncrementMb", "30")
-    fact("bad_config_refused", "ok")
+    # a typo'd key: Pulumi passes undeclared keys through to the program, which refuses them (README)
+    pulumi.run("config", "set", "memoryIncremntMb", "30")
+    typo = pulumi.run("up", "--yes", "--stack", STACK, check=False)
+    assert typo.returncode != 0
+    assert "invalid config oom-killer:memoryIncremntMb=" in typo.stdout + typo.stderr, typo.stdout + typo.stderr
+    assert pulumi.deployment()["metadata"]["generation"] == generation
+    pulumi.run("config", "rm", "memoryIncremntMb")
+    fact("bad_config_refused", "ok unknown_key_refused=true")
+
+    # a local backend's passphrase salts the stack file, as the README warns
+    assert "encryptionsalt:" in (pulumi.project / f"Pulumi.{STACK}.yaml").read_text()
 
     # make destroy (pulumi destroy): the namespace and all in it are gone, and the stack holds nothing
     pulumi.make("destroy")
