@@ -7,7 +7,7 @@ cluster makes lives in one work folder, and `stop` (also `python -m tests.e2e.cl
 process) takes it all down from the state file written there: processes by pid, containers by their cgroups,
 mounts, the bridge, and the kernel settings the kubelet changes.
 
-Usage: python -m tests.e2e.cluster start [DIR]  |  python -m tests.e2e.cluster stop DIR
+Usage: python -m tests.e2e.cluster stop DIR (the cluster is started by make e2e; E2E_KEEP=1 leaves it up)
 """
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ import socket
 import ssl
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -610,26 +609,13 @@ def _http_ok(url: str, pki_dir: Path | None = None) -> bool:
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) >= 1 and argv[0] == "start":
-        workdir = Path(argv[1]) if len(argv) > 1 else Path(tempfile.mkdtemp(prefix="oom-killer-e2e."))
-        build()
-        cluster = Cluster(workdir)
-        try:
-            cluster.start()
-            cluster.wait_ready()
-        except ClusterError as error:
-            print(f"e2e cluster failed: {error}", file=sys.stderr)
-            cluster.stop()
-            return 1
-        print(f"e2e kubeconfig={cluster.kubeconfig}")
-        print(f"e2e stop={sys.executable} -m tests.e2e.cluster stop {workdir}")
-        return 0
+    """`stop DIR`: take down a cluster that `make e2e E2E_KEEP=1` left running (it prints this command)."""
     if len(argv) == 2 and argv[0] == "stop":
         problems = Cluster(Path(argv[1])).stop()
         for problem in problems:
             print(f"e2e stop: {problem}", file=sys.stderr)
         return 1 if problems else 0
-    print(__doc__.strip().splitlines()[-1], file=sys.stderr)
+    print("usage: python -m tests.e2e.cluster stop DIR", file=sys.stderr)
     return 2
 
 
