@@ -256,6 +256,27 @@ def test_registry_credentials_come_from_config_with_the_password_a_secret() -> N
     assert "s3cret" not in json.dumps(rendered.exports)
 
 
+def assert_refused_and_nothing_declared(
+    config: dict[str, str], key: str, shown: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The program refuses this config in one line naming the key and value, and registers no resource."""
+    # Spy on the mock engine itself: render() cannot hand back what was declared once the program has raised.
+    registered: list[str] = []
+    record = render_module._Recorder.new_resource
+
+    def spy(self: Any, args: Any) -> Any:
+        registered.append(args.typ)
+        return record(self, args)
+
+    monkeypatch.setattr(render_module._Recorder, "new_resource", spy)
+    with pytest.raises(ConfigError) as caught:
+        render(config)
+    message = str(caught.value)
+    assert message.startswith(f"invalid config oom-killer:{key}={shown}: ")
+    assert "\n" not in message
+    assert registered == []
+
+
 @pytest.mark.parametrize(
     ("config", "key", "shown"),
     [
@@ -305,21 +326,7 @@ def test_registry_credentials_come_from_config_with_the_password_a_secret() -> N
 def test_a_bad_config_is_refused_naming_key_and_value_and_declares_nothing(
     config: dict[str, str], key: str, shown: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # Spy on the mock engine itself: render() cannot hand back what was declared once the program has raised.
-    registered: list[str] = []
-    record = render_module._Recorder.new_resource
-
-    def spy(self: Any, args: Any) -> Any:
-        registered.append(args.typ)
-        return record(self, args)
-
-    monkeypatch.setattr(render_module._Recorder, "new_resource", spy)
-    with pytest.raises(ConfigError) as caught:
-        render(config)
-    message = str(caught.value)
-    assert message.startswith(f"invalid config oom-killer:{key}={shown}: ")
-    assert "\n" not in message
-    assert registered == []
+    assert_refused_and_nothing_declared(config, key, shown, monkeypatch)
 
 
 def test_pulumi_yaml_passes_the_engine_schema() -> None:

@@ -15,11 +15,10 @@ import yaml
 
 from infra.kube import MEMORY_DIR, PAGECACHE_ROOM_MIB
 from infra.settings import ConfigError
-from oomtools import render as render_module
 from oomtools.render import Rendered, render, stack_config
 from tests.conftest import PROJECT, require
 from tests.test_manifests import VERSIONS, checkov_command
-from tests.test_program import DEPLOYMENT, LIMIT_RANGE, container, env_of
+from tests.test_program import DEPLOYMENT, LIMIT_RANGE, assert_refused_and_nothing_declared, container, env_of
 
 CASES = {
     "anonymous": {},
@@ -138,20 +137,7 @@ def test_checkov_finds_nothing_failing_for_each_kind(case: str, tmp_path: Path) 
 def test_a_bad_kind_or_model_is_refused_in_one_line_and_declares_nothing(
     config: dict[str, str], key: str, shown: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    registered: list[str] = []
-    record = render_module._Recorder.new_resource
-
-    def spy(self: Any, args: Any) -> Any:
-        registered.append(args.typ)
-        return record(self, args)
-
-    monkeypatch.setattr(render_module._Recorder, "new_resource", spy)
-    with pytest.raises(ConfigError) as caught:
-        render(config)
-    message = str(caught.value)
-    assert message.startswith(f"invalid config oom-killer:{key}={shown}: ")
-    assert "\n" not in message
-    assert registered == []
+    assert_refused_and_nothing_declared(config, key, shown, monkeypatch)
 
 
 def test_pagecache_may_hold_above_the_limit_where_the_other_kinds_may_not() -> None:
