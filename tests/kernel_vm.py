@@ -27,7 +27,7 @@ PROJECT = Path(__file__).resolve().parent.parent
 CACHE = Path(os.environ.get("OOM_KILLER_VM_CACHE", "/var/cache/oom-killer-ci/vm"))
 DEBIAN_MIRROR = "http://deb.debian.org/debian"
 # Bump when what goes into the base changes: a base made by an older recipe is made again.
-RECIPE = "2"
+RECIPE = "3"
 GUEST_MEMORY_MIB = 1024
 RESULT_MARK = "oom-killer-vm-result "
 
@@ -48,6 +48,15 @@ sleep 60
 # The modules for a swap device in RAM (zram), so that swap can be on in the VM; the kernel has no modules.dep and
 # the root no kmod: the driver loads them itself, in this order.
 SWAP_MODULES = ("kernel/mm/zsmalloc.ko", "kernel/drivers/block/zram/zram.ko")
+# A disk filesystem for page cache (ext4 on a zram device), in load order: ext4 needs crc16, mbcache and jbd2, and
+# both it and jbd2 ask the crypto API for crc32c, which Debian builds as a module.
+DISK_MODULES = (
+    "kernel/lib/crc16.ko",
+    "kernel/fs/mbcache.ko",
+    "kernel/fs/jbd2/jbd2.ko",
+    "kernel/crypto/crc32c_generic.ko",
+    "kernel/fs/ext4/ext4.ko",
+)
 
 # Not needed to run python3 in a throwaway VM; without them the base is about half the size to unpack.
 PRUNE = ("usr/share/doc", "usr/share/man", "usr/share/locale", "usr/share/info", "var/cache/apt", "var/lib/apt/lists")
@@ -115,7 +124,7 @@ def build_base(cache: Path = CACHE) -> Path:
                 shutil.rmtree(root / relative, ignore_errors=True)
             modules = work / "kernel/lib/modules" / vmlinuz.name.removeprefix("vmlinuz-")
             (root / "modules").mkdir()
-            for relative in SWAP_MODULES:
+            for relative in SWAP_MODULES + DISK_MODULES:
                 shutil.copy(modules / relative, root / "modules" / Path(relative).name)
             (root / "init").write_text(INIT)
             (root / "init").chmod(0o755)

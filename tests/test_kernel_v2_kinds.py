@@ -1,10 +1,9 @@
 # ruff: noqa: S108  (/tmp is the VM's own tmpfs, which /init mounts)
 """Memory kinds and process models (issue 8) on the real cgroup v2 kernel (tests/kernel_vm.py): tmpfs killed at
-memory.max, and a supervised worker under memory.oom.group 0
-(the worker dies, PID 1 lives and restarts it) and 1 (the kernel kills the whole group, PID 1 too).
+memory.max, page cache on an ext4 disk reclaimed instead (held, never killed), and a supervised worker under
+memory.oom.group 0 (the worker dies, PID 1 lives and restarts it) and 1 (the kernel kills the whole group, PID 1 too).
 
-One boot of its own runs every layout; each test judges one layout from what the driver reported. Page cache is
-not here yet: the VM's kernel has its disk filesystems (ext4) as modules, which its base does not carry.
+One boot of its own runs every layout; each test judges one layout from what the driver reported.
 """
 
 from __future__ import annotations
@@ -34,6 +33,15 @@ def flat(name: str, limit_mib: int, env: dict[str, str], **extra: Any) -> dict[s
 
 LAYOUTS = [
     flat("tmpfs", 96, {"MEMORY_KIND": "tmpfs", "MEMORY_DIR": "/tmp/hog"}, tmpfs_dir="/tmp/hog"),
+    # Page cache: twice the limit written to a disk (ext4 on zram), held there until stopped, never killed.
+    flat(
+        "pagecache",
+        96,
+        {"MEMORY_KIND": "pagecache", "MEMORY_DIR": "/mnt/disk"},
+        disk_dir="/mnt/disk",
+        disk_mib=320,
+        stop_after=40,
+    ),
     flat(
         "supervised-group-0",
         96,
@@ -102,3 +110,20 @@ def test_v2_supervised_with_oom_group_1_dies_with_its_worker(vm: Boot) -> None:
     assert lines_of(result, "child_exit") == []
     assert result["events"]["supervised-group-1"]["oom_group_kill"] >= 1
     assert result["events"]["supervised-group-1"]["oom_kill"] >= 2  # the worker and its supervisor
+
+
+def test_v2_page_cache_is_reclaimed_at_memory_max_never_killed(vm: Boot) -> None:
+    result = result_of(vm, "pagecache")
+    assert result["returncode"] == 0, result  # held until SIGTERM, then stopped cleanly
+    assert result["events"]["pagecache"]["oom_kill"] == 0
+    start = lines_of(result, "start")[0]
+    assert start["predicted_steps"] == "none"  # no kill is predicted for page cache
+    holding = lines_of(result, "holding")
+    assert holding, result["stdout"][-2000:]
+    held = holding[-1]
+    assert int(held["allocated_mib"]) == 2 * 96  # twice the limit written: the cgroup could not hold it as memory
+    assert int(held["cgroup_usage_mib"]) >= 96 * 3 // 4  # usage sits near the limit, full of cache
+    assert int(held["working_set_mib"]) < 96 // 2  # while the working set, what an OOM kill weighs, stays small
+    assert int(held["file_mib"]) > int(held["anon_mib"])
+    hog_files = [name for name in result["memory_dir_left"] if name.startswith("oom-killer-hog-")]
+    assert hog_files == [], "SIGTERM leaves no file of the hog's behind"

@@ -91,6 +91,22 @@ def swap_on(mib: int) -> None:
     subprocess.run(["swapon", "/dev/zram0"], check=True, capture_output=True)
 
 
+def disk_on(mib: int, where: str) -> None:
+    """An ext4 filesystem of mib MiB on a zram device, mounted at `where`: a disk whose page cache is reclaimable."""
+    for name in ("zsmalloc.ko", "zram.ko", "crc16.ko", "mbcache.ko", "jbd2.ko", "crc32c_generic.ko", "ext4.ko"):
+        load_module(Path("/modules") / name)
+    Path("/sys/block/zram0/disksize").write_text(f"{mib}M")
+    subprocess.run(["mkfs.ext4", "-q", "/dev/zram0"], check=True, capture_output=True)
+    Path(where).mkdir(parents=True, exist_ok=True)
+    subprocess.run(["mount", "-t", "ext4", "/dev/zram0", where], check=True, capture_output=True)
+    Path(where).chmod(0o777)
+
+
+def disk_off(where: str) -> None:
+    subprocess.run(["umount", where], check=True, capture_output=True)
+    Path("/sys/block/zram0/reset").write_text("1")
+
+
 def swap_off() -> None:
     subprocess.run(["swapoff", "/dev/zram0"], check=True, capture_output=True)
     Path("/sys/block/zram0/reset").write_text("1")
@@ -102,6 +118,8 @@ def run(layout: dict[str, Any]) -> dict[str, object]:
         swap_on(int(layout["swap_mib"]))
     if layout.get("tmpfs_dir"):
         Path(layout["tmpfs_dir"]).mkdir(parents=True, exist_ok=True)  # under /tmp, the tmpfs /init mounts
+    if layout.get("disk_dir"):
+        disk_on(int(layout["disk_mib"]), layout["disk_dir"])
     make(cgroups)
     started = time.monotonic()
     process = subprocess.Popen(
@@ -138,10 +156,12 @@ def run(layout: dict[str, Any]) -> dict[str, object]:
         "swap_total_kib": meminfo.get("SwapTotal"),
         "stop_seconds": stop_seconds,
         "memory_dir_left": sorted(p.name for p in Path(where).iterdir())
-        if (where := layout.get("tmpfs_dir"))
+        if (where := layout.get("tmpfs_dir") or layout.get("disk_dir"))
         else None,
     }
     remove(cgroups)
+    if layout.get("disk_dir"):
+        disk_off(layout["disk_dir"])
     if layout.get("swap_mib"):
         swap_off()
     return result
