@@ -63,7 +63,7 @@ destroy:
 	@$(NEEDS_PULUMI)
 	pulumi destroy --stack $(STACK)
 
-## test: lint, types and every test (the README's test command; CI runs exactly this)
+## test: lint, types and every test but the cluster's (the README's test command; CI runs it, then make e2e)
 test: lint pytest
 
 lint: $(BIN)/.installed
@@ -76,7 +76,8 @@ pytest: $(BIN)/.installed $(CHECKOV_VENV)/.installed
 	CHECKOV=$(CHECKOV_VENV)/bin/checkov $(BIN)/python -m pytest -m "not e2e"
 
 ## e2e: the real thing: a single-node Kubernetes built from the upstream release's Go modules (once per machine),
-## the stack's objects applied to it and its pod OOM-killed by a real kubelet (root, Linux, Go, Docker engine).
+## the stack's objects applied to it and its pod OOM-killed by a real kubelet, and your own Pulumi commands run on
+## it with the CLI and plugins built the same way (root, Linux, Go, Docker engine).
 ## E2E_KEEP=1 leaves the cluster running and prints its kubeconfig and the command that stops it.
 e2e: $(BIN)/.installed
 	bash tests/e2e/builds/build.sh
