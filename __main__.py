@@ -19,6 +19,7 @@ from infra.kube import (
     kubectl_commands,
     labels,
     memory_empty_dir,
+    predicted_oom_kill_step,
     predicted_seconds_to_oom_kill,
     workload_env,
 )
@@ -170,4 +171,5 @@ pulumi.export("deploymentName", deployment.metadata.name)
 pulumi.export("image", image.reference)
 pulumi.export("memoryLimit", settings.memory_limit)
 pulumi.export("predictedSecondsToOomKill", predicted_seconds_to_oom_kill(settings))
+pulumi.export("predictedOomKillStep", predicted_oom_kill_step(settings))
 pulumi.export("kubectl", namespace_name.apply(lambda name: kubectl_commands(name, stack)))

@@ -6,7 +6,7 @@ from typing import Final
 
 from infra.settings import BASELINE_MAX_MIB, BASELINE_MIN_MIB, StackSettings
 from workload.memory import MIB
-from workload.predict import predict_kill
+from workload.predict import STARTUP_SECONDS_MAX, KillRange, predict_kill
 from workload.settings import DEFAULT_TERMINATION_MESSAGE_PATH
 
 APP: Final = "oom-killer"
@@ -75,30 +75,45 @@ def ephemeral_storage(settings: StackSettings) -> str | None:
     return None if empty_dir is None else empty_dir["sizeLimit"]
 
 
-def predicted_seconds_to_oom_kill(settings: StackSettings) -> dict[str, float] | None:
-    """Seconds from the container's start to its first OOM kill, earliest and latest; None where a ceiling holds it.
+def predicted_oom_kill(settings: StackSettings) -> KillRange | None:
+    """The steps in which the kernel may kill the hog on any node; None where a ceiling holds it (or page cache).
 
-    The kill comes in the first step that takes the cgroup's charge past the limit, and the charge before the first
-    step (the interpreter's baseline) depends on the node, so the step can differ by one: both ends are given. The
-    settings' rules leave a ceiling room for the largest baseline, so a ceiling always holds.
+    What the cgroup is charged before the first step depends on the node: up to BASELINE_MAX_MIB an interpreter
+    where this container reads the interpreter's files first (page cache the kernel takes back before it kills),
+    as little as BASELINE_MIN_MIB that it cannot take back. The earliest step counts the whole of the larger
+    charge, the latest only the smaller. The settings' rules leave a ceiling room for the largest baseline.
     """
     if settings.memory_kind == "pagecache":
         return None  # page cache is reclaimed at the limit: no kill comes
     # Supervised, two interpreters are charged before the worker's first step: the supervisor and the worker.
     interpreters = 2 if settings.process_model == "supervised" else 1
-    kills = [
-        predict_kill(
-            settings.memory_limit_mb * MIB,
-            interpreters * baseline_mib * MIB,
-            settings.memory_increment_mb,
-            settings.increment_interval_ms,
-            settings.memory_ceiling_mb or None,
-        )
-        for baseline_mib in (BASELINE_MAX_MIB, BASELINE_MIN_MIB)
-    ]
-    if kills[0] is None or kills[1] is None:
+    return predict_kill(
+        settings.memory_limit_mb * MIB,
+        interpreters * BASELINE_MAX_MIB * MIB,
+        settings.memory_increment_mb,
+        settings.increment_interval_ms,
+        settings.memory_ceiling_mb or None,
+        reclaimable_bytes=interpreters * (BASELINE_MAX_MIB - BASELINE_MIN_MIB) * MIB,
+    )
+
+
+def predicted_seconds_to_oom_kill(settings: StackSettings) -> dict[str, float] | None:
+    """Seconds from the container's start to its first OOM kill, earliest and latest; None where none comes.
+
+    The steps' pauses to the earliest and the latest step, and on the latest the interpreter's start-up before
+    its first step (STARTUP_SECONDS_MAX): Kubernetes' startedAt is the container's start, not the first step's.
+    """
+    kill = predicted_oom_kill(settings)
+    if kill is None:
         return None
-    return {"earliest": kills[0][1], "latest": kills[1][1]}
+    return {"earliest": kill.seconds(kill.earliest), "latest": kill.seconds(kill.latest) + STARTUP_SECONDS_MAX}
+
+
+def predicted_oom_kill_step(settings: StackSettings) -> dict[str, int] | None:
+    """The steps, counted from 1, in which the first OOM kill may come: the start line announces its own range
+    within this one, from what the node charged it at start."""
+    kill = predicted_oom_kill(settings)
+    return None if kill is None else {"earliest": kill.earliest, "latest": kill.latest}
 
 
 def kubectl_commands(namespace: str, stack: str) -> dict[str, str]:

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from pulumi.runtime import rpc
 
 from infra.image import context_tag
-from infra.kube import predicted_seconds_to_oom_kill
+from infra.kube import predicted_oom_kill_step, predicted_seconds_to_oom_kill
 from infra.settings import (
     BASELINE_MAX_MIB,
     BASELINE_MIN_MIB,
@@ -31,7 +31,7 @@ from oomtools import render as render_module
 from oomtools.render import Rendered, render, stack_config
 from tests.conftest import PROJECT, require
 from workload.memory import MIB
-from workload.predict import predict_kill
+from workload.predict import STARTUP_SECONDS_MAX, predict_kill
 from workload.settings import MAX_CEILING_MIB, SettingsError, parse_settings
 
 DEPLOYMENT = "kubernetes:apps/v1:Deployment"
@@ -156,8 +156,10 @@ def test_the_network_policy_denies_all_traffic_to_every_pod(dev: Rendered) -> No
 def test_exports_say_where_it_runs_when_it_dies_and_how_to_watch(dev: Rendered) -> None:
     assert dev.exports["namespace"] == "oom-killer"
     assert dev.exports["deploymentName"] == "oom-killer"
-    # dev: 128 MiB, 16 MiB a second, 3 to 16 MiB before the first step: killed in step 8 either way, 7 s in.
-    assert dev.exports["predictedSecondsToOomKill"] == {"earliest": 7.0, "latest": 7.0}
+    # dev: 128 MiB, 16 MiB a second, 3 to 16 MiB charged before the first step (up to 13 of it page cache the kernel
+    # takes back): killed in step 7 or 8, 6 s in at the earliest, 7 s and the interpreter's start-up at the latest.
+    assert dev.exports["predictedOomKillStep"] == {"earliest": 7, "latest": 8}
+    assert dev.exports["predictedSecondsToOomKill"] == {"earliest": 6.0, "latest": 8.0}
     commands = dev.exports["kubectl"]
     assert commands["watchPods"].startswith("kubectl get pods --namespace oom-killer ")
     assert commands["watchPods"].endswith(" --watch")
@@ -194,6 +196,7 @@ def test_other_values_land_in_the_right_fields() -> None:
     assert rendered.exports["kubectl"]["watchPods"].startswith("kubectl get pods --namespace oom-lab ")
     # A ceiling below the limit: it holds, and no kill is predicted.
     assert rendered.exports["predictedSecondsToOomKill"] is None
+    assert rendered.exports["predictedOomKillStep"] is None
 
 
 def test_defaults_apply_when_the_stack_sets_nothing() -> None:
@@ -426,9 +429,11 @@ def test_a_pushed_build_needs_its_platform_named_and_a_local_one_takes_the_engin
 
 
 def test_the_prediction_is_a_range_where_the_baseline_decides_the_step() -> None:
-    # 256 MiB at 10 MiB a second: after a 16 MiB baseline the kill comes in step 25, after 3 MiB in step 26.
+    # 256 MiB at 10 MiB a second: after a 16 MiB baseline that all stays, and the kernel's own growth, the kill
+    # comes in step 24; after 3 MiB in step 26 (and the interpreter's start-up before the first step).
     exports = render({"memoryLimitMb": "256", "memoryIncrementMb": "10"}).exports
-    assert exports["predictedSecondsToOomKill"] == {"earliest": 24.0, "latest": 25.0}
+    assert exports["predictedOomKillStep"] == {"earliest": 24, "latest": 26}
+    assert exports["predictedSecondsToOomKill"] == {"earliest": 23.0, "latest": 26.0}
 
 
 @given(
@@ -447,11 +452,16 @@ def test_the_predicted_range_holds_the_kill_for_any_baseline_in_the_measured_ran
         return
     settings = load_settings_for({key: str(value) for key, value in config.items()})
     predicted = predicted_seconds_to_oom_kill(settings)
-    kill = predict_kill(limit * MIB, baseline_kib * 1024, increment, interval, None)
-    assert predicted is not None
-    assert kill is not None
-    assert predicted["earliest"] <= kill[1] <= predicted["latest"]
-    assert kill[0] >= 2  # the rule leaves room for a whole first step, whatever the baseline
+    steps = predicted_oom_kill_step(settings)
+    # Whatever a node charges at start, and whatever of it the kernel takes back, the hog's own announcement
+    # lies inside the stack's.
+    for reclaimable_kib in (0, max(baseline_kib - BASELINE_MIN_MIB * 1024, 0)):
+        kill = predict_kill(limit * MIB, baseline_kib * 1024, increment, interval, None, 0, reclaimable_kib * 1024)
+        assert predicted is not None and steps is not None and kill is not None
+        assert steps["earliest"] <= kill.earliest <= kill.latest <= steps["latest"]
+        assert predicted["earliest"] <= kill.seconds(kill.earliest)
+        assert kill.seconds(kill.latest) + STARTUP_SECONDS_MAX <= predicted["latest"]
+        assert kill.expected >= 2  # the rule leaves room for a whole first step, whatever the baseline
 
 
 @given(
@@ -467,6 +477,7 @@ def test_an_accepted_ceiling_holds_whatever_the_baseline(limit: int, ceiling: in
         return
     settings = load_settings_for(config)
     assert predicted_seconds_to_oom_kill(settings) is None
+    assert predicted_oom_kill_step(settings) is None
     assert predict_kill(limit * MIB, baseline_kib * 1024, 1, 0, ceiling) is None
 
 

@@ -220,7 +220,20 @@ def main(env: dict[str, str] | None = None) -> int:
     charged = baseline if usage is None else usage
     swap = cgroup.swap_bytes if cgroup is not None else None
     high = cgroup.high_bytes if cgroup is not None else None
-    kill = predict_kill(limit, charged, settings.increment_mib, settings.interval_ms, settings.ceiling_mib, swap)
+    # Page cache in the charge (the interpreter's files, where this cgroup read them first) is taken back by the
+    # kernel before it kills: the kill comes in a range of steps, from the whole charge to the part it cannot take.
+    stat = cgroup.memory_stat() if cgroup is not None and usage is not None else {}
+    reclaimable = max(stat.get("file", 0) - stat.get("shmem", 0), 0)
+    kill = predict_kill(
+        limit,
+        charged,
+        settings.increment_mib,
+        settings.interval_ms,
+        settings.ceiling_mib,
+        swap,
+        reclaimable,
+        stat.get("inactive_file"),
+    )
     if settings.memory_kind == "pagecache":
         kill = None  # page cache is reclaimed at the limit: no kill comes
     throttle = predict_throttle(high, charged, settings.increment_mib, settings.ceiling_mib)
@@ -235,8 +248,11 @@ def main(env: dict[str, str] | None = None) -> int:
         "memory_kind": settings.memory_kind,
         "baseline_rss_mib": baseline / MIB,
         "cgroup_usage_mib": None if usage is None else usage // MIB,
-        "predicted_steps": None if kill is None else kill[0],
-        "predicted_seconds": None if kill is None else kill[1],
+        "reclaimable_mib": None if usage is None else reclaimable // MIB,
+        "predicted_steps": None if kill is None else kill.expected,
+        "predicted_steps_earliest": None if kill is None else kill.earliest,
+        "predicted_steps_latest": None if kill is None else kill.latest,
+        "predicted_seconds": None if kill is None else kill.seconds(kill.expected),
     }
     # Only where they apply, so that a plain line stays plain: each changes what the user will see.
     if cgroup is not None and cgroup.oom_group is not None:

@@ -2,11 +2,78 @@
 
 Both sides use it: the workload's start line, and the stack's `predictedSecondsToOomKill` export (infra/kube.py),
 so it has no state and no side effects of its own.
+
+The kill is announced as a range of steps, because part of what the cgroup is charged at the start is page cache
+(the interpreter's own files, read once) that the kernel reclaims before it kills anything, and how much of it it
+takes back depends on how the node's cache stands:
+- earliest: the whole charge stays, and the kernel's own bookkeeping grows as the hog grows (GROWTH_* below);
+- expected: what the kubelet calls the working set stays (the charge less the inactive file pages);
+- latest: only what the kernel cannot take back stays (the charge less every reclaimable file page: anonymous
+  memory, shmem and kernel memory remain).
+Where the charge holds nothing reclaimable the three agree, unless the bookkeeping's growth straddles a step.
 """
 
 from __future__ import annotations
 
 from workload.memory import MIB
+
+# What the cgroup is charged beyond the hog's own pages as it grows: page tables (8 bytes a 4 KiB page, 1/512 of
+# what it allocates; measured on cgroup v1 here: 1 MiB more than allocated at 400 MiB, 2 MiB at 960 MiB), and on
+# cgroup v2 up to 2 MiB more of the kernel's own (slab, per-cpu, socket buffers: measured in the v2 VM, where a
+# 128 MiB limit met the kill a step before the whole charge predicted). Counted twice over for the earliest step.
+GROWTH_BASE_BYTES = 2 * MIB
+GROWTH_DIVISOR = 256  # the earliest counts 1/256 of the allocation; the others the page tables' 1/512 alone
+PAGE_TABLE_DIVISOR = 512
+# From the container's start to the hog's first step: the interpreter's start-up, slower on a cold node and under
+# a CPU limit (measured here beside a busy core: 0.05 s, 0.15 s with the page cache dropped, 0.2-0.4 s under a
+# 100-millicore quota either way). The stack's seconds count from the container's start, as Kubernetes' do.
+STARTUP_SECONDS_MAX = 1.0
+
+
+class KillRange:
+    """The steps in which the kernel may kill the hog (earliest <= expected <= latest), and the seconds from the
+    hog's first step to each (the pauses between steps; the steps themselves take milliseconds)."""
+
+    __slots__ = ("earliest", "expected", "latest", "interval_ms")
+
+    def __init__(self, earliest: int, expected: int, latest: int, interval_ms: int) -> None:
+        self.earliest = earliest
+        self.expected = expected
+        self.latest = latest
+        self.interval_ms = interval_ms
+
+    def seconds(self, step: int) -> float:
+        return (step - 1) * self.interval_ms / 1000
+
+    def where(self, step: int) -> str:
+        """Where a kill step lies: "early" or "late" outside the range, else its place in it ("2/4")."""
+        if step < self.earliest:
+            return "early"
+        if step > self.latest:
+            return "late"
+        return f"{step - self.earliest + 1}/{self.latest - self.earliest + 1}"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, KillRange) and self.as_tuple() == other.as_tuple()
+
+    def __hash__(self) -> int:
+        return hash(self.as_tuple())
+
+    def as_tuple(self) -> tuple[int, int, int, int]:
+        return self.earliest, self.expected, self.latest, self.interval_ms
+
+    def __repr__(self) -> str:
+        return f"KillRange({self.earliest}..{self.latest}, expected {self.expected}, every {self.interval_ms} ms)"
+
+
+def first_step_past(room: int, increment_bytes: int, divisor: int | None = None) -> int:
+    """The first step whose allocation (plus 1/divisor of it, the kernel's growth with it) needs more than room."""
+    if room < 0:
+        return 1
+    if divisor is None:
+        return room // increment_bytes + 1
+    # s * increment * (divisor + 1) / divisor > room  <=>  s > room * divisor / (increment * (divisor + 1))
+    return room * divisor // (increment_bytes * (divisor + 1)) + 1
 
 
 def predict_kill(
@@ -16,20 +83,33 @@ def predict_kill(
     interval_ms: int,
     ceiling_mib: int | None,
     swap_bytes: int | None = None,
-) -> tuple[int, float] | None:
-    """(the step during which the kernel kills, seconds from the first step to it); None if no kill comes.
+    reclaimable_bytes: int = 0,
+    inactive_file_bytes: int | None = None,
+) -> KillRange | None:
+    """The steps during which the kernel kills (see the module's docstring); None if no kill comes.
 
-    The kill comes in the first step whose allocation takes the cgroup's charge past the limit; a ceiling
-    at or below the room left means the hog stops growing first. Swap the cgroup may use moves that point out
-    by as much: the kernel swaps the hog's pages out before it gives up (the pauses it adds are not counted).
+    charged_bytes is the cgroup's whole charge before the first step; reclaimable_bytes the part of it the kernel
+    can take back (file pages less shmem); inactive_file_bytes the part a kubelet leaves out of the working set
+    (default: all of the reclaimable). A ceiling that the expected step leaves room for means the hog stops
+    growing first; one that does not caps the latest step at the step that reaches it. Swap the cgroup may use
+    moves the kill out by as much: the kernel swaps the hog's pages out before it gives up.
     """
     if limit_bytes is None:
         return None
+    increment = increment_mib * MIB
     room = limit_bytes + (swap_bytes or 0) - charged_bytes
-    if ceiling_mib is not None and ceiling_mib * MIB <= room:
+    reclaimable = min(max(reclaimable_bytes, 0), max(charged_bytes, 0))
+    inactive = reclaimable if inactive_file_bytes is None else min(max(inactive_file_bytes, 0), reclaimable)
+    expected_room = room + inactive
+    if ceiling_mib is not None and ceiling_mib * MIB <= expected_room:
         return None
-    step = max(room, 0) // (increment_mib * MIB) + 1
-    return step, (step - 1) * interval_ms / 1000
+    earliest = first_step_past(room - GROWTH_BASE_BYTES, increment, GROWTH_DIVISOR)
+    expected = first_step_past(expected_room, increment, PAGE_TABLE_DIVISOR)
+    latest = first_step_past(room + reclaimable, increment, PAGE_TABLE_DIVISOR)
+    if ceiling_mib is not None:
+        latest = min(latest, -(-ceiling_mib // increment_mib))  # the step that reaches the ceiling
+    earliest = min(earliest, latest)
+    return KillRange(earliest, min(max(expected, earliest), latest), latest, interval_ms)
 
 
 def predict_throttle(
