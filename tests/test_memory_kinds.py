@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.prediction import assert_killed_in_announced_range
 from tests.test_kernel_oom import MakeCgroup, events, make_cgroup, read_until, start_workload
 from workload import logfmt
 from workload.memory import FILE_PREFIX, filesystem_of, memory_dir_problem, own_files
@@ -133,7 +134,7 @@ def test_tmpfs_files_are_charged_as_shmem_and_the_kernel_kills_at_the_limit(
     assert group.oom_kills() >= 1
     start, steps = events(stdout, "start")[0], events(stdout, "step")
     assert start["memory_kind"] == "tmpfs"
-    assert int(start["predicted_steps"]) == len(steps) + 1
+    assert_killed_in_announced_range(start, len(steps))
     for step in steps:
         # Not the process's own memory: its RSS stays at the interpreter's, the cgroup's shmem grows instead.
         assert int(step["rss_mib"]) < 20
@@ -230,6 +231,35 @@ def test_a_supervised_worker_is_killed_and_restarted_while_its_supervisor_lives(
     assert events(stdout, "stop")[-1]["process_model"] == "supervised"
     assert (group.path / "cgroup.procs").read_text() == "", "the worker must be gone too"
     assert sorted(p.name for p in tmpfs_dir.iterdir()) == ["not-the-hogs"]
+
+
+@pytest.mark.parametrize("when", ["worker-running", "restart-interval"])
+def test_a_supervised_stop_counts_the_children_it_started_in_either_order(make_cgroup: MakeCgroup, when: str) -> None:
+    # children: the workers PID 1 started, a stopped one included. Stopped while a worker holds at a ceiling,
+    # that worker counts and is named; stopped in the pause after a kill (10 s here), none runs.
+    variables = {"PROCESS_MODEL": "supervised", "INCREMENT_INTERVAL_MS": "10000"}
+    if when == "worker-running":
+        variables.update(MEMORY_CEILING_MB="16", MEMORY_INCREMENT_MB="16")
+    else:
+        variables.update(MEMORY_INCREMENT_MB=str(LIMIT_MIB))  # the first step takes it past the limit
+    process = start_workload(make_cgroup(LIMIT_MIB), **variables)
+    seen: list[str] = []
+    try:
+        seen = read_until(process, "holding" if when == "worker-running" else "child_exit", timeout=60)
+    finally:
+        rest, seconds = stop_within_a_second(process)
+    stdout = "\n".join([*seen, rest])
+    assert (process.returncode, seconds < 1) == (0, True), stdout
+    exits = events(stdout, "child_exit")
+    stop = events(stdout, "stop")[-1]
+    if when == "worker-running":
+        assert exits == []
+        assert stop["stopped_worker"] == events(stdout, "start")[-1]["pid"]
+        assert stop["children"] == "1"
+    else:
+        assert [e["signal"] for e in exits] == ["SIGKILL"]
+        assert stop["stopped_worker"] == "none"
+        assert stop["children"] == "1"
 
 
 def test_supervised_bad_settings_exit_2_from_pid_1_before_any_worker(make_cgroup: MakeCgroup) -> None:

@@ -48,8 +48,20 @@ def _stop(child: int, received: int, children: int) -> int:
     if done != child:
         os.kill(child, signal.SIGKILL)
         os.waitpid(child, 0)
-    _say(event="stop", signal=signal.Signals(received).name, process_model="supervised", children=children)
+    _stopped(received, children, child)
     return EXIT_STOPPED
+
+
+def _stopped(received: int, children: int, worker: int | None) -> None:
+    """The stop line. children: how many workers this process started, the one it stopped included; a stop in the
+    restart interval stopped none (stopped_worker=none), so there children equals the workers that ended."""
+    _say(
+        event="stop",
+        signal=signal.Signals(received).name,
+        process_model="supervised",
+        children=children,
+        stopped_worker=worker,
+    )
 
 
 def supervise(settings: Settings, environment: dict[str, str]) -> int:
@@ -100,5 +112,5 @@ def supervise(settings: Settings, environment: dict[str, str]) -> int:
             return EXIT_BAD_SETTINGS  # the child refused its settings (its line said why): a restart would too
         stop = signal.sigtimedwait(STOP_SIGNALS, settings.interval_ms / 1000)
         if stop is not None:
-            _say(event="stop", signal=signal.Signals(stop.si_signo).name, process_model="supervised", children=children)
+            _stopped(stop.si_signo, children, None)
             return EXIT_STOPPED
