@@ -26,6 +26,7 @@ from oomtools.rehearsal import DeclaredPod, ImageUnavailable, build_image, memor
 from oomtools.render import stack_file
 from workload import logfmt
 from workload.memory import MIB
+from workload.predict import KillRange
 
 EXIT_AS_PREDICTED = 0  # what happened is what the settings predict
 EXIT_NOT_AS_PREDICTED = 1  # it ran, and ended otherwise
@@ -147,8 +148,10 @@ def run(args: argparse.Namespace) -> int:
     last_allocated = steps[-1]["allocated_mib"] if steps else "0"
     # A ceiling holds it below the limit (the settings leave room for the baseline); without one, the kernel kills.
     predicted = "held-below-limit" if env.get("MEMORY_CEILING_MB", "0") not in ("", "0") else "OOMKilled"
+    on_time, where = kill_fields(events, outcome.exit_code == 137)
     if outcome.oom_killed and outcome.exit_code == 137:
-        happened = "OOMKilled"
+        # As predicted only in a step the hog announced at its start (its own charge, what the kernel may take back).
+        happened = "OOMKilled" if on_time else "OOMKilled-outside-announced-steps"
     elif any(fields.get("event") == "holding" for fields in events) and outcome.exit_code == 0:
         happened = "held-below-limit"  # held at the ceiling until the demo stopped it
     else:
@@ -160,6 +163,7 @@ def run(args: argparse.Namespace) -> int:
             oom_killed=outcome.oom_killed,
             exit_code=outcome.exit_code,
             last_allocated_mib=int(last_allocated),
+            **where,
             limit_mib=memory_bytes(limit) // MIB,
             seconds=round(outcome.seconds, 1),
             termination_message=outcome.termination_message.strip(),
@@ -167,6 +171,50 @@ def run(args: argparse.Namespace) -> int:
         flush=True,
     )
     return EXIT_AS_PREDICTED if happened == predicted else EXIT_NOT_AS_PREDICTED
+
+
+def kills_against_announced(events: list[dict[str, str]], container_killed: bool) -> list[tuple[int, KillRange]]:
+    """Each hog's kill step (one past the last step it logged) with the range its own start line announced: a
+    supervised worker's ends in a SIGKILL child_exit, the single hog's in the container's own OOM kill."""
+    found: list[tuple[int, KillRange]] = []
+    announced: KillRange | None = None
+    steps = 0
+    for fields in events:
+        event = fields.get("event")
+        if event == "start":
+            announced, steps = _announced(fields), 0
+        elif event == "step":
+            steps += 1
+        elif event == "child_exit":
+            if fields.get("signal") == "SIGKILL" and announced is not None:
+                found.append((steps + 1, announced))
+            announced = None
+    if container_killed and announced is not None:
+        found.append((steps + 1, announced))
+    return found
+
+
+def _announced(start: dict[str, str]) -> KillRange | None:
+    try:
+        return KillRange(
+            int(start["predicted_steps_earliest"]),
+            int(start["predicted_steps"]),
+            int(start["predicted_steps_latest"]),
+            int(start.get("interval_ms", "0")),
+        )
+    except (KeyError, ValueError):
+        return None  # no kill announced (a ceiling or page cache): nothing to hold a kill to
+
+
+def kill_fields(events: list[dict[str, str]], container_killed: bool) -> tuple[bool, dict[str, object]]:
+    """(every kill came in a step its hog announced, the verdict line's fields saying where in the range)."""
+    kills = kills_against_announced(events, container_killed)
+    fields: dict[str, object] = {}
+    if kills:
+        fields["killed_in_step"] = ",".join(str(step) for step, _ in kills)
+        fields["announced_steps"] = ",".join(f"{r.earliest}..{r.latest}" for _, r in kills)
+        fields["where"] = ",".join(r.where(step) for step, r in kills)
+    return all(r.earliest <= step <= r.latest for step, r in kills), fields
 
 
 def verdict_of(
@@ -193,8 +241,8 @@ def verdict_of(
             working_set_mib=holding[-1].get("working_set_mib", "none"),
             file_mib=holding[-1].get("file_mib", "none"),
         )
-    elif child_exits and exit_code == 0:
-        happened = "worker-killed"
+    elif any(e.get("signal") == "SIGKILL" for e in child_exits) and exit_code == 0:
+        happened = "worker-killed"  # a worker that exited otherwise (its own error, say) was not killed
         fields.update(
             worker_kills=sum(e.get("signal") == "SIGKILL" for e in child_exits),
             oom_kill_count=child_exits[-1].get("oom_kill", "none"),
@@ -204,6 +252,10 @@ def verdict_of(
         happened = "ended-otherwise"
     if model == "supervised" and kind == "pagecache" and child_exits:
         happened = "worker-killed"  # page cache should never have killed it: say what did happen
+    on_time, where = kill_fields(events, exit_code == 137)
+    fields.update(where)
+    if happened in ("worker-killed", "OOMKilled") and not on_time:
+        happened += "-outside-announced-steps"
     return happened, predicted, fields
 
 

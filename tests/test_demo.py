@@ -94,3 +94,48 @@ def test_no_engine_is_exit_3_in_one_line(capsys: pytest.CaptureFixture[str]) -> 
 def test_every_exit_code_is_distinct() -> None:
     codes = {name: value for name, value in vars(demo).items() if name.startswith("EXIT_")}
     assert len(set(codes.values())) == len(codes) == 8
+
+
+# The verdict's own judgement, on the lines a run printed.
+
+
+def hog_run(steps: int, earliest: int, latest: int) -> list[dict[str, str]]:
+    start = {
+        "event": "start",
+        "interval_ms": "0",
+        "predicted_steps_earliest": str(earliest),
+        "predicted_steps": str(latest),
+        "predicted_steps_latest": str(latest),
+    }
+    return [start, *({"event": "step", "step": str(n)} for n in range(1, steps + 1))]
+
+
+def test_a_kill_inside_the_announced_steps_is_as_predicted_and_says_where() -> None:
+    on_time, fields = demo.kill_fields(hog_run(13, 13, 16), container_killed=True)
+    assert on_time
+    assert fields == {"killed_in_step": "14", "announced_steps": "13..16", "where": "2/4"}
+
+
+@pytest.mark.parametrize(("steps", "where"), [(10, "early"), (16, "late")])
+def test_a_kill_outside_the_announced_steps_is_not_as_predicted(steps: int, where: str) -> None:
+    on_time, fields = demo.kill_fields(hog_run(steps, 13, 16), container_killed=True)
+    assert not on_time
+    assert fields["where"] == where
+
+
+def test_a_supervised_worker_that_exited_on_its_own_is_not_a_worker_kill() -> None:
+    supervisor = {"event": "supervisor_start", "oom_group": "0"}
+    exited = {"event": "child_exit", "exit_code": "1", "oom_kill": "0"}
+    stopped = {"event": "stop", "children": "1", "stopped_worker": "none"}
+    verdict = demo.verdict_of("anonymous", "supervised", [supervisor, *hog_run(3, 12, 12), exited, stopped], 0)
+    assert verdict is not None
+    assert verdict[:2] == ("ended-otherwise", "worker-killed")
+    killed = {"event": "child_exit", "signal": "SIGKILL", "oom_kill": "1"}
+    verdict = demo.verdict_of("anonymous", "supervised", [supervisor, *hog_run(11, 12, 12), killed, stopped], 0)
+    assert verdict is not None
+    assert verdict[:2] == ("worker-killed", "worker-killed")
+    assert verdict[2]["where"] == "1/1"
+    # Killed, but in a step its start line did not announce: not as predicted.
+    verdict = demo.verdict_of("anonymous", "supervised", [supervisor, *hog_run(5, 12, 12), killed, stopped], 0)
+    assert verdict is not None
+    assert verdict[0] == "worker-killed-outside-announced-steps"
