@@ -29,6 +29,7 @@ from typing import Any, Final, TextIO
 
 from oomtools import alerts as prom
 from workload import logfmt
+from workload.predict import KillRange
 
 EXIT_AS_PREDICTED: Final = 0
 EXIT_NOT_AS_PREDICTED: Final = 1
@@ -155,6 +156,15 @@ class Prediction:
     earliest: float | None
     latest: float | None
     replicas: int
+    steps: KillRange | None = None  # the steps in which a kill may come (predictedOomKillStep); None: not exported
+
+    def kill_step(self, death: Death) -> int:
+        """The step a death came in: one past the step its termination message (the last step line) names."""
+        logged = logfmt.parse(death.message).get("step", "0") if death.message.startswith("event=step") else "0"
+        return int(logged) + 1 if logged.isdigit() else 1
+
+    def in_announced_steps(self, death: Death) -> bool:
+        return self.steps is None or self.steps.earliest <= self.kill_step(death) <= self.steps.latest
 
     def on_time(self, seconds: float) -> bool:
         if self.earliest is None or self.latest is None:
@@ -177,7 +187,9 @@ def predict(outputs: dict[str, Any], replicas: int, env: dict[str, str]) -> Pred
     supervised = env.get("PROCESS_MODEL", "single") == "supervised"
     earliest = float(predicted["earliest"]) if predicted else None
     latest = float(predicted["latest"]) if predicted else None
-    return Prediction(predicted is not None and replicas > 0, supervised, earliest, latest, replicas)
+    step = outputs.get("predictedOomKillStep") or None
+    steps = None if not step else KillRange(int(step["earliest"]), int(step["latest"]), int(step["latest"]), 0)
+    return Prediction(predicted is not None and replicas > 0, supervised, earliest, latest, replicas, steps)
 
 
 @dataclass
@@ -384,6 +396,16 @@ def checks_for(
         checks.append(
             Check("no other death", not others, " ".join(f"{d.reason}/{d.exit_code}" for d in others) or "none")
         )
+        if prediction.steps is not None:
+            steps = prediction.steps
+            checks.append(
+                Check(
+                    "each kill in an announced step",
+                    bool(oom) and all(prediction.in_announced_steps(d) for d in oom),
+                    f"predicted_steps={steps.earliest}..{steps.latest} seen="
+                    + ",".join(f"{prediction.kill_step(d)}({steps.where(prediction.kill_step(d))})" for d in oom),
+                )
+            )
         late = [d for d in oom if not prediction.on_time(d.seconds_from_start)]
         checks.append(
             Check(
@@ -502,6 +524,9 @@ def run(args: argparse.Namespace, out: TextIO, err: TextIO, clock: Callable[[], 
             selector=selector,
             replicas=prediction.replicas,
             predicted_seconds=f"{prediction.earliest}..{prediction.latest}" if prediction.kills else "none",
+            predicted_steps="none"
+            if prediction.steps is None or not prediction.kills
+            else f"{prediction.steps.earliest}..{prediction.steps.latest}",
             process_model="supervised" if prediction.supervised else "single",
             alerts=",".join(names) or "none",
         ),

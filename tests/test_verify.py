@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import io
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -10,6 +11,7 @@ import pytest
 
 from oomtools import verify
 from oomtools.alerts import AlertRecord
+from workload.predict import KillRange
 
 
 @pytest.mark.parametrize(("text", "seconds"), [("10m", 600), ("90s", 90), ("1h30m", 5400), ("45", 45)])
@@ -64,3 +66,29 @@ def test_an_expected_alert_that_never_fired_fails_the_verdict_and_the_junit_repo
     suite = ET.parse(report).getroot()  # noqa: S314 (the report this test had written)
     assert suite.get("failures") == str(len(failed))
     assert suite.get("tests") == str(len(checks))
+
+
+def oom_death(last_step: int | None, container_id: str) -> verify.Death:
+    started = datetime.datetime(2026, 11, 30, 12, 0, 0, tzinfo=datetime.UTC)
+    message = "" if last_step is None else f"event=step step={last_step} allocated_mib={16 * last_step}"
+    return verify.Death(
+        "pod", "oom-killer", container_id, "OOMKilled", 137, message, started,
+        started + datetime.timedelta(seconds=7), 0,
+    )  # fmt: skip
+
+
+def test_each_kill_is_held_to_the_steps_the_stack_announced_and_the_check_says_where() -> None:
+    steps = KillRange(7, 8, 8, 1000)
+    prediction = verify.Prediction(True, False, 6, 8, 1, steps)
+    observed = verify.Observed()
+    observed.deaths = {"a": oom_death(6, "a"), "b": oom_death(7, "b")}  # killed in steps 7 and 8
+    (check,) = [c for c in verify.checks_for(prediction, observed, 2, []) if c.name == "each kill in an announced step"]
+    assert check.ok
+    assert check.detail == "predicted_steps=7..8 seen=7(1/2),8(2/2)"
+    # A kill in step 5 (the termination message names step 4) was not announced: the check fails.
+    observed.deaths["c"] = oom_death(4, "c")
+    (check,) = [c for c in verify.checks_for(prediction, observed, 2, []) if c.name == "each kill in an announced step"]
+    assert not check.ok
+    assert "5(early)" in check.detail
+    # No message (killed before its first step line): step 1.
+    assert prediction.kill_step(oom_death(None, "d")) == 1
