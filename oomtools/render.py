@@ -25,6 +25,11 @@ PROJECT_DIR = Path(__file__).resolve().parent.parent
 PROGRAM = PROJECT_DIR / "__main__.py"
 
 
+# The program's own order of the Kubernetes objects (as __main__.py declares them, and so each after what it needs):
+# the order the objects are returned in, whatever order the engine (here its mock) took the registrations in.
+KIND_ORDER = ("Namespace", "LimitRange", "NetworkPolicy", "Deployment", "PrometheusRule")
+
+
 @dataclass
 class Declared:
     type: str
@@ -32,8 +37,18 @@ class Declared:
     inputs: dict[str, Any]
 
 
+def _program_order(resource: Declared) -> tuple[int, str, str, str]:
+    """The sort key of a Kubernetes object: its kind's place in KIND_ORDER (others after), then namespace, name."""
+    kind = str(resource.inputs.get("kind", ""))
+    rank = KIND_ORDER.index(kind) if kind in KIND_ORDER else len(KIND_ORDER)
+    metadata = resource.inputs.get("metadata") or {}
+    return rank, kind, str(metadata.get("namespace", "")), str(metadata.get("name", ""))
+
+
 @dataclass
 class Rendered:
+    # In the order the mock engine received the registrations: Pulumi does not promise one, so nothing may rely on
+    # it (look resources up with of_type/one, or take kubernetes_resources() in the program's order).
     resources: list[Declared] = field(default_factory=list)
     exports: dict[str, Any] = field(default_factory=dict)
     # resource name -> the names of the resources the engine must create first (explicit and through outputs)
@@ -46,9 +61,13 @@ class Rendered:
         (found,) = self.of_type(resource_type)
         return found
 
+    def kubernetes_resources(self) -> list[Declared]:
+        """The Kubernetes resources in the program's order (KIND_ORDER, then namespace and name), however recorded."""
+        return sorted((r for r in self.resources if r.type.startswith("kubernetes:")), key=_program_order)
+
     def kubernetes_objects(self) -> list[dict[str, Any]]:
-        """The Kubernetes objects as manifests (apiVersion, kind, metadata, spec), in the order declared."""
-        return [r.inputs for r in self.resources if r.type.startswith("kubernetes:")]
+        """The Kubernetes objects as manifests (apiVersion, kind, metadata, spec), in the program's order."""
+        return [r.inputs for r in self.kubernetes_resources()]
 
 
 def _plain(value: Any) -> Any:

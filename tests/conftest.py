@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import docker
 import docker.errors
 import pytest
 
+from oomtools.rehearsal import DeclaredPod, build_image, stack_pod
+
 PROJECT = Path(__file__).resolve().parent.parent
+# The small memory limit the container tests give the dev stack's pod (dev_pod), so each kill comes in seconds.
+CONTAINER_LIMIT_MIB = 64
 
 
 def require(condition: bool, reason: str) -> None:
@@ -30,3 +35,20 @@ def docker_engine() -> docker.DockerClient:
         require(False, f"no Docker engine answers (DOCKER_HOST or the default socket): {error}")
         raise
     return client
+
+
+@pytest.fixture(scope="session")
+def engine() -> Iterator[docker.DockerClient]:
+    """The Docker engine, one client for the whole session (it holds no state a test could leave behind)."""
+    client = docker_engine()
+    yield client
+    client.close()
+
+
+@pytest.fixture(scope="session")
+def dev_pod(engine: docker.DockerClient) -> DeclaredPod:
+    """The dev stack's pod with CONTAINER_LIMIT_MIB, its image built from the project's Dockerfile once a session
+    (the tag is the build context's content, so every module gets the same image); tests must not change it."""
+    pod = stack_pod("dev", {"memoryLimitMb": str(CONTAINER_LIMIT_MIB)})
+    build_image(engine, pod)
+    return pod

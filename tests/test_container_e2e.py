@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import docker
@@ -18,25 +17,10 @@ import pytest
 
 from oomtools import demo
 from oomtools.rehearsal import DeclaredPod, build_image, rehearse, stack_pod, start
-from tests.conftest import docker_engine, require
+from tests.conftest import CONTAINER_LIMIT_MIB, require
 from workload import logfmt
 
-LIMIT_MIB = 64
-
-
-@pytest.fixture(scope="module")
-def engine() -> Iterator[docker.DockerClient]:
-    client = docker_engine()
-    yield client
-    client.close()
-
-
-@pytest.fixture(scope="module")
-def dev_pod(engine: docker.DockerClient) -> DeclaredPod:
-    """The dev stack's pod with a small limit, its image built from the project's Dockerfile."""
-    pod = stack_pod("dev", {"memoryLimitMb": str(LIMIT_MIB)})
-    build_image(engine, pod)
-    return pod
+LIMIT_MIB = CONTAINER_LIMIT_MIB  # the limit of dev_pod (tests/conftest.py)
 
 
 # The workload's container tests run on the oldest and the newest Python it claims: the default base (CI:

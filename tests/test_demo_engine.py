@@ -6,34 +6,17 @@ test_container_e2e.py does. Without an engine these skip, saying why; in CI they
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import docker
 import docker.errors
 import pytest
 
 from infra.settings import BASELINE_MAX_MIB
 from oomtools import demo
-from oomtools.rehearsal import DeclaredPod, build_image, rehearse, stack_pod
-from tests.conftest import docker_engine
+from oomtools.rehearsal import DeclaredPod, rehearse, stack_pod
+from tests.conftest import CONTAINER_LIMIT_MIB
 from workload import logfmt
 
-LIMIT_MIB = 64
-
-
-@pytest.fixture(scope="module")
-def engine() -> Iterator[docker.DockerClient]:
-    client = docker_engine()
-    yield client
-    client.close()
-
-
-@pytest.fixture(scope="module")
-def dev_pod(engine: docker.DockerClient) -> DeclaredPod:
-    """The dev stack's pod with a small limit, its image built from the project's Dockerfile."""
-    pod = stack_pod("dev", {"memoryLimitMb": str(LIMIT_MIB)})
-    build_image(engine, pod)
-    return pod
+LIMIT_MIB = CONTAINER_LIMIT_MIB  # the limit of dev_pod (tests/conftest.py)
 
 
 def steps_of(lines: list[str]) -> list[dict[str, str]]:

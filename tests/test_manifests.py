@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import itertools
 import json
 import os
 import shutil
@@ -14,7 +15,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from oomtools.render import render, stack_config
+from oomtools.render import KIND_ORDER, Rendered, render, stack_config
 from tests.conftest import PROJECT, require
 
 # The oldest and the newest Kubernetes the project supports.
@@ -37,17 +38,37 @@ def objects(config_name: str) -> list[dict[str, Any]]:
     return render(CONFIGS[config_name]).kubernetes_objects()
 
 
+def of_kind(manifests: list[dict[str, Any]], kind: str) -> dict[str, Any]:
+    """The one object of this kind (looked up, never taken by its place in the list)."""
+    (found,) = [manifest for manifest in manifests if manifest["kind"] == kind]
+    return found
+
+
 @pytest.mark.parametrize("version", VERSIONS)
 @pytest.mark.parametrize("config_name", sorted(CONFIGS))
 def test_every_object_validates_strictly(config_name: str, version: str) -> None:
     declared = objects(config_name)
-    assert [o["kind"] for o in declared] == ["Namespace", "LimitRange", "NetworkPolicy", "Deployment"]
+    assert sorted(o["kind"] for o in declared) == sorted(["Namespace", "LimitRange", "NetworkPolicy", "Deployment"])
     for manifest in declared:
         kubernetes_validate.validate(manifest, version, strict=True)
 
 
+def test_the_objects_come_in_the_programs_order_however_the_engine_took_them() -> None:
+    # The mock engine records registrations in the order they reach it, which Pulumi does not promise: every
+    # order they could arrive in gives the same objects in the same order, each after the ones it needs.
+    rendered = render({**CONFIGS["dev"], "prometheusRule": "true"})
+    expected = rendered.kubernetes_objects()
+    assert [o["kind"] for o in expected] == list(KIND_ORDER)
+    names = [resource.name for resource in rendered.kubernetes_resources()]
+    for place, name in enumerate(names):
+        assert set(rendered.dependencies[name]) & set(names) <= set(names[:place]), (name, names)
+    for arrival in itertools.permutations(rendered.resources):
+        shuffled = Rendered(list(arrival), rendered.exports, rendered.dependencies)
+        assert shuffled.kubernetes_objects() == expected
+
+
 def test_strict_validation_catches_a_field_kubernetes_does_not_have() -> None:
-    deployment = copy.deepcopy(objects("dev")[-1])
+    deployment = copy.deepcopy(of_kind(objects("dev"), "Deployment"))
     deployment["spec"]["template"]["spec"]["containers"][0]["memoryLimit"] = "128Mi"
     with pytest.raises(kubernetes_validate.ValidationError):
         kubernetes_validate.validate(deployment, VERSIONS[0], strict=True)

@@ -96,12 +96,11 @@ def test_supervised_passes_the_model_and_predicts_with_two_interpreters() -> Non
 
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_every_case_passes_strict_validation_and_pod_security_restricted_volumes(case: str) -> None:
-    declared = rendered(case).kubernetes_objects()
+    stack = rendered(case)
     for version in VERSIONS:
-        for manifest in declared:
+        for manifest in stack.kubernetes_objects():
             kubernetes_validate.validate(manifest, version, strict=True)
-    pod = declared[-1]["spec"]["template"]["spec"]
-    for volume in pod.get("volumes", []):
+    for volume in pod_of(stack).get("volumes", []):
         assert set(volume) - {"name"} <= RESTRICTED_VOLUMES
 
 
