@@ -7,7 +7,9 @@ cluster makes lives in one work folder, and `stop` (also `python -m tests.e2e.cl
 process) takes it all down from the state file written there: processes by pid, containers by their cgroups,
 mounts, the bridge, and the kernel settings the kubelet changes.
 
-Usage: python -m tests.e2e.cluster stop DIR (the cluster is started by make e2e; E2E_KEEP=1 leaves it up)
+Usage, from the project's root (python -m finds the tests package only there; `stop_command` gives the line that
+works from any folder): python -m tests.e2e.cluster stop DIR (the cluster is started by make e2e; E2E_KEEP=1
+leaves it up and prints that line)
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shlex
 import signal
 import socket
 import ssl
@@ -30,6 +33,7 @@ import yaml
 
 from tests.e2e import pki
 
+PROJECT_DIR = Path(__file__).resolve().parents[2]
 CACHE = Path(os.environ.get("OOM_KILLER_E2E_CACHE", "/var/cache/oom-killer-ci"))
 BIN = Path(os.environ.get("OOM_KILLER_E2E_BIN", str(CACHE / "bin")))
 BUILD_SCRIPT = Path(__file__).resolve().parent / "builds" / "build.sh"
@@ -608,6 +612,13 @@ def _http_ok(url: str, pki_dir: Path | None = None) -> bool:
         return bool(response.status == 200)
 
 
+def stop_command(workdir: Path) -> str:
+    """The shell line that stops the cluster in `workdir` from any folder: `python -m tests.e2e.cluster` finds the
+    tests package only from the project's root, so the line goes there first (with this very interpreter)."""
+    module = f"{shlex.quote(sys.executable)} -m tests.e2e.cluster stop {shlex.quote(str(workdir.resolve()))}"
+    return f"cd {shlex.quote(str(PROJECT_DIR))} && {module}"
+
+
 def main(argv: list[str]) -> int:
     """`stop DIR`: take down a cluster that `make e2e E2E_KEEP=1` left running (it prints this command)."""
     if len(argv) == 2 and argv[0] == "stop":
@@ -615,7 +626,7 @@ def main(argv: list[str]) -> int:
         for problem in problems:
             print(f"e2e stop: {problem}", file=sys.stderr)
         return 1 if problems else 0
-    print("usage: python -m tests.e2e.cluster stop DIR", file=sys.stderr)
+    print(f"usage: cd {shlex.quote(str(PROJECT_DIR))} && python -m tests.e2e.cluster stop DIR", file=sys.stderr)
     return 2
 
 

@@ -11,7 +11,6 @@ import io
 import os
 import shutil
 import subprocess
-import sys
 import tarfile
 import tempfile
 import time
@@ -28,8 +27,18 @@ from kubernetes import client, utils
 
 from oomtools.rehearsal import build_image, declared_pod
 from oomtools.render import Rendered, render, stack_config
-from tests.conftest import docker_engine, require
-from tests.e2e.cluster import BIN, CNI_PLUGINS, PAUSE_IMAGE, RUNC, Cluster, ClusterError, build, free_port
+from tests.conftest import require
+from tests.e2e.cluster import (
+    BIN,
+    CNI_PLUGINS,
+    PAUSE_IMAGE,
+    RUNC,
+    Cluster,
+    ClusterError,
+    build,
+    free_port,
+    stop_command,
+)
 
 REGISTRY = "/usr/bin/docker-registry"
 
@@ -78,12 +87,7 @@ def _check_archive(archive: bytes) -> None:
 
 
 @pytest.fixture(scope="session")
-def docker_client() -> docker.DockerClient:
-    return docker_engine()
-
-
-@pytest.fixture(scope="session")
-def cluster(docker_client: docker.DockerClient) -> Iterator[Cluster]:
+def cluster(engine: docker.DockerClient) -> Iterator[Cluster]:
     require(os.geteuid() == 0, "the test cluster needs root (cgroups, mounts, a bridge)")
     require(RUNC.exists(), f"no runc at {RUNC} (apt-get install runc)")
     require((CNI_PLUGINS / "bridge").exists(), f"no CNI plugins in {CNI_PLUGINS} (containernetworking-plugins)")
@@ -94,7 +98,7 @@ def cluster(docker_client: docker.DockerClient) -> Iterator[Cluster]:
     keep = os.environ.get("E2E_KEEP") == "1"
     try:
         started.start()
-        pause = _pause_archive(docker_client)
+        pause = _pause_archive(engine)
         _check_archive(pause)
         started.load_image(pause)
         started.wait_ready()
@@ -104,7 +108,7 @@ def cluster(docker_client: docker.DockerClient) -> Iterator[Cluster]:
     yield started
     if keep:
         fact("kubeconfig", str(started.kubeconfig))
-        fact("stop", f"{sys.executable} -m tests.e2e.cluster stop {workdir}")
+        fact("stop", stop_command(workdir))
         return
     problems = started.stop()
     assert not problems, f"the cluster left things behind: {problems}"
@@ -127,6 +131,13 @@ class Deployed:
         return client.CoreV1Api(self.api)
 
 
+def render_for_the_node(config: dict[str, str], stack_name: str) -> Rendered:
+    """The stack under mocks with this config, built FROM BASE_IMAGE where that is set (CI's Debian-made base)."""
+    if os.environ.get("BASE_IMAGE"):
+        config = {**config, "baseImage": os.environ["BASE_IMAGE"]}
+    return render(config, stack_name=stack_name)
+
+
 def dependency_order(rendered: Rendered) -> list[str]:
     """Resource names so that each comes after what it depends on (as the engine would create them)."""
     order: list[str] = []
@@ -137,30 +148,34 @@ def dependency_order(rendered: Rendered) -> list[str]:
         if name not in order:
             order.append(name)
 
-    for resource in rendered.resources:
+    for resource in rendered.kubernetes_resources():  # the program's order, not the mock's: ties come out the same
         visit(resource.name)
     return order
 
 
-@pytest.fixture(scope="session")
-def deployed(cluster: Cluster, docker_client: docker.DockerClient) -> Iterator[Deployed]:
-    """The objects `pulumi up` would send for the dev stack (rendered under mocks), applied in dependency order
-    with a Kubernetes client; the image built as the stack builds it and loaded as a kind user loads it."""
-    settings = stack_config("dev")
-    if os.environ.get("BASE_IMAGE"):
-        settings["baseImage"] = os.environ["BASE_IMAGE"]
-    rendered = render(settings, stack_name="dev")
-    tag = build_image(docker_client, declared_pod(rendered))
-    cluster.load_image(workload_archive(docker_client, tag))
-
-    api = cluster.api()
+def apply_in_dependency_order(api: client.ApiClient, rendered: Rendered) -> list[str]:
+    """Create the stack's Kubernetes objects with a Kubernetes client as the engine would, each after what it depends
+    on; return their kinds in the order created."""
     by_name = {resource.name: resource for resource in rendered.resources}
     applied = []
     for name in dependency_order(rendered):
         resource = by_name[name]
         if resource.type.startswith("kubernetes:"):
             utils.create_from_dict(api, resource.inputs)
-            applied.append(resource.inputs["kind"])
+            applied.append(str(resource.inputs["kind"]))
+    return applied
+
+
+@pytest.fixture(scope="session")
+def deployed(cluster: Cluster, engine: docker.DockerClient) -> Iterator[Deployed]:
+    """The objects `pulumi up` would send for the dev stack (rendered under mocks), applied in dependency order
+    with a Kubernetes client; the image built as the stack builds it and loaded as a kind user loads it."""
+    rendered = render_for_the_node(stack_config("dev"), "dev")
+    tag = build_image(engine, declared_pod(rendered))
+    cluster.load_image(workload_archive(engine, tag))
+
+    api = cluster.api()
+    applied = apply_in_dependency_order(api, rendered)
     deployment = rendered.one("kubernetes:apps/v1:Deployment").inputs["spec"]
     namespace = str(rendered.exports["namespace"])
     yield Deployed(

@@ -31,6 +31,21 @@ def _name(common_name: str, organization: str | None = None) -> x509.Name:
     return x509.Name(attributes)
 
 
+def _builder(subject: x509.Name, issuer: x509.Name, key: Key, *, ca: bool) -> x509.CertificateBuilder:
+    """A certificate for `key`, valid from a few minutes ago (clock skew between the components) for VALID_FOR."""
+    now = datetime.datetime.now(datetime.UTC)
+    return (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(issuer)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + VALID_FOR)
+        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+    )
+
+
 def _write(directory: Path, stem: str, key: Key, certificate: x509.Certificate) -> None:
     (directory / f"{stem}.key").write_bytes(
         key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
@@ -45,17 +60,9 @@ class Authority:
     def __init__(self, directory: Path) -> None:
         self.directory = directory
         self.key = _key()
-        now = datetime.datetime.now(datetime.UTC)
         self.name = _name("oom-killer-e2e-ca")
         self.certificate = (
-            x509.CertificateBuilder()
-            .subject_name(self.name)
-            .issuer_name(self.name)
-            .public_key(self.key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(minutes=5))
-            .not_valid_after(now + VALID_FOR)
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            _builder(self.name, self.name, self.key, ca=True)
             .add_extension(
                 x509.KeyUsage(
                     digital_signature=True,
@@ -84,18 +91,8 @@ class Authority:
     ) -> None:
         """Write <stem>.crt and <stem>.key: a client certificate, and a serving one too where names are given."""
         key = _key()
-        now = datetime.datetime.now(datetime.UTC)
         usages = [ExtendedKeyUsageOID.CLIENT_AUTH]
-        builder = (
-            x509.CertificateBuilder()
-            .subject_name(_name(common_name, organization))
-            .issuer_name(self.name)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(minutes=5))
-            .not_valid_after(now + VALID_FOR)
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        )
+        builder = _builder(_name(common_name, organization), self.name, key, ca=False)
         if server_names:
             usages.append(ExtendedKeyUsageOID.SERVER_AUTH)
             alternatives: list[x509.GeneralName] = []

@@ -24,7 +24,13 @@ from workload import logfmt
 pytestmark = pytest.mark.e2e
 
 KUBERNETES_MODULE = Path(__file__).resolve().parent / "builds" / "kubernetes" / "go.mod"
-OOM_TIMEOUT = 300.0  # the dev stack is killed ~7 s after each start; two restarts take about a minute with back-off
+OOM_TIMEOUT = 300.0  # the dev stack is killed ~7 s after each start; three restarts take 1-2 minutes with back-off
+# The kubelet's CrashLoopBackOff: the first restart at once, then 10 s before the next, doubling, at most 5 minutes.
+FIRST_BACK_OFF, MAX_BACK_OFF = 10, 300
+BACK_OFF_RESTARTS = 3  # watched until restart 3: at once, ~10 s, ~20 s (the doubling)
+# A pod in back-off is tried again every 10-15 s (the pod worker's requeue with jitter), so a restart can come up to
+# ~16 s after its back-off ends; a loaded 2-core node adds seconds more.
+LATE_BY_AT_MOST = 25
 
 
 def built_release() -> str:
@@ -106,6 +112,28 @@ def _seconds(start: str, end: str) -> float:
     return (datetime.datetime.fromisoformat(end) - datetime.datetime.fromisoformat(start)).total_seconds()
 
 
+def expected_back_off(restart: int) -> int:
+    """The kubelet's wait before restart n, from the death before it: none before the first, then 10 s, doubling,
+    at most 300 s."""
+    return 0 if restart <= 1 else min(FIRST_BACK_OFF * 2 ** (restart - 2), MAX_BACK_OFF)
+
+
+def assert_back_off_shape(back_offs: dict[int, float]) -> None:
+    """Each gap seen (restart count -> seconds from the death before it to the new start) as the kubelet's back-off
+    says. The API's times are whole seconds (each truncated), so a gap reads up to a second short."""
+    for restart in range(1, BACK_OFF_RESTARTS + 1):
+        assert restart in back_offs, f"restart {restart} was never seen running; gaps seen {back_offs}"
+    for restart, gap in sorted(back_offs.items()):
+        wait = expected_back_off(restart)
+        if wait == 0:
+            # At once: sooner than anything a 10 s back-off could read as (9 s or more).
+            assert gap <= FIRST_BACK_OFF - 2, f"restart {restart} came {gap:.0f} s after the death, not at once"
+        else:
+            assert wait - 1 <= gap <= wait + LATE_BY_AT_MOST, (
+                f"restart {restart} came {gap:.0f} s after the death; the back-off is {wait} s; gaps {back_offs}"
+            )
+
+
 def test_the_kubelet_reports_the_oom_kill_and_backs_off(deployed: Deployed) -> None:
     core = deployed.core
     restarts_seen: list[int] = []
@@ -126,7 +154,7 @@ def test_the_kubelet_reports_the_oom_kill_and_backs_off(deployed: Deployed) -> N
                 died = status.get("lastState", {}).get("terminated", {}).get("finishedAt")
                 if running and died:
                     back_offs[status["restartCount"]] = _seconds(died, running)
-        if status.get("restartCount", 0) >= 2 and crashloop and 2 in back_offs:
+        if crashloop and BACK_OFF_RESTARTS in back_offs:
             break
         time.sleep(0.5)
     assert status, "no pod of the Deployment ever reported a container"
@@ -143,6 +171,8 @@ def test_the_kubelet_reports_the_oom_kill_and_backs_off(deployed: Deployed) -> N
     assert status["restartCount"] >= 2
     assert restarts_seen == sorted(restarts_seen), f"restart count went down: {restarts_seen}"
     assert crashloop, "never saw CrashLoopBackOff between restarts"
+    fact("back_off_seconds", " ".join(f"restart{count}={gap:.0f}" for count, gap in sorted(back_offs.items())))
+    assert_back_off_shape(back_offs)
     # Requests equal to limits for memory and CPU: the kubelet ranks the pod Guaranteed, the last to be evicted.
     assert pod["status"]["qosClass"] == "Guaranteed"
 
@@ -157,5 +187,4 @@ def test_the_kubelet_reports_the_oom_kill_and_backs_off(deployed: Deployed) -> N
         f"message={message}",
     )
     fact("crashloop", str(crashloop).lower())
-    fact("back_off_seconds", " ".join(f"restart{count}={gap:.0f}" for count, gap in sorted(back_offs.items())))
     fact("kill_seconds", f"{lived:.0f} predicted={predicted['earliest']}-{predicted['latest']}")

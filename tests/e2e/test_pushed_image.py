@@ -11,18 +11,17 @@ pull by the image's ID and insists on pulling again a pod that names it by its l
 
 from __future__ import annotations
 
-import os
 import time
 from typing import Any
 
 import docker
 import pytest
-from kubernetes import client, utils
+from kubernetes import client
 
 from oomtools.rehearsal import build_image, declared_pod
-from oomtools.render import render, stack_config
+from oomtools.render import stack_config
 from tests.e2e.cluster import Cluster, as_json
-from tests.e2e.conftest import Registry, dependency_order, fact
+from tests.e2e.conftest import Registry, apply_in_dependency_order, fact, render_for_the_node
 
 pytestmark = pytest.mark.e2e
 
@@ -42,21 +41,19 @@ def push(client: docker.DockerClient, image_name: str) -> str:
 
 
 def test_a_pushed_image_runs_by_digest_pulled_by_the_node(
-    cluster: Cluster, registry: Registry, docker_client: docker.DockerClient
+    cluster: Cluster, registry: Registry, engine: docker.DockerClient
 ) -> None:
     repository = f"{registry.address}/oom-killer"
-    engine = docker_client.version()
+    version = engine.version()
     config = {
         **stack_config("dev"),
         "imageRepository": repository,
-        "platform": f"{engine['Os']}/{engine['Arch']}",
+        "platform": f"{version['Os']}/{version['Arch']}",
         "namespace": NAMESPACE,
     }
-    if os.environ.get("BASE_IMAGE"):
-        config["baseImage"] = os.environ["BASE_IMAGE"]
-    rendered = render(config, stack_name="pushed")
+    rendered = render_for_the_node(config, "pushed")
     pod_declared = declared_pod(rendered)
-    digest = push(docker_client, build_image(docker_client, pod_declared))
+    digest = push(engine, build_image(engine, pod_declared))
 
     deployment = rendered.one("kubernetes:apps/v1:Deployment").inputs
     (container,) = deployment["spec"]["template"]["spec"]["containers"]
@@ -65,10 +62,7 @@ def test_a_pushed_image_runs_by_digest_pulled_by_the_node(
     container["image"] = reference  # what the provider reports as repoDigest after this push
 
     api = cluster.api()
-    by_name = {resource.name: resource for resource in rendered.resources}
-    for name in dependency_order(rendered):
-        if by_name[name].type.startswith("kubernetes:"):
-            utils.create_from_dict(api, by_name[name].inputs)
+    apply_in_dependency_order(api, rendered)
     core = client.CoreV1Api(api)
     selector = ",".join(f"{k}={v}" for k, v in deployment["spec"]["selector"]["matchLabels"].items())
 

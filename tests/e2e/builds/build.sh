@@ -3,6 +3,7 @@
 # and ctr), and the Kubernetes node (kube-apiserver, kube-controller-manager, kube-scheduler, kubelet).
 # Each module here pins one release; a component is rebuilt only when its go.mod, go.sum or main changes, or
 # the Go toolchain does. Usage: build.sh [BIN_DIR] (default: $OOM_KILLER_E2E_BIN or /var/cache/oom-killer-ci/bin)
+# Each component ends with one line CI's log is read by: `ci: built <component> in <n>s` or `ci: <component> cached`.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 bin="${1:-${OOM_KILLER_E2E_BIN:-/var/cache/oom-killer-ci/bin}}"
@@ -30,7 +31,7 @@ build() {  # build NAME PACKAGES LDFLAGS [OUTPUT]: go build in the module folder
   key=$( (go version; cat "$here/$name"/go.mod "$here/$name"/go.sum "$here/$name"/*.go 2>/dev/null; echo "$ldflags $output") \
     | sha256sum | cut -d' ' -f1)
   if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$key" ]; then
-    echo "build: $name cached in $bin"
+    echo "ci: $name cached (in $bin)"
     return 0
   fi
   echo "build: $name (go build $packages)"
@@ -38,7 +39,7 @@ build() {  # build NAME PACKAGES LDFLAGS [OUTPUT]: go build in the module folder
   if declare -F "prepare_${name//-/_}" >/dev/null; then "prepare_${name//-/_}"; fi
   (cd "$here/$name" && go build -ldflags "$ldflags" -o "$output" $packages)
   echo "$key" >"$stamp"
-  echo "build: $name built in $((SECONDS - started))s"
+  echo "ci: built $name in $((SECONDS - started))s"
 }
 
 build pause . "-s -w"
