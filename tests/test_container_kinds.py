@@ -10,6 +10,7 @@ import pytest
 
 from oomtools import demo
 from oomtools.rehearsal import DeclaredPod, build_image, rehearse, stack_pod
+from tests.prediction import assert_killed_in_announced_range
 from workload import logfmt
 
 LIMIT_MIB = 64
@@ -43,6 +44,7 @@ def test_tmpfs_in_a_container_is_charged_to_its_memory_and_oom_killed(engine: ob
         assert int(step["rss_mib"]) < 20
         assert int(step["shmem_mib"]) >= int(step["allocated_mib"]) - 1
     assert int(steps[-1]["allocated_mib"]) >= LIMIT_MIB - 8 - 16
+    assert_killed_in_announced_range(events(outcome.lines, "start")[0], len(steps))
 
 
 def test_page_cache_in_a_container_sits_at_the_limit_and_holds_with_no_kill(engine: object) -> None:

@@ -19,6 +19,7 @@ from kubernetes.client.exceptions import ApiException
 
 from tests.e2e.cluster import PAUSE_IMAGE, Cluster, as_json
 from tests.e2e.conftest import Deployed, fact
+from tests.prediction import assert_killed_in_announced_range
 from workload import logfmt
 
 pytestmark = pytest.mark.e2e
@@ -168,6 +169,16 @@ def test_the_kubelet_reports_the_oom_kill_and_backs_off(deployed: Deployed) -> N
     assert terminated["exitCode"] == 137
     assert steps, f"the killed container logged no step:\n{previous_log}"
     assert message == steps[-1], "the termination message is not the last step's line"
+    # Killed in a step the hog announced from what the node charged it at start, and in the stack's own range.
+    start = next(logfmt.parse(line) for line in previous_log.splitlines() if line.startswith("event=start "))
+    killed_in = assert_killed_in_announced_range(start, len(steps))
+    announced = deployed.rendered.exports["predictedOomKillStep"]
+    assert announced["earliest"] <= killed_in <= announced["latest"], (announced, start)
+    fact(
+        "kill_step",
+        f"{killed_in} announced={start['predicted_steps_earliest']}..{start['predicted_steps_latest']} "
+        f"reclaimable_mib={start['reclaimable_mib']} stack={announced['earliest']}..{announced['latest']}",
+    )
     assert status["restartCount"] >= 2
     assert restarts_seen == sorted(restarts_seen), f"restart count went down: {restarts_seen}"
     assert crashloop, "never saw CrashLoopBackOff between restarts"
@@ -178,7 +189,8 @@ def test_the_kubelet_reports_the_oom_kill_and_backs_off(deployed: Deployed) -> N
 
     predicted = deployed.rendered.exports["predictedSecondsToOomKill"]
     lived = _seconds(terminated["startedAt"], terminated["finishedAt"])
-    # The API's times are whole seconds, and the interpreter starts before the first step: a second each way.
+    # The prediction counts the interpreter's start-up; the API's times are whole seconds (a second each way), and
+    # the steps' own allocations under the 100-millicore limit are not counted: a second more at the late end.
     assert predicted["earliest"] - 1 <= lived <= predicted["latest"] + 2, (lived, predicted)
     fact(
         "pod_reason",
