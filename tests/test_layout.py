@@ -35,12 +35,25 @@ def test_every_infra_module_is_used_by_the_program_and_no_tool_is() -> None:
 
 
 def test_the_kill_prediction_lives_in_a_module_with_no_side_effects() -> None:
-    """workload/predict.py is shared by the workload and the stack: pure functions over its one import."""
+    """workload/predict.py is shared by the workload and the stack: pure functions, a value class and constants
+    over its one import."""
     tree = ast.parse((PROJECT / "workload" / "predict.py").read_text())
     statements = [node for node in tree.body if not isinstance(node, ast.FunctionDef | ast.ImportFrom)]
-    # only the docstring besides the imports and the functions
-    assert len(statements) == 1
-    assert isinstance(statements[0], ast.Expr)
+    constants = [node for node in statements if isinstance(node, ast.Assign)]
+    for constant in constants:  # NAME = an expression of literals and names: nothing is called at import
+        (target,) = constant.targets
+        assert isinstance(target, ast.Name), ast.dump(target)
+        assert target.id.isupper(), target.id
+        assert not any(isinstance(node, ast.Call) for node in ast.walk(constant.value)), target.id
+    classes = [node for node in statements if isinstance(node, ast.ClassDef)]
+    for defined in classes:  # methods and __slots__ only: no state at the class level
+        for member in defined.body[1:]:
+            slots = isinstance(member, ast.Assign) and ast.unparse(member.targets[0]) == "__slots__"
+            assert isinstance(member, ast.FunctionDef) or slots, ast.dump(member)
+    # besides: only the docstring
+    rest = [node for node in statements if node not in constants and node not in classes]
+    assert len(rest) == 1
+    assert isinstance(rest[0], ast.Expr)
     assert imported_modules(PROJECT / "workload" / "predict.py") <= {
         "__future__",
         "__future__.annotations",
