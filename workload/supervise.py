@@ -35,19 +35,24 @@ def _say(**fields: object) -> None:
     print(logfmt.line(**fields), flush=True)
 
 
-def _stop(child: int, received: int, children: int) -> int:
-    """Stop the child (SIGTERM, then SIGKILL after the grace) and exit 0."""
+def _stop(child: int, received: int, children: int, settings: Settings, counted_at: tuple[str, int] | None) -> int:
+    """Stop the child (SIGTERM, then SIGKILL after the grace) and exit 0. A child the kernel killed just as the stop
+    came (a SIGKILL this process never sent) is reported as the exit it was (child_exit), and not as stopped."""
     try:  # noqa: SIM105 (contextlib is kept out of the workload: baseline RSS)
         os.kill(child, signal.SIGTERM)
     except ProcessLookupError:
         pass
-    done, _ = os.waitpid(child, os.WNOHANG)
+    done, status = os.waitpid(child, os.WNOHANG)
     if done != child:
         signal.sigtimedwait((signal.SIGCHLD,), CHILD_GRACE_SECONDS)
-        done, _ = os.waitpid(child, os.WNOHANG)
+        done, status = os.waitpid(child, os.WNOHANG)
     if done != child:
         os.kill(child, signal.SIGKILL)
         os.waitpid(child, 0)
+    elif os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL:
+        _child_exit(settings, counted_at, child, status, children)
+        _stopped(received, children, None)
+        return EXIT_STOPPED
     _stopped(received, children, child)
     return EXIT_STOPPED
 
@@ -89,28 +94,35 @@ def supervise(settings: Settings, environment: dict[str, str]) -> int:
         while True:
             received = signal.sigwaitinfo(WAKE_ON)
             if received.si_signo != signal.SIGCHLD:
-                return _stop(child, received.si_signo, children)
+                return _stop(child, received.si_signo, children, settings, counted_at)
             done, status = os.waitpid(child, os.WNOHANG)
             if done == child:
                 break
-        # A killed worker's tmpfs files stay, and stay charged: the cgroup is still full, and the next worker (or
-        # this process) would be killed as it starts. The master cleans up after its worker first of all.
-        removed = remove_own_files(settings.memory_dir) if settings.memory_dir else None
-        kills = None if counted_at is None else oom_kill_count(*counted_at)
-        ended = how_it_ended(status)
-        _say(
-            event="child_exit",
-            pid=child,
-            **ended,
-            oom_kill=kills,
-            **({} if removed is None else {"removed_files": removed}),
-            container_survived=True,
-            children=children,
-            restart_in_ms=settings.interval_ms,
-        )
-        if ended.get("exit_code") == EXIT_BAD_SETTINGS:
+        if _child_exit(settings, counted_at, child, status, children).get("exit_code") == EXIT_BAD_SETTINGS:
             return EXIT_BAD_SETTINGS  # the child refused its settings (its line said why): a restart would too
         stop = signal.sigtimedwait(STOP_SIGNALS, settings.interval_ms / 1000)
         if stop is not None:
             _stopped(stop.si_signo, children, None)
             return EXIT_STOPPED
+
+
+def _child_exit(
+    settings: Settings, counted_at: tuple[str, int] | None, child: int, status: int, children: int
+) -> dict[str, object]:
+    """Say how a worker ended (its child_exit line) and return how: the signal's name, or the exit code."""
+    # A killed worker's tmpfs files stay, and stay charged: the cgroup is still full, and the next worker (or
+    # this process) would be killed as it starts. The master cleans up after its worker first of all.
+    removed = remove_own_files(settings.memory_dir) if settings.memory_dir else None
+    kills = None if counted_at is None else oom_kill_count(*counted_at)
+    how = how_it_ended(status)
+    _say(
+        event="child_exit",
+        pid=child,
+        **how,
+        oom_kill=kills,
+        **({} if removed is None else {"removed_files": removed}),
+        container_survived=True,
+        children=children,
+        restart_in_ms=settings.interval_ms,
+    )
+    return how
