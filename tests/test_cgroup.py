@@ -371,6 +371,11 @@ def test_memory_stat_counters_by_version() -> None:
     expected = {"anon": 20, "file": 10, "shmem": 30, "inactive_file": 40}
     assert parse_memory_stat(v1, 1) == expected
     assert parse_memory_stat(v2, 2) == expected
+    # v2 splits kernel memory: the slab the kernel can free (dentries, inodes) counts as reclaimable at start.
+    assert parse_memory_stat(v2 + "slab_reclaimable 6\nslab_unreclaimable 2\n", 2) == {
+        **expected,
+        "slab_reclaimable": 6,
+    }
 
 
 def test_pressure_avg10_of_some_and_full() -> None:

@@ -234,12 +234,19 @@ def _keyed(path: str) -> dict[str, int]:
 # subtree, as its usage does; v1 "cache" and v2 "file" both include shmem.
 _STAT_KEYS = {
     1: {"total_rss": "anon", "total_cache": "file", "total_shmem": "shmem", "total_inactive_file": "inactive_file"},
-    2: {"anon": "anon", "file": "file", "shmem": "shmem", "inactive_file": "inactive_file"},
+    2: {
+        "anon": "anon",
+        "file": "file",
+        "shmem": "shmem",
+        "inactive_file": "inactive_file",
+        "slab_reclaimable": "slab_reclaimable",  # v2 only: v1 counts kernel memory in its usage without a split
+    },
 }
 
 
 def parse_memory_stat(text: str, version: int) -> dict[str, int]:
-    """anon, file, shmem and inactive_file bytes from a memory.stat text of cgroup v1 or v2."""
+    """anon, file, shmem and inactive_file bytes (and v2's slab_reclaimable) from a memory.stat text of cgroup v1
+    or v2."""
     names = _STAT_KEYS[version]
     found = {}
     for line in text.splitlines():

@@ -221,9 +221,11 @@ def main(env: dict[str, str] | None = None) -> int:
     swap = cgroup.swap_bytes if cgroup is not None else None
     high = cgroup.high_bytes if cgroup is not None else None
     # Page cache in the charge (the interpreter's files, where this cgroup read them first) is taken back by the
-    # kernel before it kills: the kill comes in a range of steps, from the whole charge to the part it cannot take.
+    # kernel before it kills, and on v2 so are the kernel objects it can free (the dentries and inodes of the
+    # files a first run on a node looked up): the kill comes in a range of steps, from the whole charge to the part
+    # the kernel cannot take back.
     stat = cgroup.memory_stat() if cgroup is not None and usage is not None else {}
-    reclaimable = max(stat.get("file", 0) - stat.get("shmem", 0), 0)
+    reclaimable = max(stat.get("file", 0) - stat.get("shmem", 0), 0) + stat.get("slab_reclaimable", 0)
     kill = predict_kill(
         limit,
         charged,
