@@ -187,7 +187,9 @@ def test_v1_step_lines_split_the_charge_as_memory_stat_does_and_give_the_kubelet
         assert working_set <= usage - 20  # most of the file is inactive, as freshly written pages are
     else:
         assert shmem >= 23
-        assert working_set >= usage - 1  # tmpfs pages are not on the file LRU lists: all in the working set
+        # tmpfs pages are not on the file LRU lists: all in the working set, which leaves out only inactive page
+        # cache (the interpreter's files, where this cgroup read them first: a cold node).
+        assert working_set >= usage - (file - shmem) - 1
     for key in ("high_events", "max_events", "pressure_some_avg10", "throttled"):  # v2 only
         assert key not in last
 

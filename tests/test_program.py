@@ -457,7 +457,9 @@ def test_the_predicted_range_holds_the_kill_for_any_baseline_in_the_measured_ran
     # lies inside the stack's.
     for reclaimable_kib in (0, max(baseline_kib - BASELINE_MIN_MIB * 1024, 0)):
         kill = predict_kill(limit * MIB, baseline_kib * 1024, increment, interval, None, 0, reclaimable_kib * 1024)
-        assert predicted is not None and steps is not None and kill is not None
+        assert predicted is not None
+        assert steps is not None
+        assert kill is not None
         assert steps["earliest"] <= kill.earliest <= kill.latest <= steps["latest"]
         assert predicted["earliest"] <= kill.seconds(kill.earliest)
         assert kill.seconds(kill.latest) + STARTUP_SECONDS_MAX <= predicted["latest"]

@@ -21,7 +21,8 @@ def test_predicted_kill_is_the_first_step_past_the_room_left() -> None:
     # move that, so the range is one step.
     kill = predict_kill(128 * MIB, 8 * MIB, 10, 500, None)
     assert kill == KillRange(12, 12, 12, 500)
-    assert kill is not None and kill.seconds(kill.expected) == 5.5
+    assert kill is not None
+    assert kill.seconds(kill.expected) == 5.5
     # 6 MiB charged: 122 MiB of room, 12 steps fit with their page tables; the 2 MiB the kernel may add can
     # still take the 12th past the limit: 12..13, 13 expected.
     assert predict_kill(128 * MIB, 6 * MIB, 10, 500, None) == KillRange(12, 13, 13, 500)
@@ -31,7 +32,8 @@ def test_reclaimable_page_cache_at_start_widens_the_range_to_the_later_steps() -
     # A first run on a cold node (issue 15): 100 MiB limit, 6 MiB steps, 25 MiB charged of which 16 MiB is page
     # cache the kernel takes back: from step 13 (all of it stays) to 16 (none of it does); killed in 15 there.
     cold = predict_kill(100 * MIB, 25 * MIB, 6, 0, None, reclaimable_bytes=16 * MIB)
-    assert cold is not None and (cold.earliest, cold.latest) == (13, 16)
+    assert cold is not None
+    assert (cold.earliest, cold.latest) == (13, 16)
     assert cold.where(15) == "3/4"
     assert (cold.where(12), cold.where(17)) == ("early", "late")
     # The working set (the charge less the inactive file pages) gives the expected step.
