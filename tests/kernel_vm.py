@@ -193,7 +193,13 @@ def boot(plan: list[dict[str, Any]], work: Path, timeout: float = 600) -> Boot:
         f"file:{results}",
     ]
     started = time.monotonic()
-    subprocess.run(command, stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout, check=False)
+    try:
+        subprocess.run(command, stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout, check=False)
+    finally:
+        # The initrd is a copy of the base (~120 MiB): a soak's many boots must not each leave one behind.
+        for made in (initrd, work / "payload.cpio"):
+            made.unlink(missing_ok=True)
+        shutil.rmtree(payload, ignore_errors=True)
     seconds = time.monotonic() - started
     found: dict[str, dict[str, Any]] = {}
     text = results.read_text(errors="replace") if results.exists() else ""

@@ -113,14 +113,35 @@ def swap_off() -> None:
 
 
 def run(layout: dict[str, Any]) -> dict[str, object]:
+    """One layout, undone afterwards even when it fails (its swap or disk device, its cgroups, its tmpfs files),
+    so that the layouts after it in the same boot start from the same VM as they would alone."""
     cgroups = [(str(path), dict(files)) for path, files in layout["cgroups"]]
-    if layout.get("swap_mib"):
-        swap_on(int(layout["swap_mib"]))
+    try:
+        if layout.get("swap_mib"):
+            swap_on(int(layout["swap_mib"]))
+        if layout.get("tmpfs_dir"):
+            Path(layout["tmpfs_dir"]).mkdir(parents=True, exist_ok=True)  # under /tmp, the tmpfs /init mounts
+        if layout.get("disk_dir"):
+            disk_on(int(layout["disk_mib"]), layout["disk_dir"])
+        make(cgroups)
+        return start_and_watch(layout, cgroups)
+    finally:
+        undo(layout, cgroups)
+
+
+def undo(layout: dict[str, Any], cgroups: list[tuple[str, dict[str, object]]]) -> None:
+    remove([(path, files) for path, files in cgroups if (CGROUP / path).is_dir()])
     if layout.get("tmpfs_dir"):
-        Path(layout["tmpfs_dir"]).mkdir(parents=True, exist_ok=True)  # under /tmp, the tmpfs /init mounts
-    if layout.get("disk_dir"):
-        disk_on(int(layout["disk_mib"]), layout["disk_dir"])
-    make(cgroups)
+        # A kill leaves the hog's tmpfs files, charged to the parent once its cgroup is gone: free that memory.
+        for left in Path(layout["tmpfs_dir"]).glob("oom-killer-hog-*"):
+            left.unlink(missing_ok=True)
+    if layout.get("disk_dir") and Path(layout["disk_dir"]).is_mount():
+        disk_off(layout["disk_dir"])
+    if layout.get("swap_mib") and "/dev/zram0" in read(Path("/proc/swaps")):
+        swap_off()
+
+
+def start_and_watch(layout: dict[str, Any], cgroups: list[tuple[str, dict[str, object]]]) -> dict[str, object]:
     started = time.monotonic()
     process = subprocess.Popen(
         ["sh", "-c", START[layout.get("namespace", "none")], "sh", str(CGROUP / layout["leaf"])],
@@ -146,7 +167,7 @@ def run(layout: dict[str, Any]) -> dict[str, object]:
     seconds = time.monotonic() - started
     events = {path: keyed(read(CGROUP / path / "memory.events")) for path, _ in cgroups}
     meminfo = keyed(read(Path("/proc/meminfo")).replace(":", "").replace(" kB", ""))
-    result = {
+    return {
         "name": layout["name"],
         "returncode": process.returncode,
         "stdout": stdout,
@@ -159,12 +180,6 @@ def run(layout: dict[str, Any]) -> dict[str, object]:
         if (where := layout.get("tmpfs_dir") or layout.get("disk_dir"))
         else None,
     }
-    remove(cgroups)
-    if layout.get("disk_dir"):
-        disk_off(layout["disk_dir"])
-    if layout.get("swap_mib"):
-        swap_off()
-    return result
 
 
 def main(plan_path: str) -> int:
