@@ -9,7 +9,7 @@ STACK ?= dev
 NEEDS_PULUMI = command -v pulumi >/dev/null || \
   { echo "make $@ needs the Pulumi CLI: https://www.pulumi.com/docs/install/" >&2; exit 1; }
 
-.PHONY: up demo verify destroy test lint pytest e2e bench clean
+.PHONY: up demo verify destroy test lint pytest e2e soak bench clean
 
 # The program's own dependencies, all `make up` needs, in the virtualenv Pulumi.yaml names.
 $(BIN)/.program-installed: requirements.txt
@@ -82,6 +82,23 @@ pytest: $(BIN)/.installed $(CHECKOV_VENV)/.installed
 e2e: $(BIN)/.installed
 	bash tests/e2e/builds/build.sh
 	$(BIN)/python -m pytest -m e2e tests/e2e
+
+# make soak's runs per group (each group one pytest session with pytest-repeat's --count=N).
+SOAK_RUNS ?= 25
+SOAK_RUNS_V1 ?= $(SOAK_RUNS)
+SOAK_RUNS_CONTAINER ?= $(SOAK_RUNS)
+SOAK_RUNS_V2 ?= 10
+SOAK_RUNS_E2E ?= 10
+SOAK_ONLY ?=
+
+## soak: every test whose verdict rests on the kernel's accounting or on timing, run many times with the page cache
+## dropped before each run and the rest of the suite running beside for load, then a table of runs, passes and
+## failures per test; exit 1 on any failure (root, and what make test and make e2e need). Runs per group:
+## SOAK_RUNS=25 (v1 kernel and containers), SOAK_RUNS_V2=10 (VM boots), SOAK_RUNS_E2E=10; SOAK_ONLY=v2 for one group
+soak: $(BIN)/.installed $(CHECKOV_VENV)/.installed
+	CHECKOV=$(CHECKOV_VENV)/bin/checkov $(BIN)/python -m tests.soak --runs-v1 $(SOAK_RUNS_V1) \
+	  --runs-v2 $(SOAK_RUNS_V2) --runs-container $(SOAK_RUNS_CONTAINER) --runs-e2e $(SOAK_RUNS_E2E) \
+	  $(if $(SOAK_ONLY),--only $(SOAK_ONLY)) $(ARGS)
 
 ## bench: time to the OOM kill against stress-ng and MAP_POPULATE, baseline RSS, CPU while holding (root, Linux)
 bench: $(BIN)/.installed
