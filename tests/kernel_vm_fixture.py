@@ -14,6 +14,7 @@ has moved between boots) is sampled, not N readings of one boot's results.
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -59,7 +60,9 @@ def session_layouts(session: pytest.Session) -> list[dict[str, Any]]:
 
 
 class Boots:
-    """One boot per repetition, made when a test of that repetition first asks for it, then kept for the rest."""
+    """One boot per repetition, made when a test of that repetition first asks for it, then kept for the rest.
+    The first is started as soon as the session is collected, in a thread beside the tests that come before the
+    VM's (QEMU takes one core of two): by the time the v2 tests run, their results are usually in."""
 
     def __init__(self, layouts: list[dict[str, Any]], tmp_path_factory: pytest.TempPathFactory) -> None:
         self.layouts = layouts
@@ -67,8 +70,24 @@ class Boots:
         # A boot that failed or skipped fails or skips the rest of its repetition's tests without booting again,
         # as a module-scoped fixture's error would.
         self.by_repetition: dict[int, Boot | BaseException] = {}
+        self.early: threading.Thread | None = None
+
+    def start_early(self) -> None:
+        """Boot repetition 0 in the background now; get(0) waits for it."""
+        work = self.tmp_path_factory.mktemp("vm-1")
+
+        def run() -> None:
+            try:
+                self.by_repetition[0] = boot_or_skip(self.layouts, work)
+            except BaseException as error:  # a skip or a failure: get(0) raises it in the test that asks
+                self.by_repetition[0] = error
+
+        self.early = threading.Thread(target=run, name="kernel-vm-boot", daemon=True)
+        self.early.start()
 
     def get(self, repetition: int) -> Boot:
+        if repetition == 0 and self.early is not None:
+            self.early.join()
         if repetition not in self.by_repetition:
             work = self.tmp_path_factory.mktemp(f"vm-{repetition + 1}")
             try:
@@ -82,9 +101,22 @@ class Boots:
         return booted
 
 
+_BOOTS = pytest.StashKey[Boots]()
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Once the session knows its tests: where any judges the VM, start its first boot (see Boots)."""
+    layouts = session_layouts(session)
+    if layouts:
+        boots = Boots(layouts, session.config._tmp_path_factory)  # type: ignore[attr-defined]
+        session.stash[_BOOTS] = boots
+        boots.start_early()
+
+
 @pytest.fixture(scope="session")
 def kernel_v2_boots(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Boots:
-    return Boots(session_layouts(request.session), tmp_path_factory)
+    started = request.session.stash.get(_BOOTS, None)
+    return started if started is not None else Boots(session_layouts(request.session), tmp_path_factory)
 
 
 @pytest.fixture
