@@ -96,15 +96,21 @@ def supervise(settings: Settings, environment: dict[str, str]) -> int:
         # The child starts with no signal blocked, as a process started by a runtime does.
         child = os.posix_spawn(command[0], command, child_environment, setsigmask=())
         children += 1
+        stopping = None
         while True:
             received = signal.sigwaitinfo(WAKE_ON)
             if received.si_signo != signal.SIGCHLD:
-                return _stop(child, received.si_signo, children, settings, counted_at)
+                stopping = received.si_signo
+                break
             done, status = os.waitpid(child, os.WNOHANG)
             if done == child:
                 break
         if reserve is not None:
-            reserve.close()  # unmapped: uncharged at once, room for the clean-up below
+            # Unmapped: uncharged at once, room for the clean-up below, or for _stop's where the kernel killed the
+            # worker just as the stop came.
+            reserve.close()
+        if stopping is not None:
+            return _stop(child, stopping, children, settings, counted_at)
         if _child_exit(settings, counted_at, child, status, children).get("exit_code") == EXIT_BAD_SETTINGS:
             return EXIT_BAD_SETTINGS  # the child refused its settings (its line said why): a restart would too
         stop = signal.sigtimedwait(STOP_SIGNALS, settings.interval_ms / 1000)
