@@ -214,7 +214,7 @@ def kill_fields(events: list[dict[str, str]], container_killed: bool) -> tuple[b
         fields["killed_in_step"] = ",".join(str(step) for step, _ in kills)
         fields["announced_steps"] = ",".join(f"{r.earliest}..{r.latest}" for _, r in kills)
         fields["where"] = ",".join(r.where(step) for step, r in kills)
-    return all(r.earliest <= step <= r.latest for step, r in kills), fields
+    return all(r.holds(step) for step, r in kills), fields
 
 
 def verdict_of(

@@ -164,7 +164,7 @@ class Prediction:
         return int(logged) + 1 if logged.isdigit() else 1
 
     def in_announced_steps(self, death: Death) -> bool:
-        return self.steps is None or self.steps.earliest <= self.kill_step(death) <= self.steps.latest
+        return self.steps is None or self.steps.holds(self.kill_step(death))
 
     def on_time(self, seconds: float) -> bool:
         if self.earliest is None or self.latest is None:

@@ -45,6 +45,10 @@ class KillRange:
     def seconds(self, step: int) -> float:
         return (step - 1) * self.interval_ms / 1000
 
+    def holds(self, step: int) -> bool:
+        """Whether a kill in this step is one the range announced."""
+        return self.earliest <= step <= self.latest
+
     def where(self, step: int) -> str:
         """Where a kill step lies: "early" or "late" outside the range, else its place in it ("2/4")."""
         if step < self.earliest:
