@@ -7,7 +7,7 @@ exports.
 import pulumi
 import pulumi_kubernetes as k8s
 
-from infra.image import workload_image
+from infra.image import PULL_SECRET, pull_credentials, workload_image
 from infra.kube import (
     CONTAINER,
     DEPLOYMENT,
@@ -52,6 +52,8 @@ namespace = k8s.core.v1.Namespace(
             "pod-security.kubernetes.io/audit": "restricted",
         },
     ),
+    # After the build: an image that cannot be built or pushed (a wrong registry password) leaves the cluster as it was.
+    opts=pulumi.ResourceOptions(depends_on=[image.build] if image.build else None),
 )
 namespace_name = namespace.metadata.name
 
@@ -81,6 +83,20 @@ network_policy = k8s.networking.v1.NetworkPolicy(
     ),
 )
 
+# Registry credentials in the config (registryUsername, registryPassword): the nodes pull the pushed image with them,
+# from a Secret of type dockerconfigjson the pod names; the password stays encrypted in the stack's state.
+credentials = pull_credentials(settings)
+pull_secret = (
+    k8s.core.v1.Secret(
+        "registry-credentials",
+        metadata=k8s.meta.v1.ObjectMetaArgs(name=PULL_SECRET, namespace=namespace_name, labels=app_labels),
+        type="kubernetes.io/dockerconfigjson",
+        string_data={".dockerconfigjson": credentials},
+    )
+    if credentials is not None
+    else None
+)
+
 # Deployment: one container whose request equals its limit (Guaranteed QoS: the memory is reserved on the node,
 # so the OOM stays inside this container), locked down to Pod Security "restricted".
 deployment = k8s.apps.v1.Deployment(
@@ -101,6 +117,7 @@ deployment = k8s.apps.v1.Deployment(
             metadata=k8s.meta.v1.ObjectMetaArgs(labels=app_labels),
             spec=k8s.core.v1.PodSpecArgs(
                 automount_service_account_token=False,
+                image_pull_secrets=[k8s.core.v1.LocalObjectReferenceArgs(name=PULL_SECRET)] if pull_secret else None,
                 enable_service_links=False,
                 termination_grace_period_seconds=5,
                 security_context=k8s.core.v1.PodSecurityContextArgs(
@@ -147,7 +164,7 @@ deployment = k8s.apps.v1.Deployment(
             ),
         ),
     ),
-    opts=pulumi.ResourceOptions(depends_on=[limit_range, network_policy]),
+    opts=pulumi.ResourceOptions(depends_on=[limit_range, network_policy, *([pull_secret] if pull_secret else [])]),
 )
 
 # PrometheusRule (prometheusRule=true): the alerts of alerts/oom-killer.rules.yaml, as they are, for a Prometheus

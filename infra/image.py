@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,12 +15,14 @@ from infra.settings import StackSettings
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 LOCAL_REPOSITORY = "oom-killer"
+PULL_SECRET = "oom-killer-registry"  # the Secret the pod pulls a pushed image with, when the stack has credentials
 
 
 @dataclass(frozen=True)
 class WorkloadImage:
     reference: pulumi.Output[str]  # what the pod template runs
     pull_policy: str
+    build: docker.Image | None = None  # the build (and push), where there is one
 
 
 def context_tag(settings: StackSettings, project_dir: Path = PROJECT_DIR) -> str:
@@ -58,7 +62,7 @@ def workload_image(settings: StackSettings) -> WorkloadImage:
     )
     if not settings.image_repository:
         local = docker.Image("workload-image", image_name=f"{LOCAL_REPOSITORY}:{tag}", build=build, skip_push=True)
-        return WorkloadImage(local.image_name, "IfNotPresent")
+        return WorkloadImage(local.image_name, "IfNotPresent", local)
 
     # Without a username and password the provider pushes with the credentials `docker login` stored for the
     # server (pulumi-docker reads the Docker config file), but it needs the server named to look them up.
@@ -70,4 +74,21 @@ def workload_image(settings: StackSettings) -> WorkloadImage:
     pushed = docker.Image(
         "workload-image", image_name=f"{settings.image_repository}:{tag}", build=build, registry=registry
     )
-    return WorkloadImage(pushed.repo_digest, "IfNotPresent")
+    return WorkloadImage(pushed.repo_digest, "IfNotPresent", pushed)
+
+
+def pull_credentials(settings: StackSettings) -> pulumi.Output[str] | None:
+    """The `.dockerconfigjson` the nodes pull the pushed image with: the stack's registry credentials, a secret.
+
+    None without credentials in the config (a `docker login` pushes, and the nodes pull as they are set up to).
+    """
+    password = settings.registry_password
+    if password is None:
+        return None
+    server, username = settings.registry_server, settings.registry_username
+
+    def config(password: str) -> str:
+        auth = base64.b64encode(f"{username}:{password}".encode()).decode()
+        return json.dumps({"auths": {server: {"username": username, "password": password, "auth": auth}}})
+
+    return pulumi.Output.secret(password.apply(config))
