@@ -7,7 +7,7 @@ exports.
 import pulumi
 import pulumi_kubernetes as k8s
 
-from infra.image import PULL_SECRET, pull_credentials, workload_image
+from infra.image import REGISTRY_LOGIN_NAME, pull_credentials, workload_image
 from infra.kube import (
     CONTAINER,
     DEPLOYMENT,
@@ -89,7 +89,7 @@ credentials = pull_credentials(settings)
 pull_secret = (
     k8s.core.v1.Secret(
         "registry-credentials",
-        metadata=k8s.meta.v1.ObjectMetaArgs(name=PULL_SECRET, namespace=namespace_name, labels=app_labels),
+        metadata=k8s.meta.v1.ObjectMetaArgs(name=REGISTRY_LOGIN_NAME, namespace=namespace_name, labels=app_labels),
         type="kubernetes.io/dockerconfigjson",
         string_data={".dockerconfigjson": credentials},
     )
@@ -117,7 +117,9 @@ deployment = k8s.apps.v1.Deployment(
             metadata=k8s.meta.v1.ObjectMetaArgs(labels=app_labels),
             spec=k8s.core.v1.PodSpecArgs(
                 automount_service_account_token=False,
-                image_pull_secrets=[k8s.core.v1.LocalObjectReferenceArgs(name=PULL_SECRET)] if pull_secret else None,
+                image_pull_secrets=[k8s.core.v1.LocalObjectReferenceArgs(name=REGISTRY_LOGIN_NAME)]
+                if pull_secret
+                else None,
                 enable_service_links=False,
                 termination_grace_period_seconds=5,
                 security_context=k8s.core.v1.PodSecurityContextArgs(

@@ -15,7 +15,8 @@ from infra.settings import StackSettings
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 LOCAL_REPOSITORY = "oom-killer"
-PULL_SECRET = "oom-killer-registry"  # the Secret the pod pulls a pushed image with, when the stack has credentials
+# The Secret the pod pulls a pushed image with, when the stack has registry credentials.
+REGISTRY_LOGIN_NAME = "oom-killer-registry"
 
 
 @dataclass(frozen=True)

@@ -9,11 +9,11 @@ import json
 
 from pulumi.runtime import rpc
 
-from infra.image import PULL_SECRET
+from infra.image import REGISTRY_LOGIN_NAME
 from oomtools.render import render
 from tests.test_program import DEPLOYMENT
 
-SECRET = "kubernetes:core/v1:Secret"
+CREDENTIALS_OBJECT = "kubernetes:core/v1:Secret"
 PUSHED = {"imageRepository": "registry.example.com:5000/team/oom-killer", "platform": "linux/amd64"}
 
 
@@ -22,9 +22,9 @@ def test_credentials_in_the_config_become_the_pods_pull_secret_and_stay_secret()
         {**PUSHED, "registryUsername": "robot", "registryPassword": "s3cret", "namespace": "hogs"},
         secrets=frozenset({"registryPassword"}),
     )
-    secret = rendered.one(SECRET).inputs
+    secret = rendered.one(CREDENTIALS_OBJECT).inputs
     assert secret["type"] == "kubernetes.io/dockerconfigjson"
-    assert secret["metadata"]["name"] == PULL_SECRET
+    assert secret["metadata"]["name"] == REGISTRY_LOGIN_NAME
     assert secret["metadata"]["namespace"] == "hogs"
     # The secrecy reaches the engine: the state and `pulumi stack export` hold the data encrypted.
     data = secret["stringData"]
@@ -36,7 +36,7 @@ def test_credentials_in_the_config_become_the_pods_pull_secret_and_stay_secret()
     assert base64.b64decode(entry["auth"]).decode() == "robot:s3cret"
 
     pod = rendered.one(DEPLOYMENT).inputs["spec"]["template"]["spec"]
-    assert pod["imagePullSecrets"] == [{"name": PULL_SECRET}]
+    assert pod["imagePullSecrets"] == [{"name": REGISTRY_LOGIN_NAME}]
     assert "s3cret" not in json.dumps(rendered.one(DEPLOYMENT).inputs)
     assert "s3cret" not in json.dumps(rendered.exports)
 
@@ -44,7 +44,7 @@ def test_credentials_in_the_config_become_the_pods_pull_secret_and_stay_secret()
 def test_without_credentials_in_the_config_there_is_no_secret_and_the_pod_names_none() -> None:
     for config in ({}, PUSHED):  # a local build; a push with the user's docker login
         rendered = render(config)
-        assert not [r for r in rendered.resources if r.type == SECRET]
+        assert not [r for r in rendered.resources if r.type == CREDENTIALS_OBJECT]
         assert "imagePullSecrets" not in rendered.one(DEPLOYMENT).inputs["spec"]["template"]["spec"]
 
 
