@@ -6,24 +6,38 @@ VENV ?= venv
 BIN := $(VENV)/bin
 CHECKOV_VENV ?= venv-checkov
 STACK ?= dev
-NEEDS_PULUMI = command -v pulumi >/dev/null || \
-  { echo "make $@ needs the Pulumi CLI: https://www.pulumi.com/docs/install/" >&2; exit 1; }
+# The goal that needs the CLI, by name (make up, make destroy), in the one line that says where to get it.
+GOAL = $(or $(firstword $(MAKECMDGOALS)),up)
 
-.PHONY: up demo verify destroy test lint pytest e2e soak bench clean
+.PHONY: up demo verify destroy test lint pytest e2e soak bench clean pulumi-cli
 
-# The program's own dependencies, all `make up` needs, in the virtualenv Pulumi.yaml names.
-$(BIN)/.program-installed: requirements.txt
+# Checked before anything is installed or run: without the Pulumi CLI, make up and make destroy stop in one line.
+pulumi-cli:
+	@command -v pulumi >/dev/null || \
+	  { echo "make $(GOAL) needs the Pulumi CLI: https://www.pulumi.com/docs/install/" >&2; exit 1; }
+
+# The program's own dependencies, all `make up` needs, in the virtualenv Pulumi.yaml names (after the CLI check:
+# order-only, so that it comes first even under make -j, and never makes the virtualenv out of date).
+$(BIN)/.program-installed: requirements.txt | pulumi-cli
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -r requirements.txt
 	touch $@
 
-# The test, lint and rehearsal tools on top (requirements-dev.txt includes requirements.txt).
-$(BIN)/.installed: requirements.txt requirements-dev.txt
+# The tools' own, all `make demo` and `make verify` need: the project itself, editable (the oom-killer command runs
+# this checkout's code), with its dependencies (pyproject.toml: requirements.txt and requirements-tools.txt).
+$(BIN)/.tools-installed: requirements.txt requirements-tools.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -r requirements-dev.txt
+	$(BIN)/python -m pip install --quiet -e .
 	touch $@
+
+# The test and lint tools on top (requirements-dev.txt includes the other two): a superset of both sets above.
+$(BIN)/.installed: requirements.txt requirements-tools.txt requirements-dev.txt pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -r requirements-dev.txt -e .
+	touch $(BIN)/.program-installed $(BIN)/.tools-installed $@
 
 $(CHECKOV_VENV)/.installed: requirements-checkov.txt
 	$(PYTHON) -m venv $(CHECKOV_VENV)
@@ -32,7 +46,6 @@ $(CHECKOV_VENV)/.installed: requirements-checkov.txt
 
 ## up: build the image and deploy the stack on the current kube context (needs the Pulumi CLI, Docker, kubectl)
 up: $(BIN)/.program-installed
-	@$(NEEDS_PULUMI)
 	@command -v kubectl >/dev/null && echo "kube context: $$(kubectl config current-context)" || true
 	@# A local state backend (~/.pulumi) only where no backend was ever chosen (no PULUMI_BACKEND_URL, and no
 	@# credentials file: no `pulumi login` ever ran). One that was chosen and does not answer (an expired token, no
@@ -48,19 +61,21 @@ up: $(BIN)/.program-installed
 	pulumi stack select --create $(STACK)
 	pulumi up --stack $(STACK)
 
+# make demo and make verify run the oom-killer command, which carries the exit codes (make's own is 2 on any
+# failure; its message shows the command's: `make: *** [Makefile:<line>: demo] Error 4`).
+
 ## demo: no cluster needed: build the image and run the container as the dev stack declares it on Docker,
 ## until the kernel OOM-kills it (honours DOCKER_HOST and BASE_IMAGE; ARGS="--set memoryLimitMb=64" to vary)
-demo: $(BIN)/.installed
-	$(BIN)/python -m oomtools.demo --stack $(STACK) $(ARGS)
+demo: $(BIN)/.tools-installed
+	$(BIN)/oom-killer demo --stack $(STACK) $(ARGS)
 
 ## verify: watch a deployed stack through the Kubernetes API (your kube context) and say whether what its settings
-## predict happened; with --prometheus URL, whether the alerts fired and resolved. ARGS="--stack dev --timeout 10m"
-verify: $(BIN)/.installed
-	$(BIN)/python -m oomtools.verify $(ARGS)
+## predict happened; with --prometheus URL, whether the alerts fired and resolved. ARGS="--timeout 10m"
+verify: $(BIN)/.tools-installed
+	$(BIN)/oom-killer verify --stack $(STACK) $(ARGS)
 
 ## destroy: delete everything the stack created (the namespace and all in it)
-destroy:
-	@$(NEEDS_PULUMI)
+destroy: pulumi-cli
 	pulumi destroy --stack $(STACK)
 
 ## test: lint, types and every test but the cluster's (the README's test command; CI runs it, then make e2e)
@@ -105,4 +120,4 @@ bench: $(BIN)/.installed
 	$(BIN)/python bench/oom_bench.py
 
 clean:
-	rm -rf $(VENV) $(CHECKOV_VENV) .mypy_cache .pytest_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) $(CHECKOV_VENV) .mypy_cache .pytest_cache .ruff_cache .hypothesis oom_killer.egg-info

@@ -6,6 +6,7 @@ under Pulumi's mocks, and for a key a user removes, what Pulumi.yaml says is not
 
 from __future__ import annotations
 
+import difflib
 import re
 from dataclasses import dataclass
 from typing import Final
@@ -69,6 +70,13 @@ def project_keys_in_config() -> set[str]:
     """Every key in the project's namespace that the stack's config sets, as the engine passed the config in."""
     keys = set(pulumi.runtime.config.CONFIG.get()) | set(pulumi.runtime.get_config_env())
     return {key.removeprefix(f"{PROJECT}:") for key in keys if key.startswith(f"{PROJECT}:")}
+
+
+def nearest_setting(key: str) -> str | None:
+    """The declared setting a mistyped key most likely meant (`memoryIncremntMb`: memoryIncrementMb), or None."""
+    by_lower = {name.lower(): name for name in DEFAULTS}
+    found = difflib.get_close_matches(key.lower(), by_lower, n=1)
+    return by_lower[found[0]] if found else None
 
 
 class ConfigError(pulumi.RunError):
@@ -162,12 +170,14 @@ def load_settings(config: pulumi.Config | None = None) -> StackSettings:
     # Pulumi itself passes an undeclared key through to the program: a typo would silently change nothing.
     unknown = sorted(project_keys_in_config() - set(DEFAULTS))
     if unknown:
-        full_key = f"{PROJECT}:{unknown[0]}"
+        full_key, near = f"{PROJECT}:{unknown[0]}", nearest_setting(unknown[0])
+        guess = f"did you mean {near}?" if near else "a typo?"
         secret = pulumi.runtime.is_config_secret(full_key) or full_key in pulumi.runtime.get_config_secret_keys_env()
         raise ConfigError(
             unknown[0],
             "[secret]" if secret else pulumi.runtime.get_config(full_key),
-            "is not a setting of this project (Pulumi.yaml declares them all): a typo? `pulumi config rm` it",
+            f"is not a setting of this project (Pulumi.yaml declares them all): {guess} "
+            f"`pulumi config rm {unknown[0]}` removes it",
         )
     increment, limit = _integer(config, "memoryIncrementMb"), _integer(config, "memoryLimitMb")
     interval, ceiling = _integer(config, "incrementIntervalMs"), _integer(config, "memoryCeilingMb")

@@ -1,10 +1,13 @@
-"""`make demo`: the no-cluster rehearsal. Builds the image and runs the container exactly as a stack declares it
-(the dev stack unless told otherwise) on your Docker engine, shows each step as it happens, and ends with a
-verdict line naming what happened and what the stack's settings predict. Exit 0 when the two agree (OOMKilled, or
-held below the limit where a ceiling or page cache keeps it there, or a supervised worker killed with the container
-alive); every failure is one line and an exit code of its own (EXIT_* below, listed in the README).
+"""Run the container exactly as a stack declares it on your Docker engine, no cluster needed, until the kernel
+OOM-kills it, and say whether what happened is what the stack's settings predict.
 
-    python -m oomtools.demo [--stack dev] [--set memoryLimitMb=64 ...]
+Builds the image and runs the container as the stack (the dev stack unless told otherwise) declares it, shows each
+step as it happens, and ends with a verdict line: what happened, what the settings predict, and the fields that show
+it. It passes when the two agree (OOMKilled; or held below the limit where a ceiling or page cache keeps it there;
+or a supervised worker killed with the container alive). Every failure is one line and an exit code of its own,
+listed below.
+
+    oom-killer demo [--stack dev] [--set memoryLimitMb=64 ...]       (or: make demo ARGS="--set ...")
 
 Honours DOCKER_HOST (which engine) and BASE_IMAGE (the Dockerfile's base, e.g. a local mirror).
 """
@@ -12,33 +15,43 @@ Honours DOCKER_HOST (which engine) and BASE_IMAGE (the Dockerfile's base, e.g. a
 from __future__ import annotations
 
 import argparse
-import re
+import os
 import sys
-from typing import NoReturn
+from typing import TYPE_CHECKING, Final
 
-import docker
-import docker.errors
-import requests.exceptions
-import yaml
-
-from infra.settings import ConfigError
-from oomtools.rehearsal import DeclaredPod, ImageUnavailable, build_image, memory_bytes, one_line, rehearse, stack_pod
-from oomtools.render import stack_file
+from oomtools.arguments import Parser, UsageError, add_stack_arguments, exit_codes, stack_overrides
 from workload import logfmt
 from workload.memory import MIB
 from workload.predict import KillRange
 
-EXIT_AS_PREDICTED = 0  # what happened is what the settings predict
-EXIT_NOT_AS_PREDICTED = 1  # it ran, and ended otherwise
-EXIT_BAD_CONFIG = 2  # a bad argument or stack config value; nothing was run
-EXIT_NO_ENGINE = 3  # no Docker engine answers
-EXIT_NO_IMAGE = 4  # the image, or the base image its build needs, cannot be had, or the build failed
-EXIT_ENGINE_REFUSED = 5  # the engine refused to run the container, or failed while it ran
-EXIT_NOTHING_TO_RUN = 6  # replicas=0: the stack declares no pod
-EXIT_INTERRUPTED = 130  # Ctrl-C; the container is removed
+if TYPE_CHECKING:  # imported where they are used: --help, bad arguments and completion need none of them
+    import docker
 
-# Pulumi's own rule for a stack name.
-_STACK_NAME = re.compile(r"[A-Za-z0-9_.-]+")
+    from oomtools.rehearsal import DeclaredPod, Outcome
+
+EXIT_AS_PREDICTED: Final = 0  # what happened is what the settings predict
+EXIT_NOT_AS_PREDICTED: Final = 1  # it ran, and ended otherwise
+EXIT_BAD_CONFIG: Final = 2  # a bad argument or stack config value; nothing was run
+EXIT_NO_ENGINE: Final = 3  # no Docker engine answers
+EXIT_NO_IMAGE: Final = 4  # the image, or the base image its build needs, cannot be had, or the build failed
+EXIT_ENGINE_REFUSED: Final = 5  # the engine refused to run the container, or failed while it ran
+EXIT_NOTHING_TO_RUN: Final = 6  # replicas=0: the stack declares no pod
+EXIT_INTERRUPTED: Final = 130  # Ctrl-C; the container is removed
+
+# What --help says of each exit code.
+CODE_MEANINGS: Final = {
+    EXIT_AS_PREDICTED: "what happened is what the settings predict: the verdict line's verdict= and predicted= agree, "
+    "and each kill came in a step its hog announced",
+    EXIT_NOT_AS_PREDICTED: "it ran and ended otherwise (verdict= and predicted= differ)",
+    EXIT_BAD_CONFIG: "a bad argument or stack config value; nothing was run",
+    EXIT_NO_ENGINE: "no Docker engine answers (at DOCKER_HOST, or the default socket)",
+    EXIT_NO_IMAGE: "the image cannot be had: the base image is neither on the engine nor pullable (set BASE_IMAGE), "
+    "a prebuilt image is neither, or the build failed",
+    EXIT_ENGINE_REFUSED: "the engine refused to run the container, or failed while it ran",
+    EXIT_NOTHING_TO_RUN: "replicas=0: the stack declares no pod, so nothing would run",
+    EXIT_INTERRUPTED: "interrupted (Ctrl-C); the container is removed",
+}
+DEFAULT_DOCKER_HOST: Final = "unix:///var/run/docker.sock"  # the Docker SDK's, where DOCKER_HOST is unset
 
 
 class DemoError(Exception):
@@ -47,25 +60,14 @@ class DemoError(Exception):
         self.code = code
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        raise DemoError(EXIT_BAD_CONFIG, f"{message} (see --help)")
-
-
-def parse_overrides(pairs: list[str]) -> dict[str, str]:
-    overrides = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise DemoError(EXIT_BAD_CONFIG, f"--set takes key=value, got {pair!r}")
-        overrides[key] = value
-    return overrides
-
-
 def declared(stack: str, overrides: dict[str, str]) -> DeclaredPod:
     """The stack's pod, or a DemoError saying in one line why there is none to run."""
-    if _STACK_NAME.fullmatch(stack) is None:
-        raise DemoError(EXIT_BAD_CONFIG, f"--stack {stack!r}: a stack name is letters, digits, '-', '_' and '.'")
+    import yaml
+
+    from infra.settings import ConfigError
+    from oomtools.rehearsal import one_line, stack_pod
+    from oomtools.render import stack_file
+
     if not stack_file(stack).exists():
         print(
             f"demo: there is no {stack_file(stack).name}: the {stack} stack runs on the project's defaults, "
@@ -86,19 +88,67 @@ def declared(stack: str, overrides: dict[str, str]) -> DeclaredPod:
     return pod
 
 
+def root_cause(error: BaseException) -> str:
+    """What an engine error comes down to, in a few words: the socket's own error where there is one (No such file
+    or directory, Connection refused, Permission denied), else the error's own line."""
+    from oomtools.rehearsal import one_line
+
+    pending, seen = [error], set()
+    while pending:
+        current = pending.pop(0)
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, OSError) and current.strerror:
+            return current.strerror
+        pending += [arg for arg in current.args if isinstance(arg, BaseException)]
+        pending += [link for link in (current.__cause__, current.__context__) if link is not None]
+    return one_line(error)
+
+
+def engine_address() -> tuple[str, str]:
+    """Where the Docker SDK looks for the engine, and why there."""
+    if os.environ.get("DOCKER_HOST"):
+        return os.environ["DOCKER_HOST"], "DOCKER_HOST"
+    return DEFAULT_DOCKER_HOST, "DOCKER_HOST is unset: the default socket"
+
+
 def engine() -> docker.DockerClient:
+    """The engine at DOCKER_HOST (or the default socket), or a DemoError naming the address it tried."""
+    import docker
+    import docker.errors
+
+    address, which = engine_address()
     try:
         client = docker.from_env()
         client.ping()
     except docker.errors.DockerException as error:
         raise DemoError(
-            EXIT_NO_ENGINE, f"no Docker engine answers (DOCKER_HOST or the default socket): {error}"
+            EXIT_NO_ENGINE, f"no Docker engine answers at {address} ({which}): {root_cause(error)}"
         ) from error
     return client
 
 
+def banner(stack: str, overrides: dict[str, str], pod: DeclaredPod) -> str:
+    """The line before the run: what runs, and whether --set changed the stack's own settings for it."""
+    env = {item["name"]: item["value"] for item in pod.container["env"]}
+    source = f"as the {stack} stack declares it"
+    if overrides:
+        source += ", with --set " + " ".join(f"{key}={value}" for key, value in overrides.items())
+    return (
+        f"demo: running it {source}: memory limit {pod.container['resources']['limits']['memory']} (no swap), "
+        f"+{env['MEMORY_INCREMENT_MB']} MiB every {env['INCREMENT_INTERVAL_MS']} ms, read-only, no network"
+    )
+
+
 def run(args: argparse.Namespace) -> int:
-    pod = declared(args.stack, parse_overrides(args.overrides))
+    import docker.errors
+    import requests.exceptions
+
+    from oomtools.rehearsal import ImageUnavailable, build_image, memory_bytes, one_line, rehearse
+
+    overrides = stack_overrides(args.stack, args.overrides)
+    pod = declared(args.stack, overrides)
     client = engine()
 
     env = {item["name"]: item["value"] for item in pod.container["env"]}
@@ -108,11 +158,7 @@ def run(args: argparse.Namespace) -> int:
         build_image(client, pod)
     except ImageUnavailable as error:
         raise DemoError(EXIT_NO_IMAGE, str(error)) from error
-    print(
-        f"demo: running it as the {args.stack} stack declares it: memory limit {limit} (no swap), "
-        f"+{env['MEMORY_INCREMENT_MB']} MiB every {env['INCREMENT_INTERVAL_MS']} ms, read-only, no network",
-        flush=True,
-    )
+    print(banner(args.stack, overrides, pod), flush=True)
     try:
         outcome = rehearse(client, pod, on_line=lambda line: print(f"  {line}", flush=True))
     except docker.errors.APIError as error:
@@ -125,6 +171,7 @@ def run(args: argparse.Namespace) -> int:
 
     events = [fields for fields in map(logfmt.parse, outcome.lines) if "event" in fields]
     kind, model = env.get("MEMORY_KIND", "anonymous"), env.get("PROCESS_MODEL", "single")
+    timing = kill_timing(outcome, pod.predicted_seconds)
     kind_verdict = verdict_of(kind, model, events, outcome.exit_code)
     if kind_verdict is not None:
         verdict, predicted, fields = kind_verdict
@@ -137,6 +184,7 @@ def run(args: argparse.Namespace) -> int:
                 **fields,
                 docker_oom_killed=outcome.oom_killed,
                 exit_code=outcome.exit_code,
+                **timing,
                 limit_mib=memory_bytes(limit) // MIB,
                 seconds=round(outcome.seconds, 1),
             ),
@@ -164,6 +212,7 @@ def run(args: argparse.Namespace) -> int:
             exit_code=outcome.exit_code,
             last_allocated_mib=int(last_allocated),
             **where,
+            **timing,
             limit_mib=memory_bytes(limit) // MIB,
             seconds=round(outcome.seconds, 1),
             termination_message=outcome.termination_message.strip(),
@@ -171,6 +220,40 @@ def run(args: argparse.Namespace) -> int:
         flush=True,
     )
     return EXIT_AS_PREDICTED if happened == predicted else EXIT_NOT_AS_PREDICTED
+
+
+def kill_timing(outcome: Outcome, stack_predicted: dict[str, float] | None) -> dict[str, object]:
+    """When the first kill came, each time beside the prediction it compares with (none of these where no kill came).
+
+    - `seconds_from_first_step` and `predicted_seconds`: from the killed hog's first step (which follows its start
+      line at once) to the kill, and what its start line predicted for the same (the expected step's pauses);
+    - `seconds_from_start` and `predicted_seconds_from_start`: from the container's start to its end, as Kubernetes'
+      startedAt and finishedAt and `make verify` count (the interpreter's start-up included), and the stack's
+      `predictedSecondsToOomKill`: the single hog's kill only, a supervised worker's leaves the container running.
+
+    Both measured on the engine's clock; `seconds` in the verdict is the whole run on the demo's own (the engine's
+    report of the end, and any holding, included).
+    """
+    start_at: float | None = None
+    predicted = "none"
+    killed_at: float | None = None
+    container_killed = outcome.oom_killed and outcome.exit_code == 137
+    for line, at in zip(outcome.lines, outcome.line_times, strict=False):
+        if line.startswith("event=start "):
+            start_at, predicted = at, logfmt.parse(line).get("predicted_seconds", "none")  # a worker's own
+        elif line.startswith("event=child_exit ") and "signal=SIGKILL" in line.split():
+            killed_at = at
+            break
+    else:
+        killed_at = outcome.finished_at if container_killed else None
+    fields: dict[str, object] = {}
+    if start_at is not None and killed_at is not None:
+        fields.update(seconds_from_first_step=round(killed_at - start_at, 1), predicted_seconds=predicted)
+    if container_killed and outcome.started_at is not None and outcome.finished_at is not None:
+        fields["seconds_from_start"] = round(outcome.finished_at - outcome.started_at, 1)
+        if stack_predicted:
+            fields["predicted_seconds_from_start"] = f"{stack_predicted['earliest']:g}..{stack_predicted['latest']:g}"
+    return fields
 
 
 def kills_against_announced(events: list[dict[str, str]], container_killed: bool) -> list[tuple[int, KillRange]]:
@@ -236,8 +319,11 @@ def verdict_of(
     elif kind == "pagecache" and holding and exit_code == 0:
         happened = "held-below-limit"
         fields.update(
-            held_mib=int(holding[-1]["allocated_mib"]),
+            # Written: the files on disk, in the page cache as they were written. Charged: what the cgroup counts
+            # against its limit (the kernel reclaimed the rest of the cache); the working set, what the kubelet sees.
+            files_written_mib=int(holding[-1]["allocated_mib"]),
             cgroup_usage_mib=holding[-1].get("cgroup_usage_mib", "none"),
+            limit_pct=holding[-1].get("limit_pct", "none"),
             working_set_mib=holding[-1].get("working_set_mib", "none"),
             file_mib=holding[-1].get("file_mib", "none"),
         )
@@ -259,12 +345,21 @@ def verdict_of(
     return happened, predicted, fields
 
 
+def configure(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """demo's arguments and help (for its own parser, and for `oom-killer demo` in the command's tree)."""
+    parser.description = __doc__
+    parser.epilog = exit_codes(CODE_MEANINGS)
+    add_stack_arguments(parser)
+    return parser
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = _Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--stack", default="dev", help="the stack whose Pulumi.<stack>.yaml to use (default: dev)")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    parser = configure(Parser(prog="oom-killer demo"))
     try:
         return run(parser.parse_args(argv))
+    except UsageError as error:
+        print(f"demo: {error}", file=sys.stderr)
+        return EXIT_BAD_CONFIG
     except DemoError as error:
         print(f"demo: {error}", file=sys.stderr)
         return error.code

@@ -9,13 +9,14 @@ of its death.
 
 from __future__ import annotations
 
+import datetime
 import os
 import re
 import tempfile
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +57,9 @@ class DeclaredPod:
     spec: dict[str, Any]  # the Deployment's pod template spec
     container: dict[str, Any]
     replicas: int = 1
+    # The stack's predictedSecondsToOomKill export ({"earliest": s, "latest": s} from the container's start), None
+    # where no kill is predicted.
+    predicted_seconds: dict[str, float] | None = None
 
 
 class ImageUnavailable(Exception):
@@ -67,7 +71,10 @@ def declared_pod(rendered: Rendered) -> DeclaredPod:
     pod = deployment["template"]["spec"]
     (container,) = pod["containers"]
     images = rendered.of_type(IMAGE)
-    return DeclaredPod(images[0].inputs if images else None, pod, container, int(deployment.get("replicas", 1)))
+    predicted = rendered.exports.get("predictedSecondsToOomKill") or None
+    return DeclaredPod(
+        images[0].inputs if images else None, pod, container, int(deployment.get("replicas", 1)), predicted
+    )
 
 
 def stack_pod(stack: str = "dev", overrides: dict[str, str] | None = None) -> DeclaredPod:
@@ -186,9 +193,23 @@ def build_image(client: docker.DockerClient, pod: DeclaredPod) -> str:
 class Outcome:
     oom_killed: bool
     exit_code: int
-    seconds: float
+    seconds: float  # the rehearsal's own clock: from the container's start to the engine's word of its end
     lines: list[str]
     termination_message: str
+    # The engine's clock, in POSIX seconds: when it logged each of `lines`, and the container's start and end (its
+    # State.StartedAt and FinishedAt, as Kubernetes' startedAt and finishedAt); None where the engine gave none.
+    line_times: list[float | None] = field(default_factory=list)
+    started_at: float | None = None
+    finished_at: float | None = None
+
+
+def engine_time(stamp: str) -> float | None:
+    """An engine's RFC 3339 time (nanoseconds, `Z`) in POSIX seconds; None for its zero time or no time at all."""
+    try:
+        when = datetime.datetime.fromisoformat(stamp)
+    except ValueError:
+        return None
+    return None if when.year == 1 else when.timestamp()
 
 
 def start(client: docker.DockerClient, pod: DeclaredPod, workdir: Path) -> tuple[Container, Path]:
@@ -202,10 +223,17 @@ def start(client: docker.DockerClient, pod: DeclaredPod, workdir: Path) -> tuple
 def follow(container: Container, termination_file: Path, on_line: Callable[[str], None] | None = None) -> Outcome:
     """Follow the container's log until it ends; then what the engine says of how it ended."""
     started = time.monotonic()
-    lines = []
-    for raw in container.logs(stream=True, follow=True, stdout=True, stderr=True):
-        for line in raw.decode(errors="replace").splitlines():
+    lines: list[str] = []
+    line_times: list[float | None] = []
+    # Each line with the engine's time of it ("<RFC 3339> <line>"): when a step came, on the clock the container's
+    # start and end are given in.
+    for raw in container.logs(stream=True, follow=True, stdout=True, stderr=True, timestamps=True):
+        for stamped in raw.decode(errors="replace").splitlines():
+            stamp, _, rest = stamped.partition(" ")
+            at = engine_time(stamp)
+            line = stamped if at is None else rest  # no time: the rest of a line the stream cut in two
             lines.append(line)
+            line_times.append(at)
             if on_line is not None:
                 on_line(line)
     result = container.wait(timeout=60)
@@ -218,6 +246,9 @@ def follow(container: Container, termination_file: Path, on_line: Callable[[str]
         seconds=seconds,
         lines=lines,
         termination_message=termination_file.read_text(),
+        line_times=line_times,
+        started_at=engine_time(str(state.get("StartedAt", ""))),
+        finished_at=engine_time(str(state.get("FinishedAt", ""))),
     )
 
 

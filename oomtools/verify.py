@@ -1,15 +1,14 @@
-"""`make verify`: watch a deployed stack through the Kubernetes API and say whether what its settings predict happened.
+"""Watch a deployed stack through the Kubernetes API and say whether what its settings predict happened.
 
-    python -m oomtools.verify --stack dev --timeout 10m [--prometheus URL --alert NAME ...] [--junit FILE]
+    oom-killer verify --stack dev --timeout 10m [--prometheus URL --alert NAME ...] [--junit FILE]
+                                                                  (or: make verify ARGS="--timeout 10m ...")
 
 The stack's namespace, Deployment and predicted time to the kill come from `pulumi stack output --json` (or
---outputs FILE, the same JSON); the pods' selector, replicas and the workload's settings from the Deployment itself,
-on the user's kube context. It prints each container death (reason, exit code, termination message, seconds from
-the container's start against the prediction, restart count) and each back-off between a death and the next
-start as they happen, progress while it waits, and ends with one verdict line.
-
-Exit codes: 0 what the settings predict was observed (and every alert asked for fired), 1 it was not, 2 bad
-arguments (or no stack to read), 3 the cluster or Prometheus cannot be reached, 130 interrupted.
+--outputs, the same JSON in a file or inline, for a machine without the Pulumi CLI); the pods' selector, replicas
+and the workload's settings from the Deployment itself, on your kube context. It prints each container death
+(reason, exit code, termination message, seconds from the container's start against the prediction, restart count)
+and each back-off between a death and the next start as they happen, progress while it waits, and ends with one
+verdict line. Each failure is one line and an exit code of its own, listed below.
 """
 
 from __future__ import annotations
@@ -25,17 +24,29 @@ import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final, TextIO
+from typing import TYPE_CHECKING, Any, Final, TextIO
 
-from oomtools import alerts as prom
+from oomtools.arguments import Parser, UsageError, exit_codes
 from workload import logfmt
 from workload.predict import KillRange
+
+if TYPE_CHECKING:  # imported where used: --help, bad arguments and completion need neither Prometheus nor a cluster
+    from oomtools import alerts as prom
 
 EXIT_AS_PREDICTED: Final = 0
 EXIT_NOT_AS_PREDICTED: Final = 1
 EXIT_BAD_ARGUMENTS: Final = 2
 EXIT_UNREACHABLE: Final = 3
 EXIT_INTERRUPTED: Final = 130
+
+# What --help says of each exit code.
+CODE_MEANINGS: Final = {
+    EXIT_AS_PREDICTED: "what the stack's settings predict was observed, and every alert asked for fired",
+    EXIT_NOT_AS_PREDICTED: "it was not (the verdict line's failed= says which check)",
+    EXIT_BAD_ARGUMENTS: "a bad argument, or no deployed stack to read (no outputs, no Deployment)",
+    EXIT_UNREACHABLE: "the cluster or Prometheus cannot be reached",
+    EXIT_INTERRUPTED: "interrupted (Ctrl-C)",
+}
 
 OOM_EXIT_CODE: Final = 137
 # Kubernetes timestamps are whole seconds, and the container's start includes the interpreter's own (slower under
@@ -79,31 +90,68 @@ def _duration(text: str) -> float:
     return seconds
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> Any:  # one line and exit 2, as every failure here
-        raise BadArguments(message)
-
-
-def parse_args(argv: list[str]) -> argparse.Namespace:
-    parser = _Parser(prog="make verify ARGS=...", description=__doc__.split("\n\n")[0])
+def configure(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """verify's arguments and help (for its own parser, and for `oom-killer verify` in the command's tree)."""
+    parser.description = __doc__
+    parser.epilog = exit_codes(CODE_MEANINGS)
     parser.add_argument("--stack", default="dev", help="the Pulumi stack whose outputs say what to watch")
-    parser.add_argument("--timeout", type=_duration, default=600.0, help="how long to watch at most (10m, 90s)")
-    parser.add_argument("--prometheus", help="Prometheus' URL: check the alerts too")
-    parser.add_argument("--alert", action="append", default=[], help="an alert that must fire (repeatable)")
-    parser.add_argument("--junit", type=Path, help="write a JUnit XML report here")
-    parser.add_argument("--kills", type=int, default=2, help="OOM kills to see before the verdict (default 2)")
+    parser.add_argument(
+        "--timeout", type=_duration, default="10m", help="how long to watch at most (10m, 90s, 1h30m, or seconds)"
+    )
+    parser.add_argument("--prometheus", metavar="URL", help="Prometheus' URL: check the alerts too")
+    parser.add_argument(
+        "--prometheus-token-file",
+        type=Path,
+        metavar="FILE",
+        help="send the token in FILE (one line) to Prometheus as `Authorization: Bearer <token>`",
+    )
+    parser.add_argument(
+        "--prometheus-ca-file",
+        type=Path,
+        metavar="FILE",
+        help="trust Prometheus' TLS certificate where this CA bundle (PEM) signed it, besides the system's",
+    )
+    parser.add_argument(
+        "--prometheus-insecure-skip-verify",
+        action="store_true",
+        help="check no TLS certificate of Prometheus at all (a self-signed one on a port-forward: test clusters only)",
+    )
+    parser.add_argument(
+        "--alert", action="append", default=[], metavar="NAME", help="an alert that must fire (repeatable)"
+    )
+    parser.add_argument("--junit", type=Path, metavar="FILE", help="write a JUnit XML report here")
+    parser.add_argument("--kills", type=int, default=2, help="OOM kills to see before the verdict")
     parser.add_argument(
         "--wait-resolved",
         action="store_true",
         help="after the alerts fired, watch for the stack "
         "to be scaled down or destroyed and the alerts to resolve, until the timeout",
     )
-    parser.add_argument("--outputs", type=Path, help="the stack's outputs as JSON, instead of asking pulumi")
+    parser.add_argument(
+        "--outputs",
+        metavar="FILE|JSON",
+        help="the stack's outputs as `pulumi stack output --json` prints them, in a file or inline (a value "
+        "starting with '{'), instead of asking pulumi",
+    )
     parser.add_argument("--kubeconfig", help="a kubeconfig file (default: KUBECONFIG, ~/.kube/config)")
     parser.add_argument("--context", help="a kube context (default: the current one)")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    from oomtools import alerts as prom
+
+    try:
+        args = configure(Parser(prog="oom-killer verify")).parse_args(argv)
+    except UsageError as error:
+        raise BadArguments(str(error)) from error
     if args.alert and not args.prometheus:
         raise BadArguments("--alert needs --prometheus: where would the alert fire?")
+    for option in ("prometheus_token_file", "prometheus_ca_file", "prometheus_insecure_skip_verify"):
+        if getattr(args, option) and not args.prometheus:
+            raise BadArguments(f"--{option.replace('_', '-')} needs --prometheus")
+    if args.prometheus_ca_file and args.prometheus_insecure_skip_verify:
+        raise BadArguments("--prometheus-ca-file and --prometheus-insecure-skip-verify: check the certificate or not")
     if args.kills < 1:
         raise BadArguments(f"--kills {args.kills}: must be at least 1")
     unknown = sorted(set(args.alert) - set(prom.DEFAULT_ALERTS))
@@ -114,13 +162,35 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return args
 
 
-def stack_outputs(stack: str, outputs_file: Path | None) -> dict[str, Any]:
-    """The stack's outputs, as `pulumi stack output --json` prints them."""
-    if outputs_file is not None:
+def prometheus_access(args: argparse.Namespace) -> prom.Access:
+    """How to reach Prometheus: its token (read from the file, which keeps it out of `ps` and shell history), the CA
+    bundle that signed its certificate, or no certificate check."""
+    from oomtools import alerts as prom
+
+    token = None
+    if args.prometheus_token_file is not None:
         try:
-            text = outputs_file.read_text()
+            token = args.prometheus_token_file.read_text().strip()
         except OSError as error:
-            raise BadArguments(f"--outputs {outputs_file}: {error.strerror}") from error
+            raise BadArguments(f"--prometheus-token-file {args.prometheus_token_file}: {error.strerror}") from error
+        if not token:
+            raise BadArguments(f"--prometheus-token-file {args.prometheus_token_file}: the file is empty")
+    ca_file = args.prometheus_ca_file
+    if ca_file is not None and not ca_file.is_file():
+        raise BadArguments(f"--prometheus-ca-file {ca_file}: no such file")
+    return prom.Access(token, ca_file, args.prometheus_insecure_skip_verify)
+
+
+def stack_outputs(stack: str, outputs: str | None) -> dict[str, Any]:
+    """The stack's outputs, as `pulumi stack output --json` prints them: from --outputs (a file, or the JSON itself
+    where it starts with `{`), else from the Pulumi CLI."""
+    if outputs is not None and outputs.lstrip().startswith("{"):
+        text, source = outputs, "--outputs"
+    elif outputs is not None:
+        try:
+            text, source = Path(outputs).read_text(), f"--outputs {outputs}"
+        except OSError as error:
+            raise BadArguments(f"--outputs {outputs}: {error.strerror} (a file, or the JSON itself)") from error
     else:
         try:
             done = subprocess.run(
@@ -131,18 +201,20 @@ def stack_outputs(stack: str, outputs_file: Path | None) -> dict[str, Any]:
                 timeout=120,
             )
         except FileNotFoundError as error:
-            raise BadArguments("no pulumi CLI on PATH to read the stack's outputs (or give --outputs FILE)") from error
+            raise BadArguments(
+                "no pulumi CLI on PATH to read the stack's outputs (or give --outputs FILE or --outputs '{...}')"
+            ) from error
         if done.returncode != 0:
             last = (done.stderr.strip().splitlines() or ["?"])[-1]
             raise BadArguments(f"pulumi stack output --stack {stack} failed: {last}")
-        text = done.stdout
+        text, source = done.stdout, f"pulumi stack output --stack {stack}"
     try:
-        outputs = json.loads(text)
+        found = json.loads(text)
     except ValueError as error:
-        raise BadArguments(f"the stack's outputs are not JSON: {error}") from error
-    if not isinstance(outputs, dict) or not outputs.get("namespace") or not outputs.get("deploymentName"):
+        raise BadArguments(f"the stack's outputs ({source}) are not JSON: {error}") from error
+    if not isinstance(found, dict) or not found.get("namespace") or not found.get("deploymentName"):
         raise BadArguments(f"stack {stack} has no namespace and deploymentName outputs: is it deployed (make up)?")
-    return outputs
+    return found
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -488,6 +560,9 @@ def read_deployment(apps: Any, namespace: str, name: str) -> Any:
 
 
 def run(args: argparse.Namespace, out: TextIO, err: TextIO, clock: Callable[[], float] = time.time) -> int:
+    from oomtools import alerts as prom
+
+    access = prometheus_access(args)
     outputs = stack_outputs(args.stack, args.outputs)
     namespace, deployment_name = str(outputs["namespace"]), str(outputs["deploymentName"])
     core, apps = kube_api(args.kubeconfig, args.context)
@@ -504,8 +579,8 @@ def run(args: argparse.Namespace, out: TextIO, err: TextIO, clock: Callable[[], 
     records = [prom.AlertRecord(name, expected=bool(args.alert) or expected[name]) for name in names]
     if args.prometheus:
         try:
-            version = prom.check_reachable(args.prometheus)
-            loaded = prom.rule_names(args.prometheus)
+            version = prom.check_reachable(args.prometheus, access)
+            loaded = prom.rule_names(args.prometheus, access)
         except prom.PrometheusUnreachable as error:
             raise Unreachable(f"Prometheus does not answer: {error}") from error
         missing = [name for name in names if name not in loaded]
@@ -581,7 +656,7 @@ def run(args: argparse.Namespace, out: TextIO, err: TextIO, clock: Callable[[], 
         if args.prometheus and now - last_prometheus >= 2 * POLL_SECONDS:
             last_prometheus = now
             try:
-                active = prom.firing(args.prometheus, names, namespace)
+                active = prom.firing(args.prometheus, names, namespace, access)
             except prom.PrometheusUnreachable as error:
                 raise Unreachable(f"Prometheus stopped answering: {error}") from error
             for record in records:

@@ -8,10 +8,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import docker.constants
 import pytest
 
+from infra.settings import ConfigError
 from oomtools import demo
-from oomtools.render import stack_file
+from oomtools.arguments import Parser
+from oomtools.rehearsal import Outcome, stack_pod
+from oomtools.render import render, stack_file
 
 
 def one_line_failure(capsys: pytest.CaptureFixture[str]) -> str:
@@ -35,7 +39,7 @@ def no_engine(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     [
         (["--set", "foo"], "demo: --set takes key=value, got 'foo'"),
         (["--set", "=1"], "demo: --set takes key=value, got '=1'"),
-        (["--bogus"], "demo: unrecognized arguments: --bogus (see --help)"),
+        (["--bogus"], "demo: unrecognized arguments: --bogus (see oom-killer demo --help)"),
         (["--stack", "../etc"], "demo: --stack '../etc': a stack name is letters, digits, '-', '_' and '.'"),
     ],
 )
@@ -47,8 +51,6 @@ def test_bad_arguments_exit_2_in_one_line(argv: list[str], expected: str, capsys
 @pytest.mark.parametrize(
     ("overrides", "starts"),
     [
-        # The issue's typo ran with the dev stack's 16 MiB steps and exit 0.
-        (["memoryIncremntMb=30"], "demo: invalid config oom-killer:memoryIncremntMb='30': is not a setting"),
         # 20 MiB with the dev stack's 16 MiB steps was killed before its first step.
         (["memoryLimitMb=20"], "demo: invalid config oom-killer:memoryIncrementMb=16: must be at most 4"),
         # Docker refuses a limit under 6 MiB with an APIError; the settings refuse it first.
@@ -82,13 +84,74 @@ def test_a_stack_without_a_file_runs_on_the_project_defaults(capsys: pytest.Capt
         "as `pulumi up` would run a new stack"
     )
     assert len(lines) == 2
-    assert lines[1].startswith("demo: no Docker engine answers (DOCKER_HOST or the default socket): ")
+    assert lines[1].startswith("demo: no Docker engine answers at unix://")
 
 
-@pytest.mark.usefixtures("no_engine")
-def test_no_engine_is_exit_3_in_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+def test_no_engine_is_exit_3_in_one_line_naming_the_address_it_tried(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # The issue saw a Python exception's text ("Error while fetching server API version: ('Connection aborted.',
+    # FileNotFoundError(2, ...))") and not the address: now the address, where it came from, and the socket's error.
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/no-engine.sock")
     assert demo.main([]) == demo.EXIT_NO_ENGINE
-    assert one_line_failure(capsys).startswith("demo: no Docker engine answers")
+    assert one_line_failure(capsys) == (
+        f"demo: no Docker engine answers at unix://{tmp_path}/no-engine.sock (DOCKER_HOST): No such file or directory"
+    )
+    monkeypatch.delenv("DOCKER_HOST")
+    assert demo.engine_address() == ("unix:///var/run/docker.sock", "DOCKER_HOST is unset: the default socket")
+    sdk_default = docker.constants.DEFAULT_UNIX_SOCKET
+    assert sdk_default == "http+unix://" + demo.DEFAULT_DOCKER_HOST.removeprefix("unix://")  # the SDK's own default
+
+
+def test_an_engine_error_comes_down_to_the_sockets_own_words() -> None:
+    # As the Docker SDK raises it: its own error, from requests', whose arguments hold urllib3's and the socket's.
+    refused = ConnectionRefusedError(111, "Connection refused")
+    error = RuntimeError("Error while fetching server API version: ...")
+    error.__cause__ = ValueError("Connection aborted.", refused)
+    assert demo.root_cause(error) == "Connection refused"
+    assert demo.root_cause(RuntimeError("Invalid bind address format: foo")) == "Invalid bind address format: foo"
+
+
+@pytest.mark.parametrize(
+    ("pair", "expected"),
+    [
+        # The issue's typo said to `pulumi config rm` it: wrong for a --set, which is in no stack file.
+        ("memoryIncremntMb=30", "demo: --set memoryIncremntMb=30: not a setting of this project: did you mean "
+         "memoryIncrementMb?"),
+        ("MEMORYLIMITMB=64", "demo: --set MEMORYLIMITMB=64: not a setting of this project: did you mean "
+         "memoryLimitMb?"),
+        ("zzz=1", "demo: --set zzz=1: not a setting of this project (one of: memoryIncrementMb, memoryLimitMb, "),
+    ],
+)  # fmt: skip
+def test_a_set_of_an_unknown_key_names_it_and_the_nearest_setting_in_one_line(
+    pair: str, expected: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert demo.main(["--set", pair]) == demo.EXIT_BAD_CONFIG
+    line = one_line_failure(capsys)
+    assert line.startswith(expected)
+    assert "pulumi config rm" not in line
+
+
+def test_an_unknown_key_in_the_stack_config_names_the_nearest_setting_and_how_to_remove_it() -> None:
+    # The stack file's path (Pulumi.<stack>.yaml, or `pulumi up` itself): there `pulumi config rm` is the remedy.
+    with pytest.raises(ConfigError) as caught:
+        render({"memoryIncremntMb": "30"})
+    assert str(caught.value) == (
+        "invalid config oom-killer:memoryIncremntMb='30': is not a setting of this project (Pulumi.yaml declares "
+        "them all): did you mean memoryIncrementMb? `pulumi config rm memoryIncremntMb` removes it"
+    )
+    with pytest.raises(ConfigError, match=r": a typo\? `pulumi config rm zzz` removes it$"):
+        render({"zzz": "1"})
+
+
+def test_the_banner_says_when_set_changed_the_stacks_settings() -> None:
+    pod = stack_pod("dev", {"memoryLimitMb": "64"})
+    assert demo.banner("dev", {"memoryLimitMb": "64"}, pod) == (
+        "demo: running it as the dev stack declares it, with --set memoryLimitMb=64: memory limit 64Mi (no swap), "
+        "+16 MiB every 1000 ms, read-only, no network"
+    )
+    plain = demo.banner("dev", {}, stack_pod("dev"))
+    assert plain.startswith("demo: running it as the dev stack declares it: memory limit 128Mi (no swap)")
 
 
 def test_every_exit_code_is_distinct() -> None:
@@ -139,3 +202,70 @@ def test_a_supervised_worker_that_exited_on_its_own_is_not_a_worker_kill() -> No
     verdict = demo.verdict_of("anonymous", "supervised", [supervisor, *hog_run(5, 12, 12), killed, stopped], 0)
     assert verdict is not None
     assert verdict[0] == "worker-killed-outside-announced-steps"
+
+
+def ran(lines: list[str], times: list[float], *, killed: bool, finished: float) -> Outcome:
+    """A run as the engine reported it: the container started at t=100 on the engine's clock."""
+    stamps: list[float | None] = [*times]
+    return Outcome(killed, 137 if killed else 0, 99.0, lines, "", stamps, started_at=100.0, finished_at=finished)
+
+
+def test_the_kill_is_timed_on_the_clocks_its_predictions_use() -> None:
+    # The issue compared the verdict's seconds=10.0 (the whole run, on the demo's clock) with the start line's
+    # predicted_seconds=7.0 (from the first step): each time now stands beside the prediction of the same span.
+    lines = ["event=start predicted_seconds=7.0", *(f"event=step step={n}" for n in range(1, 8))]
+    times = [100.4, *(100.4 + n for n in range(7))]  # the interpreter took 0.4 s to its start line
+    fields = demo.kill_timing(ran(lines, times, killed=True, finished=107.5), {"earliest": 6.0, "latest": 8.0})
+    assert fields == {
+        "seconds_from_first_step": 7.1,
+        "predicted_seconds": "7.0",
+        "seconds_from_start": 7.5,
+        "predicted_seconds_from_start": "6..8",
+    }
+
+
+def test_a_supervised_workers_kill_is_timed_from_its_own_start_and_the_container_time_is_left_out() -> None:
+    lines = [
+        "event=supervisor_start process_model=supervised",
+        "event=start predicted_seconds=2.0",
+        "event=step step=1",
+        "event=child_exit signal=SIGKILL oom_kill=1",
+        "event=start predicted_seconds=2.0",
+    ]
+    times = [100.1, 100.3, 100.3, 102.5, 103.5]
+    fields = demo.kill_timing(ran(lines, times, killed=False, finished=110.0), {"earliest": 1.0, "latest": 3.0})
+    assert fields == {"seconds_from_first_step": 2.2, "predicted_seconds": "2.0"}
+
+
+def test_no_kill_no_kill_time() -> None:
+    lines = ["event=start predicted_seconds=none", "event=step step=1", "event=holding allocated_mib=32"]
+    assert demo.kill_timing(ran(lines, [100.2, 100.2, 100.3], killed=False, finished=106.0), None) == {}
+
+
+def test_the_page_cache_verdict_says_what_was_written_and_what_is_charged() -> None:
+    # The issue read `held_mib=256 limit_mib=128` beside a step line's limit_pct=99.9: 256 MiB written to files, of
+    # which the cgroup is charged what is left in the page cache, at the limit.
+    holding = {
+        "event": "holding", "allocated_mib": "256", "cgroup_usage_mib": "127", "limit_pct": "99.9",
+        "working_set_mib": "21", "file_mib": "119",
+    }  # fmt: skip
+    verdict = demo.verdict_of("pagecache", "single", [{"event": "start"}, holding], 0)
+    assert verdict is not None
+    happened, predicted, fields = verdict
+    assert (happened, predicted) == ("held-below-limit", "held-below-limit")
+    assert "held_mib" not in fields
+    assert {key: fields[key] for key in ("files_written_mib", "cgroup_usage_mib", "limit_pct")} == {
+        "files_written_mib": 256,
+        "cgroup_usage_mib": "127",
+        "limit_pct": "99.9",
+    }
+
+
+def test_the_help_lists_every_exit_code_it_promises() -> None:
+    codes = {value for name, value in vars(demo).items() if name.startswith("EXIT_")}
+    assert set(demo.CODE_MEANINGS) == codes
+    text = demo.configure(Parser(prog="oom-killer demo")).format_help()
+    assert "listed below" in text
+    listed = text[text.index("exit codes:") :]
+    for code in codes:
+        assert f"\n  {code} " in listed, code

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +20,8 @@ import pytest
 
 from tests.conftest import PROJECT, require
 
+OOM_KILLER = Path(sys.executable).parent / "oom-killer"  # the command this virtualenv has installed
+TOOLS_PREREQUISITES = ("requirements.txt", "requirements-tools.txt", "pyproject.toml")
 EXPIRED = "error: PULUMI_ACCESS_TOKEN must be set for login during non-interactive CLI sessions"
 STAND_IN = """#!/bin/sh
 echo "$*" >> "$PULUMI_CALLS"
@@ -44,12 +48,15 @@ class MakeRunner:
             found = shutil.which(tool)
             assert found is not None, tool
             (self.tools / tool).symlink_to(found)
-        # A virtualenv that is up to date for `make up`: no pip runs here.
-        marker = tmp_path / "venv" / "bin" / ".program-installed"
-        marker.parent.mkdir(parents=True)
-        marker.touch()
-        later = (PROJECT / "requirements.txt").stat().st_mtime + 3600
-        os.utime(marker, (later, later))
+        # A virtualenv that is up to date for `make up`, `make demo` and `make verify`: no pip runs here. Its
+        # oom-killer is the project's own virtualenv's (the command pip installed there).
+        bin_dir = tmp_path / "venv" / "bin"
+        bin_dir.mkdir(parents=True)
+        later = max((PROJECT / name).stat().st_mtime for name in TOOLS_PREREQUISITES) + 3600
+        for stamp in (".program-installed", ".tools-installed"):
+            (bin_dir / stamp).touch()
+            os.utime(bin_dir / stamp, (later, later))
+        (bin_dir / "oom-killer").symlink_to(OOM_KILLER)
         self.home = tmp_path / "home"
         self.home.mkdir()
 
@@ -138,23 +145,59 @@ def test_make_destroy_destroys_the_stack_named(run_make: MakeRunner) -> None:
     assert made.calls == ["destroy --stack staging"]
 
 
-def test_make_up_installs_only_the_programs_requirements(tmp_path: Path) -> None:
+def planned(target: str, venv: Path) -> str:
+    """What make would run for a target with a virtualenv that does not exist yet (make -n runs nothing)."""
     make = shutil.which("make")
     require(make is not None, "make is not installed")
     assert make is not None
-    fresh = f"VENV={tmp_path / 'fresh'}"
-    planned = subprocess.run(
-        [make, "-n", "--no-print-directory", "-C", str(PROJECT), "up", fresh],
+    return subprocess.run(
+        [make, "-n", "--no-print-directory", "-C", str(PROJECT), target, f"VENV={venv}"],
         capture_output=True,
         text=True,
         check=True,
     ).stdout
-    assert "pip install --quiet -r requirements.txt" in planned
-    assert "requirements-dev.txt" not in planned
-    tests = subprocess.run(
-        [make, "-n", "--no-print-directory", "-C", str(PROJECT), "lint", fresh],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    assert "pip install --quiet -r requirements-dev.txt" in tests
+
+
+def test_make_up_installs_only_the_programs_requirements_after_checking_for_the_cli(tmp_path: Path) -> None:
+    plan = planned("up", tmp_path / "fresh")
+    assert "pip install --quiet -r requirements.txt" in plan
+    assert "requirements-dev.txt" not in plan
+    assert "-e ." not in plan
+    assert plan.index("command -v pulumi") < plan.index("-m venv") < plan.index("pulumi stack select")
+    assert "pip install --quiet -r requirements-dev.txt -e ." in planned("lint", tmp_path / "fresh")
+
+
+@pytest.mark.parametrize("target", ["demo", "verify"])
+def test_make_demo_and_verify_install_only_the_tools_and_run_the_command(target: str, tmp_path: Path) -> None:
+    # Not the test toolchain (pytest, mypy, ruff, hadolint, ...): the project, editable, with its dependencies
+    # (the program's requirements and what the tools import).
+    plan = planned(target, tmp_path / "fresh")
+    assert "pip install --quiet -e ." in plan
+    assert "requirements-dev.txt" not in plan
+    assert plan.splitlines()[-1].startswith(f"{tmp_path / 'fresh'}/bin/oom-killer {target} --stack dev")
+
+
+def test_make_up_without_the_cli_stops_before_installing_anything(run_make: MakeRunner) -> None:
+    # The issue's make up made the virtualenv and installed the program's requirements, then said the CLI was missing.
+    fresh = run_make.tmp_path / "fresh"
+    made = run_make("up", f"VENV={fresh}", pulumi=False)
+    assert made.returncode != 0
+    assert "make up needs the Pulumi CLI: https://www.pulumi.com/docs/install/" in made.stderr.splitlines()
+    assert not fresh.exists()  # no virtualenv made, no pip run (python3 is not even on this PATH)
+    assert "python3" not in made.stderr
+
+
+def test_make_shows_the_commands_own_exit_code_and_exits_2(run_make: MakeRunner) -> None:
+    # make's own exit code is 2 on any failure; the command's code is in make's message (the command carries it).
+    require(OOM_KILLER.exists(), f"no {OOM_KILLER}: venv/bin/pip install --no-deps -e .")
+    made = run_make("demo", "ARGS=--set replicas=0")
+    assert made.returncode == 2
+    assert "demo: replicas=0: the dev stack declares no pod, so nothing would run" in made.stderr
+    assert re.search(r"\[Makefile:\d+: demo\] Error 6$", made.stderr, re.MULTILINE), made.stderr
+    outputs = run_make.tmp_path / "outputs.json"
+    outputs.write_text(json.dumps({"namespace": "oom-killer", "deploymentName": "oom-killer"}))
+    no_cluster = f"--outputs {outputs} --kubeconfig {run_make.tmp_path / 'no-kubeconfig'}"
+    made = run_make("verify", f"ARGS={no_cluster}")
+    assert made.returncode == 2
+    assert "verify: no usable kube context" in made.stderr
+    assert re.search(r"\[Makefile:\d+: verify\] Error 3$", made.stderr, re.MULTILINE), made.stderr

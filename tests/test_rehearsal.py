@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from oomtools.rehearsal import memory_bytes, nano_cpus, run_options, stack_pod
+from oomtools.rehearsal import engine_time, memory_bytes, nano_cpus, run_options, stack_pod
 
 
 def test_kubernetes_quantities_become_bytes_and_nano_cpus() -> None:
@@ -33,3 +33,12 @@ def test_the_declared_container_runs_locked_down_with_its_limit_and_no_swap(tmp_
     assert options["network_mode"] == "none"
     assert options["volumes"] == {str(tmp_path / "termination-log"): {"bind": "/dev/termination-log", "mode": "rw"}}
     assert options["environment"]["MEMORY_INCREMENT_MB"] == pod.container["env"][0]["value"]
+
+
+def test_the_engines_times_read_as_posix_seconds_and_its_zero_time_as_none() -> None:
+    # Docker's log timestamps and State.StartedAt/FinishedAt: RFC 3339 with nanoseconds; "0001-01-01..." is unset.
+    start, later = engine_time("2026-11-30T12:00:00Z"), engine_time("2026-11-30T12:00:07.250000000Z")
+    assert start is not None
+    assert later == start + 7.25
+    assert engine_time("0001-01-01T00:00:00Z") is None
+    assert engine_time("") is None

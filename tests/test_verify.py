@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import datetime
 import io
+import json
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
 
 from oomtools import verify
-from oomtools.alerts import AlertRecord
+from oomtools.alerts import Access, AlertRecord
+from oomtools.arguments import Parser
 from workload.predict import KillRange
 
 
@@ -92,3 +94,80 @@ def test_each_kill_is_held_to_the_steps_the_stack_announced_and_the_check_says_w
     assert "5(early)" in check.detail
     # No message (killed before its first step line): step 1.
     assert prediction.kill_step(oom_death(None, "d")) == 1
+
+
+OUTPUTS = {"namespace": "oom-killer", "deploymentName": "oom-killer", "predictedSecondsToOomKill": None}
+
+
+def test_outputs_are_read_from_a_file_or_inline_json(tmp_path: Path) -> None:
+    # Inline: what a machine without the Pulumi CLI has at hand, e.g. `--outputs "$(oom-killer render --outputs)"`.
+    inline = json.dumps(OUTPUTS)
+    assert verify.stack_outputs("dev", inline) == OUTPUTS
+    assert verify.stack_outputs("dev", "  " + inline) == OUTPUTS
+    saved = tmp_path / "outputs.json"
+    saved.write_text(inline)
+    assert verify.stack_outputs("dev", str(saved)) == OUTPUTS
+
+
+@pytest.mark.parametrize(
+    ("outputs", "says"),
+    [
+        ("{namespace: oom-killer}", "the stack's outputs (--outputs) are not JSON: "),
+        ("/no/such/outputs.json", "--outputs /no/such/outputs.json: No such file or directory (a file, or the JSON"),
+        ('{"namespace": "oom-killer"}', "stack dev has no namespace and deploymentName outputs"),
+    ],
+)
+def test_bad_outputs_are_exit_2_in_one_line_saying_which(outputs: str, says: str) -> None:
+    err = io.StringIO()
+    assert verify.main(["--outputs", outputs], out=io.StringIO(), err=err) == verify.EXIT_BAD_ARGUMENTS
+    (line,) = err.getvalue().splitlines()
+    assert line.startswith(f"verify: {says}"), line
+
+
+def test_the_help_shows_each_default_and_every_exit_code() -> None:
+    text = verify.configure(Parser(prog="oom-killer verify")).format_help()
+    options = " ".join(text[text.index("options:") : text.index("exit codes:")].split())
+    for default in ("--stack STACK the Pulumi stack whose outputs say what to watch (default: dev)", "(default: 10m)"):
+        assert default in options
+    assert "OOM kills to see before the verdict (default: 2)" in options
+    assert "(default: None)" not in options  # an option without a default says nothing of one
+    assert set(verify.CODE_MEANINGS) == {v for name, v in vars(verify).items() if name.startswith("EXIT_")}
+    listed = text[text.index("exit codes:") :]
+    for code in verify.CODE_MEANINGS:
+        assert f"\n  {code} " in listed, code
+
+
+def test_the_default_timeout_is_ten_minutes() -> None:
+    assert verify.parse_args([]).timeout == 600.0
+
+
+def test_prometheus_behind_auth_gets_the_token_from_a_file_and_the_ca_bundle(tmp_path: Path) -> None:
+    token, ca = tmp_path / "prometheus.token", tmp_path / "ca.pem"
+    secret = "a-service-account-token"  # noqa: S105 (a stand-in, written to the file verify reads)
+    token.write_text(f"{secret}\n")
+    ca.write_text("-----BEGIN CERTIFICATE-----\n")
+    url = ["--prometheus", "https://prometheus.example.com"]
+    args = verify.parse_args([*url, "--prometheus-token-file", str(token), "--prometheus-ca-file", str(ca)])
+    assert verify.prometheus_access(args) == Access(bearer_token=secret, ca_file=ca)
+    insecure = verify.parse_args([*url, "--prometheus-insecure-skip-verify"])
+    assert verify.prometheus_access(insecure) == Access(insecure_skip_verify=True)
+    assert verify.prometheus_access(verify.parse_args(url)) == Access()
+
+
+@pytest.mark.parametrize(
+    ("argv", "says"),
+    [
+        (["--prometheus-token-file", "t"], "verify: --prometheus-token-file needs --prometheus"),
+        (["--prometheus-insecure-skip-verify"], "verify: --prometheus-insecure-skip-verify needs --prometheus"),
+        (["--prometheus", "https://p", "--prometheus-ca-file", "ca.pem", "--prometheus-insecure-skip-verify"],
+         "verify: --prometheus-ca-file and --prometheus-insecure-skip-verify: check the certificate or not"),
+        (["--prometheus", "https://p", "--prometheus-token-file", "/no/such.token"],
+         "verify: --prometheus-token-file /no/such.token: No such file or directory"),
+        (["--prometheus", "https://p", "--prometheus-ca-file", "/no/ca.pem"],
+         "verify: --prometheus-ca-file /no/ca.pem: no such file"),
+    ],
+)  # fmt: skip
+def test_bad_prometheus_access_is_exit_2_in_one_line_before_anything_is_asked(argv: list[str], says: str) -> None:
+    err = io.StringIO()
+    assert verify.main([*argv, "--outputs", "/no/such/outputs.json"], out=io.StringIO(), err=err) == 2
+    assert err.getvalue().splitlines() == [says]

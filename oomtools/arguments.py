@@ -1,0 +1,93 @@
+"""What the `oom-killer` command's subcommands share: the help's layout (each option's default, the exit codes as
+written), argument errors as one line, and the stack arguments of `demo` and `render`.
+
+Stdlib only at import, so that `--help`, `--version` and shell completion answer at once: the tools import pulumi,
+docker and kubernetes when they run, not before.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import textwrap
+from typing import Any, NoReturn
+
+# Pulumi's own rule for a stack name.
+_STACK_NAME = re.compile(r"[A-Za-z0-9_.-]+")
+
+
+class UsageError(Exception):
+    """A bad argument: one line, and the subcommand's exit code for it (2 in each)."""
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Each option's default in its help, where it has one (not None, False or []); the description and the epilog
+    (the exit codes) as written."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        unset = default is None or default is False or default == [] or default == argparse.SUPPRESS
+        if action.option_strings and not unset and "%(default)" not in text:
+            text += " (default: %(default)s)"
+        return text
+
+
+class Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are a UsageError (one line) rather than the usage and exit 2."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        super().__init__(*args, **kwargs)
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{message} (see {self.prog} --help)")
+
+
+def exit_codes(codes: dict[int, str]) -> str:
+    """The exit codes as the epilog of a subcommand's --help."""
+    lines = ["exit codes:"]
+    for code, meaning in codes.items():
+        lines.append(textwrap.fill(meaning, 100, initial_indent=f"  {code:<5}", subsequent_indent=" " * 7))
+    return "\n".join(lines)
+
+
+def setting_names(prefix: str, **_: object) -> list[str]:
+    """Shell completion of --set: the stack's settings as `key=` (infra.settings imports pulumi: only on TAB)."""
+    from infra.settings import DEFAULTS
+
+    return [f"{key}=" for key in DEFAULTS if key.startswith(prefix)]
+
+
+def add_stack_arguments(parser: argparse.ArgumentParser) -> None:
+    """--stack and --set: the stack's config as Pulumi.<stack>.yaml has it, with values for this run over it."""
+    parser.add_argument("--stack", default="dev", help="the stack whose Pulumi.<stack>.yaml to use")
+    setting = parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a stack config value for this run only, over the stack file's (repeatable; e.g. memoryLimitMb=64)",
+    )
+    setting.completer = setting_names  # type: ignore[attr-defined]  # argcomplete reads it
+
+
+def stack_overrides(stack: str, pairs: list[str]) -> dict[str, str]:
+    """The --stack name checked and the --set pairs as a dict; a UsageError naming the first bad one."""
+    if _STACK_NAME.fullmatch(stack) is None:
+        raise UsageError(f"--stack {stack!r}: a stack name is letters, digits, '-', '_' and '.'")
+    overrides = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise UsageError(f"--set takes key=value, got {pair!r}")
+        overrides[key] = value
+    from infra.settings import DEFAULTS, nearest_setting  # pulumi: only once the arguments are read
+
+    for key, value in overrides.items():
+        if key not in DEFAULTS:
+            near = nearest_setting(key)
+            guess = f": did you mean {near}?" if near else f" (one of: {', '.join(DEFAULTS)})"
+            raise UsageError(f"--set {key}={value}: not a setting of this project{guess}")
+    return overrides
