@@ -210,7 +210,7 @@ def test_oom_group_is_reported_as_the_kernel_applies_it(vm: Boot) -> None:
 def test_in_a_cgroup_namespace_a_tighter_pod_limit_is_not_seen_and_the_kill_comes_before_the_prediction(
     vm: Boot,
 ) -> None:
-    # What the README warns of: the workload reports the container's limit, the kernel enforces the pod's.
+    # What docs/configuration.md warns of: the workload reports the container's limit, the kernel enforces the pod's.
     name = "pod-limit-unseen-in-namespace"
     result, layout = result_of(vm, name), BY_NAME[name]
     (start,) = lines_of(result, "start")
@@ -265,10 +265,8 @@ def test_no_memory_high_or_swap_fields_where_none_applies(vm: Boot) -> None:
     assert all("throttled" not in step for step in lines_of(result, "step"))
 
 
-def test_the_readmes_log_reference_names_every_field_the_workload_wrote(vm: Boot) -> None:
-    readme = (PROJECT / "README.md").read_text()
-    reference = readme[readme.index("\n### The workload's log\n") :]
-    reference = reference[: reference.index("\n## ")]
+def test_the_log_reference_names_every_field_the_workload_wrote(vm: Boot) -> None:
+    reference = (PROJECT / "docs" / "workload-log.md").read_text()
     documented = set(
         re.findall(
             r"`([a-z_0-9]+)`",

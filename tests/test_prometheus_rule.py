@@ -1,5 +1,5 @@
 """prometheusRule: the alerts declared as a Prometheus Operator PrometheusRule whose groups are the rule file's,
-valid to the Operator's CRD; and the README's "Checking your alerts" showing that same file."""
+valid to the Operator's CRD; and docs/alerts.md showing that same file."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from infra.monitoring import RULES_FILE, parse_labels, rule_groups
 from infra.settings import ConfigError
 from oomtools.render import Rendered, render
 from tests.conftest import PROJECT, require
-from tests.test_readme import section
+from tests.test_readme import page
 
 PROMETHEUS_RULE = "kubernetes:monitoring.coreos.com/v1:PrometheusRule"
 CRD = PROJECT.parent / "shared" / "schemas" / "prometheusrule-crd.json"
@@ -96,10 +96,10 @@ def test_label_text_parses_as_kubectl_writes_it() -> None:
         parse_labels(f"a={'x' * 64}")
 
 
-def test_the_readme_shows_the_rule_file_itself() -> None:
-    text = section("### Checking your alerts")
-    blocks = re.findall(r"```yaml\n(.*?)```", text, re.DOTALL)
-    assert blocks, "no yaml block in Checking your alerts"
-    assert [yaml.safe_load(block) for block in blocks] == [{"groups": rule_groups()}]
+def test_the_alerts_page_shows_the_rule_file_itself() -> None:
+    text = page("alerts.md")
+    blocks = [yaml.safe_load(block) for block in re.findall(r"```yaml\n(.*?)```", text, re.DOTALL)]
+    rule_files = [block for block in blocks if isinstance(block, dict) and "groups" in block]
+    assert rule_files == [{"groups": rule_groups()}], "docs/alerts.md shows the rule file once, as it is"
     for key in ("prometheusRule", "prometheusRuleLabels", "alerts/oom-killer.rules.yaml"):
         assert f"`{key}" in text, key
