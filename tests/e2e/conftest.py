@@ -9,16 +9,20 @@ from __future__ import annotations
 
 import io
 import os
+import secrets
 import shutil
 import subprocess
 import tarfile
 import tempfile
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from http import HTTPStatus
 from pathlib import Path
 
+import bcrypt
 import docker
 import docker.errors
 import pytest
@@ -193,21 +197,27 @@ def deployed(cluster: Cluster, engine: docker.DockerClient) -> Iterator[Deployed
 @dataclass(frozen=True)
 class Registry:
     address: str  # host:port, on loopback
+    username: str
+    password: str
 
 
 @pytest.fixture(scope="session")
 def registry(cluster: Cluster) -> Iterator[Registry]:
-    """A container registry on loopback (Debian's docker-registry, the CNCF distribution registry) that the
-    node pulls from over plain HTTP, as it would from a user's registry."""
+    """A container registry on loopback (Debian's docker-registry, the CNCF distribution registry) that requires a
+    login for every push and pull (htpasswd, as a private registry does), and that the node reaches over plain
+    HTTP, as it would a user's registry."""
     require(Path(REGISTRY).exists(), f"no {REGISTRY} (apt-get install docker-registry)")
     port = free_port()
     workdir = cluster.workdir / "registry"
     workdir.mkdir()
+    username, password = "oom-killer-e2e", secrets.token_urlsafe(16)
+    (workdir / "htpasswd").write_text(f"{username}:{bcrypt.hashpw(password.encode(), bcrypt.gensalt()).decode()}\n")
     config = {
         "version": 0.1,
         "log": {"level": "info"},
         "storage": {"filesystem": {"rootdirectory": str(workdir / "storage")}},
         "http": {"addr": f"127.0.0.1:{port}"},
+        "auth": {"htpasswd": {"realm": "oom-killer-e2e", "path": str(workdir / "htpasswd")}},
     }
     (workdir / "config.yml").write_text(yaml.safe_dump(config))
     with (workdir / "registry.log").open("ab") as log:
@@ -217,20 +227,23 @@ def registry(cluster: Cluster) -> Iterator[Registry]:
     address = f"127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 30
-        while not _registry_up(address):
+        while _registry_status(address) != HTTPStatus.UNAUTHORIZED:  # up, and asking for a login
             assert process.poll() is None, (workdir / "registry.log").read_text()[-2000:]
             assert time.monotonic() < deadline, "the registry did not answer in 30 s"
             time.sleep(0.2)
         cluster.trust_registry(address)
-        yield Registry(address)
+        yield Registry(address, username, password)
     finally:
         process.terminate()
         process.wait(timeout=10)
 
 
-def _registry_up(address: str) -> bool:
+def _registry_status(address: str) -> int | None:
+    """The status of the registry's API root (401 when it wants a login); None while nothing answers."""
     try:
         with urllib.request.urlopen(f"http://{address}/v2/", timeout=2) as response:
-            return bool(response.status == 200)
+            return int(response.status)
+    except urllib.error.HTTPError as error:
+        return error.code
     except OSError:
-        return False
+        return None

@@ -1,14 +1,20 @@
 #!/usr/bin/env bash
 # Build the test cluster's binaries from their Go modules, once per machine: etcd, containerd (with its runc shim
-# and ctr), and the Kubernetes node (kube-apiserver, kube-controller-manager, kube-scheduler, kubelet).
-# Each module here pins one release; a component is rebuilt only when its go.mod, go.sum or main changes, or
-# the Go toolchain does. Usage: build.sh [BIN_DIR] (default: $OOM_KILLER_E2E_BIN or /var/cache/oom-killer-ci/bin)
+# and ctr), and the Kubernetes node (kube-apiserver, kube-controller-manager, kube-scheduler, kubelet); then Pulumi's
+# CLI, Python language host and Kubernetes and Docker provider plugins.
+# Each module here pins one release; a component is rebuilt only when its go.mod, go.sum or main changes, or the
+# third_party sources it is built from do, or the Go toolchain does. Two components come from sources no module
+# proxy serves, in $OOM_KILLER_THIRD_PARTY (default: shared/third_party beside the repository's folder, as laid for
+# sessions and CI; its README says how they build): built from copies in BIN_DIR/.work, never in place.
+# Usage: build.sh [BIN_DIR] (default: $OOM_KILLER_E2E_BIN or /var/cache/oom-killer-ci/bin)
 # Each component ends with one line CI's log is read by: `ci: built <component> in <n>s` or `ci: <component> cached`.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 bin="${1:-${OOM_KILLER_E2E_BIN:-/var/cache/oom-killer-ci/bin}}"
 mkdir -p "$bin"
 export CGO_ENABLED=0 GOFLAGS="-trimpath -buildvcs=false -mod=readonly"
+third_party="${OOM_KILLER_THIRD_PARTY:-$(cd "$here/../../.." && pwd)/../shared/third_party}"
+work="$bin/.work"
 
 # The version a Kubernetes binary reports (kubectl version, the node's kubeletVersion) is set at link time, as
 # upstream's own build does (hack/lib/version.sh); without it the binaries say v0.0.0-master.
@@ -25,19 +31,24 @@ kubernetes_ldflags() {
   echo "$flags"
 }
 
-build() {  # build NAME PACKAGES LDFLAGS [OUTPUT]: go build in the module folder NAME, when its inputs changed
-  local name=$1 packages=$2 ldflags=$3 output=${4:-$bin/}
-  local stamp="$bin/.$name.stamp" key
-  key=$( (go version; cat "$here/$name"/go.mod "$here/$name"/go.sum "$here/$name"/*.go 2>/dev/null; echo "$ldflags $output") \
-    | sha256sum | cut -d' ' -f1)
+# build NAME PACKAGES LDFLAGS [OUTPUT]: go build in the module folder NAME, when its inputs changed. Two optional
+# hooks, named after NAME with _ for -: inputs_NAME prints more of the key's inputs (a third_party tree's hash),
+# prepare_NAME runs before the build and may set src, the folder built in, to a work copy instead.
+build() {
+  local name=$1 packages=$2 ldflags=$3 output=${4:-$bin/} hook=${1//-/_}
+  local stamp="$bin/.$name.stamp" key src="$here/$1"
+  key=$( (go version; cat "$src"/go.mod "$src"/go.sum "$src"/*.go 2>/dev/null
+    if declare -F "inputs_$hook" >/dev/null; then "inputs_$hook"; fi
+    echo "$ldflags $output") | sha256sum | cut -d' ' -f1)
   if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$key" ]; then
     echo "ci: $name cached (in $bin)"
     return 0
   fi
   echo "build: $name (go build $packages)"
   local started=$SECONDS
-  if declare -F "prepare_${name//-/_}" >/dev/null; then "prepare_${name//-/_}"; fi
-  (cd "$here/$name" && go build -ldflags "$ldflags" -o "$output" $packages)
+  if declare -F "prepare_$hook" >/dev/null; then "prepare_$hook"; fi
+  # shellcheck disable=SC2086 # PACKAGES is a list of packages
+  (cd "$src" && go build -ldflags "$ldflags" -o "$output" $packages)
   echo "$key" >"$stamp"
   echo "ci: built $name in $((SECONDS - started))s"
 }
@@ -47,17 +58,42 @@ build etcd . "-s -w"
 build containerd tool "-s -w"
 build kubernetes tool "$(kubernetes_ldflags)"
 
-# Pulumi: the CLI, the Python language host and the Kubernetes provider plugin, each from its own module.
+# Pulumi: the CLI, the Python language host and the Kubernetes and Docker provider plugins, each from its own module.
 module_version() { (cd "$here/$1" && go list -m -f '{{.Version}}' "$2"); }
 module_dir() { (cd "$here/$1" && go mod download -json "$2" | sed -n 's/^\t"Dir": "\(.*\)",$/\1/p'); }
 pulumi_version_flag() { echo "-X github.com/pulumi/pulumi/sdk/v3/go/common/version.Version=$1"; }
+tree_hash() {  # tree_hash DIR: one hash of every file's name and content under DIR
+  (cd "$1" && find . -type f -print0 | LC_ALL=C sort -z | xargs -0 sha256sum) | sha256sum | cut -d' ' -f1
+}
+work_copy() {  # work_copy NAME: an empty, writable $work/NAME (a copy left by an earlier build is removed)
+  if [ -d "$work/$1" ]; then chmod -R u+w "$work/$1" && rm -rf "${work:?}/$1"; fi
+  mkdir -p "$work/$1"
+}
+for source in pulumi-language-python pulumi-docker terraform-provider-docker; do
+  if [ ! -d "$third_party/$source" ]; then
+    echo "build.sh: $third_party/$source is missing (set OOM_KILLER_THIRD_PARTY to the third_party folder)" >&2
+    exit 1
+  fi
+done
 
 build pulumi tool "-s -w $(pulumi_version_flag "$(module_version pulumi github.com/pulumi/pulumi/pkg/v3)")"
 
-build pulumi-language-python tool \
-  "-s -w $(pulumi_version_flag "$(module_version pulumi-language-python github.com/pulumi/pulumi/sdk/v3)")"
-# The host runs each program through this shim, found beside it; the one of the CLI's release matches the SDK.
-sdk=$(module_dir pulumi "github.com/pulumi/pulumi/sdk/v3@$(module_version pulumi github.com/pulumi/pulumi/sdk/v3)")
+# The Python language host of SDK release 3.260.0: its main.go from third_party (its own module is not served), built
+# with the go.mod and go.sum here, which require sdk/v3 and pkg/v3 at v3.260.0 where upstream's replace them with
+# the monorepo's folders.
+inputs_pulumi_language_python() { tree_hash "$third_party/pulumi-language-python"; }
+prepare_pulumi_language_python() {
+  work_copy pulumi-language-python
+  cp "$here/pulumi-language-python/go.mod" "$here/pulumi-language-python/go.sum" \
+    "$third_party/pulumi-language-python/main.go" "$work/pulumi-language-python/"
+  chmod u+w "$work/pulumi-language-python"/*
+  src="$work/pulumi-language-python"
+}
+python_sdk_version=$(module_version pulumi-language-python github.com/pulumi/pulumi/sdk/v3)
+build pulumi-language-python . "-s -w $(pulumi_version_flag "$python_sdk_version")" "$bin/pulumi-language-python"
+# The host still runs each program through this Python shim, found beside it (main.go: pythonDefaultExec), given
+# the arguments its constructArguments makes: the shim of the host's own SDK release, which parses those.
+sdk=$(module_dir pulumi-language-python "github.com/pulumi/pulumi/sdk/v3@$python_sdk_version")
 install -m 0755 "$sdk/python/cmd/pulumi-language-python-exec" "$bin/pulumi-language-python-exec"
 
 kubernetes_provider=github.com/pulumi/pulumi-kubernetes/provider/v4
@@ -75,3 +111,31 @@ prepare_pulumi_kubernetes() {  # upstream's `go generate`: the schema and mappin
 build pulumi-kubernetes . \
   "-s -w -X $kubernetes_provider/pkg/version.Version=$(module_version pulumi-kubernetes "$kubernetes_provider")" \
   "$bin/pulumi-resource-kubernetes"
+
+# The Docker provider plugin (the image the stack builds and loads): pulumi-docker's provider/ from third_party (its
+# module is not served), built as its own Makefile does: the Terraform provider it bridges laid beside it as
+# upstream/ (go.mod: replace ... => ../upstream) with pulumi-docker's patches applied in order, then `go generate`
+# embedding the schema with the version, and the same version linked in (without it the plugin panics at start).
+# 5.2.0: the version the newest Python SDK, pulumi-docker 5.2.0, requests (its pulumi-plugin.json and the
+# version its resources ask for); the source is v5.1.0 + 24 commits (2026-08-14), older than 5.1.1 and 5.2.0.
+docker_provider=github.com/pulumi/pulumi-docker/provider/v5
+docker_version=5.2.0
+inputs_pulumi_docker() {
+  tree_hash "$third_party/pulumi-docker"
+  tree_hash "$third_party/terraform-provider-docker"
+  echo "$docker_version"
+}
+prepare_pulumi_docker() {
+  local copy="$work/pulumi-docker" patch
+  work_copy pulumi-docker
+  cp -R "$third_party/pulumi-docker/provider" "$copy/provider"
+  cp -R "$third_party/terraform-provider-docker" "$copy/upstream"
+  chmod -R u+w "$copy"
+  for patch in "$third_party"/pulumi-docker/patches/*.patch; do
+    patch -p1 --quiet --forward -d "$copy/upstream" <"$patch"
+  done
+  (cd "$copy/provider/cmd/pulumi-resource-docker" && VERSION=$docker_version go generate)
+  src="$copy/provider"
+}
+build pulumi-docker ./cmd/pulumi-resource-docker "-s -w -X $docker_provider/pkg/version.Version=$docker_version" \
+  "$bin/pulumi-resource-docker"
