@@ -7,6 +7,7 @@ exports.
 import pulumi
 import pulumi_kubernetes as k8s
 
+from infra.cancellation import exit_quietly_when_interrupted
 from infra.image import REGISTRY_LOGIN_NAME, pull_credentials, workload_image
 from infra.kube import (
     CONTAINER,
@@ -25,6 +26,8 @@ from infra.kube import (
 )
 from infra.monitoring import PROMETHEUS_RULE_API_VERSION, PROMETHEUS_RULE_NAME, rule_groups
 from infra.settings import load_settings
+
+exit_quietly_when_interrupted()  # a failed or cancelled update ends with the engine's one line, no traceback of ours
 
 # Settings: every key validated before anything is declared; a bad one stops here with one message.
 settings = load_settings()

@@ -60,6 +60,9 @@ def workload_image(settings: StackSettings) -> WorkloadImage:
         # and Docker Desktop run their nodes on it); a pushed build always names one (the settings require it).
         platform=settings.platform or None,
         args={"BASE_IMAGE": settings.base_image} if settings.base_image else None,
+        # The Dockerfile's one RUN (compileall) needs no network: none, so the build is the same on an engine with
+        # no default bridge (dockerd --bridge=none, as in CI) and can fetch nothing behind your back.
+        network="none",
     )
     if not settings.image_repository:
         local = docker.Image("workload-image", image_name=f"{LOCAL_REPOSITORY}:{tag}", build=build, skip_push=True)

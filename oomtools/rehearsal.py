@@ -182,7 +182,13 @@ def build_image(client: docker.DockerClient, pod: DeclaredPod) -> str:
         ) from error
     try:
         client.images.build(
-            path=build["context"], dockerfile=build["dockerfile"], buildargs=args, tag=tag, rm=True, pull=False
+            path=build["context"],
+            dockerfile=build["dockerfile"],
+            buildargs=args,
+            tag=tag,
+            rm=True,
+            pull=False,
+            network_mode=build.get("network"),
         )
     except docker.errors.BuildError as error:
         raise ImageUnavailable(f"building {tag} failed: {one_line(error)}") from error

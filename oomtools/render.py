@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import runpy
+import signal
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -130,7 +131,12 @@ def stack_config(stack_name: str = "dev") -> dict[str, str]:
 
 
 def _run_program() -> None:
-    runpy.run_path(str(PROGRAM), run_name="__main__")
+    # The program takes over SIGINT for the engine's interrupt (infra/cancellation.py); here, Ctrl-C stays the caller's.
+    previous = signal.getsignal(signal.SIGINT)
+    try:
+        runpy.run_path(str(PROGRAM), run_name="__main__")
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def render(config: dict[str, str], stack_name: str = "dev", secrets: frozenset[str] = frozenset()) -> Rendered:

@@ -6,12 +6,16 @@ from __future__ import annotations
 
 import base64
 import json
+import signal
+import subprocess
+import sys
 
 from pulumi.runtime import rpc
 
 from infra.image import REGISTRY_LOGIN_NAME
 from oomtools.render import render
-from tests.test_program import DEPLOYMENT
+from tests.conftest import PROJECT
+from tests.test_program import DEPLOYMENT, IMAGE
 
 CREDENTIALS_OBJECT = "kubernetes:core/v1:Secret"
 PUSHED = {"imageRepository": "registry.example.com:5000/team/oom-killer", "platform": "linux/amd64"}
@@ -55,3 +59,30 @@ def test_nothing_reaches_the_cluster_before_the_image_is_built_and_pushed() -> N
         assert "workload-image" in rendered.dependencies["namespace"]
     prebuilt = render({"image": "registry.example.com/oom-killer:1.0"})
     assert "workload-image" not in prebuilt.dependencies["namespace"]
+
+
+def test_the_build_runs_with_no_network_on_any_engine() -> None:
+    """The real provider builds with BuildKit, whose RUN steps need the engine's default bridge unless told
+    otherwise: on an engine without one (dockerd --bridge=none, as CI's) `pulumi up` failed with "network bridge
+    not found". The Dockerfile's RUN needs no network, so the build asks for none, locally and pushed alike."""
+    for config in ({}, PUSHED):
+        assert render(config).one(IMAGE).inputs["build"]["network"] == "none"
+
+
+def test_an_interrupt_ends_the_program_quietly_and_leaves_the_callers_ctrl_c_alone() -> None:
+    """The language host interrupts the program when an update fails; the program then exits 1 with no traceback
+    (the e2e wrong-password test sees the whole output). Rendering it must not take Ctrl-C from the caller."""
+    before = signal.getsignal(signal.SIGINT)
+    render({})
+    assert signal.getsignal(signal.SIGINT) is before
+    program = (
+        "import os, signal, time\n"
+        "from infra.cancellation import exit_quietly_when_interrupted\n"
+        "exit_quietly_when_interrupted()\n"
+        "os.kill(os.getpid(), signal.SIGINT)\n"
+        "time.sleep(5)\n"
+    )
+    ended = subprocess.run(
+        [sys.executable, "-c", program], cwd=PROJECT, capture_output=True, text=True, timeout=30, check=False
+    )
+    assert (ended.returncode, ended.stdout, ended.stderr) == (1, "", "")

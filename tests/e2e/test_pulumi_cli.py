@@ -148,16 +148,25 @@ def _wait_for_pod_logging(pulumi: Pulumi, increment_mib: int) -> dict[str, str]:
 
 
 def _oom_killed(pulumi: Pulumi, image: str, namespace: str = NAMESPACE) -> dict[str, Any]:
-    """The status of a container of the namespace's pods that runs `image` and was OOM-killed (its imageID too)."""
+    """The status of a container of the namespace's pods that runs `image` and was OOM-killed.
+
+    A container runs `image` when its status names it, or, for an image run by digest, when its imageID has that
+    digest: the kubelet names an image by the first tag the node knows it by, and a pushed image whose content the
+    node already had under a loaded tag (the same build) is reported under that tag.
+    """
     core = client.CoreV1Api(pulumi.api)
+    digest = image.rsplit("@", 1)[1] if "@" in image else None
     deadline = time.monotonic() + ROLLOUT_TIMEOUT
     seen: list[Any] = []
     while time.monotonic() < deadline:
         pods = as_json(pulumi.api, core.list_namespaced_pod(namespace))["items"]
         seen = [status for pod in pods for status in pod.get("status", {}).get("containerStatuses", [])]
         for status in seen:
+            runs = status.get("image", "").endswith(image) or bool(
+                digest and status.get("imageID", "").endswith(digest)
+            )
             terminated = status.get("lastState", {}).get("terminated") or {}
-            if status.get("image", "").endswith(image) and terminated.get("reason") == "OOMKilled":
+            if runs and terminated.get("reason") == "OOMKilled":
                 return dict(status)
         time.sleep(1)
     events = [e.get("message") for e in as_json(pulumi.api, core.list_namespaced_event(namespace))["items"]]
