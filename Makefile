@@ -24,19 +24,24 @@ $(BIN)/.program-installed: requirements.txt | pulumi-cli
 	$(BIN)/python -m pip install --quiet -r requirements.txt
 	touch $@
 
+# setuptools' notice on every editable install ("be careful with folders ... with the same name as your package": these
+# folders are the package) is ten lines of noise on a newcomer's first `make demo`; only that warning is silenced.
+EDITABLE = PYTHONWARNINGS=ignore::UserWarning:setuptools.command.editable_wheel $(BIN)/python -m pip install --quiet -e .
+
 # The tools' own, all `make demo` and `make verify` need: the project itself, editable (the oom-killer command runs
 # this checkout's code), with its dependencies (pyproject.toml: requirements.txt and requirements-tools.txt).
 $(BIN)/.tools-installed: requirements.txt requirements-tools.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e .
+	$(EDITABLE)
 	touch $@
 
 # The test and lint tools on top (requirements-dev.txt includes the other two): a superset of both sets above.
 $(BIN)/.installed: requirements.txt requirements-tools.txt requirements-dev.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -r requirements-dev.txt -e .
+	$(BIN)/python -m pip install --quiet -r requirements-dev.txt
+	$(EDITABLE)
 	touch $(BIN)/.program-installed $(BIN)/.tools-installed $@
 
 $(CHECKOV_VENV)/.installed: requirements-checkov.txt
