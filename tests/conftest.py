@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,6 +25,14 @@ def require(condition: bool, reason: str) -> None:
     if os.environ.get("CI"):
         pytest.fail(f"CI is set, so this cannot be skipped: {reason}")
     pytest.skip(reason)
+
+
+def tool_on_path(name: str, package: str) -> str:
+    """The path of a command the test runs (promtool, amtool); skip without it (fail in CI), naming its package."""
+    found = shutil.which(name)
+    require(found is not None, f"no {name} on PATH (Debian: apt-get install {package})")
+    assert found is not None
+    return found
 
 
 def docker_engine() -> docker.DockerClient:

@@ -6,24 +6,20 @@ labels ContainerCrashLooping's alerts carry, and ContainerCrashLooping fires fir
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
 
 import pytest
 import yaml
 
 from infra.monitoring import rule_groups
-from tests.conftest import PROJECT, require
+from tests.conftest import PROJECT, tool_on_path
 
 EXAMPLE = PROJECT / "alerts" / "alertmanager.example.yaml"
 KUBE_POD_CRASH_LOOPING_FOR_MINUTES = 15  # kubernetes-mixin's KubePodCrashLooping, as kube-prometheus-stack ships it
 
 
 def amtool() -> str:
-    found = shutil.which("amtool")
-    require(found is not None, "no amtool on PATH (Debian: apt-get install prometheus-alertmanager)")
-    assert found is not None
-    return found
+    return tool_on_path("amtool", "prometheus-alertmanager")
 
 
 def test_amtool_accepts_the_example() -> None:

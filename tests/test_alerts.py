@@ -4,12 +4,11 @@ pod, a loop that stops)."""
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 
 import yaml
 
-from tests.conftest import PROJECT, require
+from tests.conftest import PROJECT, tool_on_path
 
 ALERTS = PROJECT / "alerts"
 RULES = ALERTS / "oom-killer.rules.yaml"
@@ -18,10 +17,7 @@ ALERT_NAMES = {"ContainerOOMKilled", "ContainerCrashLooping", "ContainerOOMKillW
 
 
 def promtool() -> str:
-    found = shutil.which("promtool")
-    require(found is not None, "no promtool on PATH (Debian: apt-get install prometheus)")
-    assert found is not None
-    return found
+    return tool_on_path("promtool", "prometheus")
 
 
 def test_promtool_accepts_the_rule_file() -> None:
