@@ -24,26 +24,13 @@ import pytest
 from infra.monitoring import RULES_FILE
 from oomtools import alerts as prom
 from tests.conftest import require
+from tests.promtime import compress
 
 SPEED = 12
 LOOP_PERIOD = 4.0  # a kill every 4 s: killed, 1 s back-off, restarted, killed 3 s later
 WORKER_KILLS = (2.0, 6.0)
 SCALED_DOWN_AT = 40.0
 LOOP, WORKERS, HEALTHY = "oom-killer", "workers", "shop"
-
-
-def _seconds(amount: str, unit: str) -> float:
-    return float(amount) * {"ms": 0.001, "s": 1, "m": 60, "h": 3600}[unit]
-
-
-def compress(text: str, speed: int) -> str:
-    """The rules with every duration (`for:` and range selectors) divided by speed, written in milliseconds."""
-
-    def shorter(match: re.Match[str]) -> str:
-        return f"{match.group(1)}{round(_seconds(match.group(2), match.group(3)) * 1000 / speed)}ms{match.group(4)}"
-
-    text = re.sub(r"(for: )(\d+)(ms|s|m|h)(\s)", shorter, text)
-    return re.sub(r"(\[)(\d+)(ms|s|m|h)(\])", shorter, text)
 
 
 def test_compress_divides_every_duration_and_nothing_else() -> None:

@@ -49,6 +49,7 @@ BINARIES = (
     "pause",
 )
 RUNC = Path("/usr/sbin/runc")
+CONTAINERD_RUN = Path("/run/containerd")  # where a node's containerd keeps its socket (cAdvisor looks there)
 CNI_PLUGINS = Path("/usr/lib/cni")
 
 NODE = "oom-killer-e2e"
@@ -70,6 +71,16 @@ KERNEL_TUNABLES = (
     "kernel/keys/root_maxbytes",
 )
 READY_TIMEOUT = 180.0
+# The cluster's own processes, in the order stop ends them (what runs beside it goes before all of them).
+_PARTS = (
+    "kubelet",
+    "containerd",
+    "node-namespace",
+    "kube-scheduler",
+    "kube-controller-manager",
+    "kube-apiserver",
+    "etcd",
+)
 
 
 class ClusterError(Exception):
@@ -169,6 +180,16 @@ class Cluster:
         self._save()
         return process
 
+    def run_beside(self, name: str, argv: list[str]) -> subprocess.Popen[bytes]:
+        """Start a process that serves the cluster from outside it (kube-state-metrics, Prometheus), logged to
+        logs/NAME.log and recorded in the state file, so that `stop` ends it too, even after a crash."""
+        return self._spawn(name, argv)
+
+    def end(self, name: str) -> None:
+        """Stop a process started by run_beside (SIGTERM, then SIGKILL after 10 s)."""
+        _terminate(self.state["pids"].pop(name, None))
+        self._save()
+
     def log_tail(self, name: str, lines: int = 25) -> str:
         path = self.logs / f"{name}.log"
         if not path.exists():
@@ -213,6 +234,7 @@ class Cluster:
         self._etcd()
         self._apiserver()
         self._controllers()
+        self._node_namespace()
         self._containerd()
         self._kubelet()
 
@@ -337,6 +359,29 @@ class Cluster:
             ],
         )
 
+    def _node_namespace(self) -> None:
+        """A mount namespace for the node's agents (containerd and the kubelet, and so the shims and pods) in
+        which /run/containerd is the node's own folder, with containerd's socket where cAdvisor, built into the
+        kubelet, looks for it: cAdvisor dials /run/containerd/containerd.sock and no kubelet flag or setting
+        changes that (cadvisor's `--containerd` flag is not the kubelet's). Without it cAdvisor learns no
+        container from the runtime, and its series carry empty `container`, `pod` and `namespace` labels. A user's
+        node (kubeadm, kind, the clouds' images) runs containerd at that very path. In a namespace of its own, a
+        containerd the machine runs there already is neither used nor touched (as each kind node has its own)."""
+        run = self.workdir / "run-containerd"
+        run.mkdir(parents=True, exist_ok=True)
+        socket_link = run / "containerd.sock"
+        if not socket_link.is_symlink():
+            socket_link.symlink_to(self.containerd_socket)  # connect() follows it: the grpc address stays ours
+        if not CONTAINERD_RUN.exists():  # the bind mount's target on the machine; removed on stop if made here
+            CONTAINERD_RUN.mkdir(parents=True)
+            self.state["made_containerd_run"] = True
+        holder = self._spawn("node-namespace", ["unshare", "--mount", "--propagation", "private", "sleep", "infinity"])
+        self._wait("node-namespace", lambda: _mount_namespace(holder.pid) != _mount_namespace(os.getpid()), 10)
+        subprocess.run(self._in_node_namespace(["mount", "--bind", str(run), str(CONTAINERD_RUN)]), check=True)
+
+    def _in_node_namespace(self, argv: list[str]) -> list[str]:
+        return ["nsenter", f"--mount=/proc/{self.state['pids']['node-namespace']}/ns/mnt", "--", *argv]
+
     def _containerd(self) -> None:
         root = self.workdir / "containerd"
         (root / "cni").mkdir(parents=True, exist_ok=True)
@@ -397,7 +442,7 @@ state = "{root / "state"}"
         self.state["containerd_socket"] = str(self.containerd_socket)
         self._spawn(
             "containerd",
-            [str(BIN / "containerd"), "--config", str(root / "config.toml")],
+            self._in_node_namespace([str(BIN / "containerd"), "--config", str(root / "config.toml")]),
             # The shim is found on PATH, next to containerd; runc is named in the config.
             env={"PATH": f"{BIN}:{os.environ.get('PATH', '/usr/sbin:/usr/bin:/sbin:/bin')}"},
         )
@@ -461,16 +506,18 @@ state = "{root / "state"}"
         self.state["kubelet_port"] = config["port"]
         self._spawn(
             "kubelet",
-            [
-                str(BIN / "kubelet"),
-                f"--config={kubelet_dir / 'config.yaml'}",
-                f"--kubeconfig={self.workdir / 'kubelet.kubeconfig'}",
-                f"--root-dir={kubelet_dir / 'root'}",
-                f"--cert-dir={kubelet_dir / 'pki'}",
-                f"--hostname-override={NODE}",
-                f"--node-ip={NODE_IP}",
-                "--v=1",
-            ],
+            self._in_node_namespace(
+                [
+                    str(BIN / "kubelet"),
+                    f"--config={kubelet_dir / 'config.yaml'}",
+                    f"--kubeconfig={self.workdir / 'kubelet.kubeconfig'}",
+                    f"--root-dir={kubelet_dir / 'root'}",
+                    f"--cert-dir={kubelet_dir / 'pki'}",
+                    f"--hostname-override={NODE}",
+                    f"--node-ip={NODE_IP}",
+                    "--v=1",
+                ]
+            ),
             env={"PATH": f"{BIN}:{os.environ.get('PATH', '/usr/sbin:/usr/bin:/sbin:/bin')}"},
         )
 
@@ -512,6 +559,8 @@ state = "{root / "state"}"
         """Take down all the cluster made; return what could not be (empty when the machine is as it was)."""
         problems: list[str] = []
         pids: dict[str, int] = self.state.get("pids", {})
+        for name in [name for name in pids if name not in _PARTS]:  # what ran beside the cluster, first
+            _terminate(pids.pop(name))
         _terminate(pids.pop("kubelet", None))
         # The containers outlive the kubelet and their shims: kill them by the cgroups they run in.
         for tree in _cgroup_trees():
@@ -523,8 +572,12 @@ state = "{root / "state"}"
         for shim in _processes_with(f"containerd-shim-runc-v2 -namespace {K8S_NAMESPACE}", socket_path):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(shim, signal.SIGKILL)
-        for name in ("containerd", "kube-scheduler", "kube-controller-manager", "kube-apiserver", "etcd"):
+        # The node's mount namespace (its containers' mounts with it) goes with its last process.
+        for name in _PARTS[1:]:
             _terminate(pids.pop(name, None))
+        if self.state.pop("made_containerd_run", False):
+            with contextlib.suppress(OSError):
+                CONTAINERD_RUN.rmdir()
         for tree in _cgroup_trees():
             for directory in sorted((d for d in tree.rglob("*") if d.is_dir()), key=lambda d: -len(d.parts)):
                 _rmdir_cgroup(directory)
@@ -588,6 +641,10 @@ def _processes_with(*needles: str | None) -> Iterator[int]:
             command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
             if all(needle is None or needle in command for needle in needles):
                 yield int(entry.name)
+
+
+def _mount_namespace(pid: int) -> str:
+    return str(Path(f"/proc/{pid}/ns/mnt").readlink())
 
 
 def _rmdir_cgroup(directory: Path) -> bool:

@@ -47,11 +47,17 @@ from tests.e2e.cluster import (
 REGISTRY = "/usr/bin/docker-registry"
 
 FACTS: dict[str, str] = {}
+LINES: list[str] = []
 
 
 def fact(key: str, value: str) -> None:
     """One line of `make e2e`'s closing report: `e2e <key>=<value>`."""
     FACTS[key] = value
+
+
+def line(text: str) -> None:
+    """One line of the closing report that is one of many of a kind: `e2e <text>` (e.g. one per alert)."""
+    LINES.append(text)
 
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
@@ -61,12 +67,14 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    if not FACTS:
+    if not FACTS and not LINES:
         return
     terminalreporter.section("what make e2e found")
     for key, value in FACTS.items():
         separator = ": " if key.startswith("failed ") else "="
         terminalreporter.write_line(f"e2e {key}{separator}{value}")
+    for text in LINES:
+        terminalreporter.write_line(f"e2e {text}")
 
 
 def _pause_archive(client: docker.DockerClient) -> bytes:

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Build the test cluster's binaries from their Go modules, once per machine: etcd, containerd (with its runc shim
 # and ctr), and the Kubernetes node (kube-apiserver, kube-controller-manager, kube-scheduler, kubelet); then Pulumi's
-# CLI, Python language host and Kubernetes and Docker provider plugins.
+# CLI, Python language host and Kubernetes and Docker provider plugins; last kube-state-metrics, for the alerting chain.
 # Each module here pins one release; a component is rebuilt only when its go.mod, go.sum or main changes, or the
 # third_party sources it is built from do, or the Go toolchain does. Two components come from sources no module
 # proxy serves, in $OOM_KILLER_THIRD_PARTY (default: shared/third_party beside the repository's folder, as laid for
@@ -69,7 +69,7 @@ work_copy() {  # work_copy NAME: an empty, writable $work/NAME (a copy left by a
   if [ -d "$work/$1" ]; then chmod -R u+w "$work/$1" && rm -rf "${work:?}/$1"; fi
   mkdir -p "$work/$1"
 }
-for source in pulumi-language-python pulumi-docker terraform-provider-docker; do
+for source in pulumi-language-python pulumi-docker terraform-provider-docker kube-state-metrics; do
   if [ ! -d "$third_party/$source" ]; then
     echo "build.sh: $third_party/$source is missing (set OOM_KILLER_THIRD_PARTY to the third_party folder)" >&2
     exit 1
@@ -139,3 +139,18 @@ prepare_pulumi_docker() {
 }
 build pulumi-docker ./cmd/pulumi-resource-docker "-s -w -X $docker_provider/pkg/version.Version=$docker_version" \
   "$bin/pulumi-resource-docker"
+
+# kube-state-metrics v2.20.0 (the alerting chain's pod and container series): its module from third_party (not
+# served), built from a copy as its Makefile does, with the version prometheus/common/version reports (its
+# `kube_state_metrics_build_info` and --version) linked in.
+ksm_version=v2.20.0
+inputs_kube_state_metrics() { tree_hash "$third_party/kube-state-metrics"; echo "$ksm_version"; }
+prepare_kube_state_metrics() {
+  work_copy kube-state-metrics
+  cp -R "$third_party/kube-state-metrics/." "$work/kube-state-metrics/"
+  chmod -R u+w "$work/kube-state-metrics"
+  src="$work/kube-state-metrics"
+}
+build kube-state-metrics . \
+  "-s -w -X github.com/prometheus/common/version.Version=$ksm_version -X github.com/prometheus/common/version.Branch=release-2.20" \
+  "$bin/kube-state-metrics"

@@ -1,0 +1,297 @@
+"""The alert rules on the cluster's own metrics, delivered: each model and kind of the stack deployed as it declares
+itself, kube-state-metrics and the kubelet's cAdvisor scraped by Prometheus with the rule file loaded (durations
+divided by monitoring.SPEED), Alertmanager delivering to a webhook served here. What each stack's settings predict
+(make verify's own prediction) is what must be delivered: the kill loop's ContainerOOMKilled and then
+ContainerCrashLooping, the supervised worker's ContainerOOMKillWithoutRestart, nothing for a pod that holds; and
+after replicas=0, every alert resolved and the resolution delivered.
+
+Latency is measured per alert from the kill (the kubelet's finishedAt; for a worker, the supervisor's kubelet-stamped
+log line) to the first scrape that shows it, to firing (the first ALERTS sample), to the webhook's receipt.
+"""
+
+from __future__ import annotations
+
+import datetime
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import docker
+import pytest
+from kubernetes import client
+
+from oomtools import alerts as prom
+from oomtools import verify
+from oomtools.rehearsal import build_image, declared_pod
+from oomtools.render import Rendered, stack_config
+from tests.e2e.cluster import Cluster
+from tests.e2e.conftest import apply_in_dependency_order, fact, line, render_for_the_node, workload_archive
+from tests.e2e.monitoring import GROUP_INTERVAL_S, SCRAPE_INTERVAL_S, SPEED, Chain, start_chain
+
+pytestmark = pytest.mark.e2e
+
+# Each model and kind, and two pods that hold: settings beyond the dev stack's (128 MiB, 16 MiB a second).
+STACKS: dict[str, dict[str, str]] = {
+    "single": {},
+    "single-tmpfs": {"memoryKind": "tmpfs"},
+    "supervised": {"processModel": "supervised"},
+    "supervised-tmpfs": {"processModel": "supervised", "memoryKind": "tmpfs"},
+    "pagecache": {"memoryKind": "pagecache"},
+    "ceiling": {"memoryCeilingMb": "112"},  # held 16 MiB under the limit
+    "healthy": {"memoryCeilingMb": "32"},
+}
+DELIVERY_TIMEOUT_S = 300.0
+RESOLUTION_TIMEOUT_S = 60 * 10 / SPEED + 2 * GROUP_INTERVAL_S + 30  # the longest look-back, then a flush or two
+
+
+@dataclass
+class Stack:
+    name: str
+    namespace: str
+    rendered: Rendered
+    expected: dict[str, bool]  # alert name -> predicted to fire
+    killed_at: float | None = None  # the first kill, by the kubelet's clock
+
+    @property
+    def expected_alerts(self) -> set[str]:
+        return {name for name, fires in self.expected.items() if fires}
+
+
+@dataclass
+class Latency:
+    alert: str
+    stack: str
+    scraped_after_s: float | None
+    fired_after_s: float | None
+    delivered_after_s: float | None
+    resolved_delivered_after_s: float | None = None  # from the scale-down
+
+
+@dataclass
+class Rehearsal:
+    chain: Chain
+    stacks: dict[str, Stack]
+    scaled_down_at: float = 0.0
+    latencies: list[Latency] = field(default_factory=list)
+
+
+def _environment(rendered: Rendered) -> dict[str, str]:
+    container = rendered.one("kubernetes:apps/v1:Deployment").inputs["spec"]["template"]["spec"]["containers"][0]
+    return {item["name"]: str(item.get("value", "")) for item in container.get("env", [])}
+
+
+def _stamp(value: Any) -> float:
+    if isinstance(value, datetime.datetime):
+        return value.timestamp()
+    return datetime.datetime.fromisoformat(str(value).replace("Z", "+00:00")).timestamp()
+
+
+def _first_kill(core: client.CoreV1Api, stack: Stack) -> float | None:
+    """The first OOM kill of the stack's pod: the kubelet's finishedAt, or for a worker its supervisor's log line."""
+    pods: list[Any] = core.list_namespaced_pod(stack.namespace).items
+    for pod in pods:
+        for status in pod.status.container_statuses or []:
+            terminated = status.last_state.terminated if status.last_state else None
+            if terminated is not None and terminated.reason == "OOMKilled" and status.restart_count == 1:
+                return _stamp(terminated.finished_at)
+        if stack.expected["ContainerOOMKillWithoutRestart"] and pod.status.phase == "Running":
+            observed = verify.Observed()
+            log = core.read_namespaced_pod_log(pod.metadata.name, stack.namespace, timestamps=True)
+            verify.record_worker_kills(observed, pod.metadata.name, "oom-killer", log, lambda _line: None)
+            kills = sorted(kill.at.timestamp() for kill in observed.worker_kills.values())
+            if kills:
+                return kills[0]
+    return None
+
+
+def _deploy(cluster: Cluster, engine: docker.DockerClient) -> dict[str, Stack]:
+    stacks = {}
+    for name, settings in STACKS.items():
+        namespace = f"alerts-{name}"
+        rendered = render_for_the_node({**stack_config("dev"), **settings, "namespace": namespace}, namespace)
+        prediction = verify.predict(rendered.exports, 1, _environment(rendered))
+        stacks[name] = Stack(name, namespace, rendered, prediction.alerts_expected())
+    first = next(iter(stacks.values()))
+    tag = build_image(engine, declared_pod(first.rendered))  # one image: the settings are the pod's environment
+    cluster.load_image(workload_archive(engine, tag))
+    api = cluster.api()
+    for stack in stacks.values():
+        apply_in_dependency_order(api, stack.rendered)
+    return stacks
+
+
+def _delivered(chain: Chain, stack: Stack, alert: str, since: float) -> list[float]:
+    return [at for at in chain.webhook.received(alert, stack.namespace, "firing") if at >= since]
+
+
+@pytest.fixture(scope="module")
+def rehearsal(cluster: Cluster, engine: docker.DockerClient) -> Iterator[Rehearsal]:
+    with start_chain(cluster) as chain:
+        deployed_at = time.time()
+        stacks = _deploy(cluster, engine)
+        run = Rehearsal(chain, stacks)
+        core = client.CoreV1Api(cluster.api())
+        deadline = time.monotonic() + DELIVERY_TIMEOUT_S
+        while time.monotonic() < deadline:
+            for stack in stacks.values():
+                if stack.killed_at is None and stack.expected_alerts:
+                    stack.killed_at = _first_kill(core, stack)
+            if all(
+                stack.killed_at is not None and _delivered(chain, stack, alert, deployed_at)
+                for stack in stacks.values()
+                for alert in stack.expected_alerts
+            ):
+                break
+            time.sleep(1)
+        _measure(run)
+
+        apps = client.AppsV1Api(cluster.api())
+        run.scaled_down_at = time.time()
+        for stack in stacks.values():
+            name = stack.rendered.exports["deploymentName"]
+            apps.patch_namespaced_deployment_scale(name, stack.namespace, {"spec": {"replicas": 0}})
+        deadline = time.monotonic() + RESOLUTION_TIMEOUT_S
+        while time.monotonic() < deadline and not all(
+            chain.webhook.received(entry.alert, stacks[entry.stack].namespace, "resolved")
+            and _final_status(run, entry) == "resolved"
+            for entry in run.latencies
+            if entry.delivered_after_s is not None
+        ):
+            time.sleep(1)
+        for entry in run.latencies:
+            resolutions = [
+                at
+                for at in chain.webhook.received(entry.alert, stacks[entry.stack].namespace, "resolved")
+                if at >= run.scaled_down_at
+            ]
+            if resolutions and _final_status(run, entry) == "resolved":
+                entry.resolved_delivered_after_s = resolutions[0] - run.scaled_down_at
+            line(
+                f"alert={entry.alert} stack={entry.stack} kind={_kind(stacks[entry.stack])}"
+                f" scraped_after_s={_seconds(entry.scraped_after_s)} fired_after_s={_seconds(entry.fired_after_s)}"
+                f" delivered_after_s={_seconds(entry.delivered_after_s)}"
+                f" resolved={'true' if entry.resolved_delivered_after_s is not None else 'false'}"
+                f" resolution_delivered_after_s={_seconds(entry.resolved_delivered_after_s)}"
+            )
+        fact("alert_chain_speed", f"{SPEED} (for:, look-backs, scrape and evaluation intervals, group timings)")
+        yield run
+
+
+def _kind(stack: Stack) -> str:
+    settings = STACKS[stack.name]
+    return f"{settings.get('processModel', 'single')}/{settings.get('memoryKind', 'anonymous')}"
+
+
+def _seconds(value: float | None) -> str:
+    return "none" if value is None else f"{value:.1f}"
+
+
+def _final_status(run: Rehearsal, entry: Latency) -> str:
+    """The status the webhook last received for the alert."""
+    namespace = run.stacks[entry.stack].namespace
+    events = [(at, "firing") for at in run.chain.webhook.received(entry.alert, namespace, "firing")]
+    events += [(at, "resolved") for at in run.chain.webhook.received(entry.alert, namespace, "resolved")]
+    return max(events)[1] if events else "none"
+
+
+# What shows a kill first in the metrics: the pod's status for a container that died, cAdvisor's count for a worker.
+EVIDENCE = {
+    "ContainerOOMKilled": (
+        'kube_pod_container_status_last_terminated_reason{{namespace="{ns}",reason="OOMKilled"}}',
+        'kube_pod_container_status_terminated_reason{{namespace="{ns}",reason="OOMKilled"}}',
+    ),
+    "ContainerCrashLooping": (
+        'kube_pod_container_status_waiting_reason{{namespace="{ns}",reason="CrashLoopBackOff"}}',
+    ),
+    "ContainerOOMKillWithoutRestart": ('container_oom_events_total{{namespace="{ns}",container!=""}}',),
+}
+
+
+def _measure(run: Rehearsal) -> None:
+    for stack in run.stacks.values():
+        for alert in stack.expected_alerts | run.chain.webhook.alertnames(stack.namespace):
+            kill = stack.killed_at
+            if kill is None:
+                run.latencies.append(Latency(alert, stack.name, None, None, None))
+                continue
+            seen = [run.chain.first(selector.format(ns=stack.namespace), kill - 60) for selector in EVIDENCE[alert]]
+            scraped = min((at for at in seen if at is not None), default=None)
+            fired = run.chain.first(
+                f'ALERTS{{alertname="{alert}",alertstate="firing",namespace="{stack.namespace}"}}', kill - 60
+            )
+            delivered = _delivered(run.chain, stack, alert, kill - 60)
+            run.latencies.append(
+                Latency(
+                    alert,
+                    stack.name,
+                    None if scraped is None else scraped - kill,
+                    None if fired is None else fired - kill,
+                    delivered[0] - kill if delivered else None,
+                )
+            )
+
+
+def _stages(run: Rehearsal, stack: str, alert: str) -> tuple[float, float, float]:
+    """Seconds from the stack's first kill to the first scrape showing it, to firing, to delivery; each must be."""
+    entry = next((e for e in run.latencies if e.stack == stack and e.alert == alert), None)
+    evidence = [
+        run.chain.samples(selector.format(ns=run.stacks[stack].namespace), 0)[-3:] for selector in EVIDENCE[alert]
+    ]
+    if entry is None or None in (entry.scraped_after_s, entry.fired_after_s, entry.delivered_after_s):
+        raise AssertionError(f"{stack}: {alert} not delivered ({entry}; the series it needs, last samples: {evidence})")
+    assert entry.scraped_after_s is not None
+    assert entry.fired_after_s is not None
+    assert entry.delivered_after_s is not None
+    return entry.scraped_after_s, entry.fired_after_s, entry.delivered_after_s
+
+
+def test_cadvisor_labels_the_hogs_container_as_on_a_users_node(rehearsal: Rehearsal) -> None:
+    """cAdvisor learns the containers from containerd (at /run/containerd/containerd.sock, where it looks): the series
+    carry the container, pod and namespace, as the rules' `container!=""` matchers need."""
+    found = rehearsal.chain.samples(
+        'container_memory_working_set_bytes{namespace="alerts-healthy",container="oom-killer"}', time.time() - 60
+    )
+    assert found, "cAdvisor's series for the hog's container have no container label"
+
+
+@pytest.mark.parametrize("stack", ["single", "single-tmpfs"])
+def test_the_kill_loop_delivers_oom_killed_then_crash_looping(rehearsal: Rehearsal, stack: str) -> None:
+    assert rehearsal.stacks[stack].expected_alerts == {"ContainerOOMKilled", "ContainerCrashLooping"}
+    scraped, fired, delivered = _stages(rehearsal, stack, "ContainerOOMKilled")
+    looping_delivered = _stages(rehearsal, stack, "ContainerCrashLooping")[2]
+    assert delivered < looping_delivered
+    # Each stage after the one before; firing no sooner than the rule's `for:` (scaled) after the scrape showing it.
+    assert 0 <= scraped <= fired <= delivered
+    assert fired - scraped >= 60 / SPEED - SCRAPE_INTERVAL_S
+    assert rehearsal.chain.webhook.alertnames(rehearsal.stacks[stack].namespace) == {
+        "ContainerOOMKilled",
+        "ContainerCrashLooping",
+    }
+
+
+@pytest.mark.parametrize("stack", ["supervised", "supervised-tmpfs"])
+def test_the_supervised_workers_kill_delivers_oom_kill_without_restart(rehearsal: Rehearsal, stack: str) -> None:
+    assert rehearsal.stacks[stack].expected_alerts == {"ContainerOOMKillWithoutRestart"}
+    scraped, fired, delivered = _stages(rehearsal, stack, "ContainerOOMKillWithoutRestart")
+    assert scraped <= fired <= delivered
+    assert fired - scraped >= 60 / SPEED - SCRAPE_INTERVAL_S
+    assert rehearsal.chain.webhook.alertnames(rehearsal.stacks[stack].namespace) == {"ContainerOOMKillWithoutRestart"}
+
+
+@pytest.mark.parametrize("stack", ["pagecache", "ceiling", "healthy"])
+def test_a_pod_that_holds_delivers_nothing(rehearsal: Rehearsal, stack: str) -> None:
+    assert rehearsal.stacks[stack].expected_alerts == set()
+    assert rehearsal.chain.webhook.alertnames(rehearsal.stacks[stack].namespace) == set()
+    # and it ran the whole window: its container's series are there (a pod that never started would prove nothing)
+    namespace = rehearsal.stacks[stack].namespace
+    assert rehearsal.chain.first(f'kube_pod_container_status_running{{namespace="{namespace}"}}', 0) is not None
+
+
+def test_after_scale_down_every_delivered_alert_resolves_and_the_resolution_is_delivered(rehearsal: Rehearsal) -> None:
+    delivered = [entry for entry in rehearsal.latencies if entry.delivered_after_s is not None]
+    assert len(delivered) == 6  # two for each kill loop, one for each supervised stack
+    unresolved = [f"{e.stack}/{e.alert}" for e in delivered if e.resolved_delivered_after_s is None]
+    assert not unresolved, f"no resolution delivered after replicas=0 for {unresolved}"
+    still = [s["metric"] for s in prom.query(rehearsal.chain.prometheus, 'ALERTS{namespace=~"alerts-.*"}')]
+    assert not still, f"alerts still pending or firing after the scale-down: {still}"
