@@ -1,0 +1,154 @@
+"""verify's command line: its exit codes, the two failures that end a run early, its options and their checks, and
+how to reach Prometheus."""
+
+from __future__ import annotations
+
+import argparse
+import re
+from pathlib import Path
+from typing import TYPE_CHECKING, Final
+
+from oomtools.arguments import Parser, UsageError, exit_codes
+
+if TYPE_CHECKING:  # imported where used: --help, bad arguments and completion need neither Prometheus nor a cluster
+    from oomtools import alerts as prom
+
+EXIT_AS_PREDICTED: Final = 0
+EXIT_NOT_AS_PREDICTED: Final = 1
+EXIT_BAD_ARGUMENTS: Final = 2
+EXIT_UNREACHABLE: Final = 3
+EXIT_INTERRUPTED: Final = 130
+
+# What --help says of each exit code.
+CODE_MEANINGS: Final = {
+    EXIT_AS_PREDICTED: "what the stack's settings predict was observed, and every alert asked for fired",
+    EXIT_NOT_AS_PREDICTED: "it was not (the verdict line's failed= says which check)",
+    EXIT_BAD_ARGUMENTS: "a bad argument, or no deployed stack to read (no outputs, no Deployment)",
+    EXIT_UNREACHABLE: "the cluster or Prometheus cannot be reached",
+    EXIT_INTERRUPTED: "interrupted (Ctrl-C)",
+}
+
+_DURATION = re.compile(r"(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?")
+
+
+class Unreachable(Exception):
+    """The cluster did not answer."""
+
+
+class BadArguments(Exception):
+    """What was asked for cannot be run: one line says why."""
+
+
+def parse_duration(text: str) -> float:
+    """`10m`, `90s`, `1h30m`, or plain seconds, as seconds; ValueError otherwise."""
+    text = text.strip()
+    if text.isdigit():
+        return float(text)
+    match = _DURATION.fullmatch(text)
+    if not text or match is None:
+        raise ValueError(f"{text!r} is not a duration such as 10m, 90s or 1h30m")
+    hours, minutes, seconds = (int(part or 0) for part in match.groups())
+    return float(hours * 3600 + minutes * 60 + seconds)
+
+
+def _duration(text: str) -> float:
+    try:
+        seconds = parse_duration(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from error
+    if seconds <= 0:
+        raise argparse.ArgumentTypeError("must be more than 0")
+    return seconds
+
+
+def configure(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """verify's arguments and help (for its own parser, and for `oom-killer verify` in the command's tree)."""
+    from oomtools import verify  # this module's package, loaded by now: its docstring is the help's description
+
+    parser.description = verify.__doc__
+    parser.epilog = exit_codes(CODE_MEANINGS)
+    parser.add_argument("--stack", default="dev", help="the Pulumi stack whose outputs say what to watch")
+    parser.add_argument(
+        "--timeout", type=_duration, default="10m", help="how long to watch at most (10m, 90s, 1h30m, or seconds)"
+    )
+    parser.add_argument("--prometheus", metavar="URL", help="Prometheus' URL: check the alerts too")
+    parser.add_argument(
+        "--prometheus-token-file",
+        type=Path,
+        metavar="FILE",
+        help="send the token in FILE (one line) to Prometheus as `Authorization: Bearer <token>`",
+    )
+    parser.add_argument(
+        "--prometheus-ca-file",
+        type=Path,
+        metavar="FILE",
+        help="trust Prometheus' TLS certificate where this CA bundle (PEM) signed it, besides the system's",
+    )
+    parser.add_argument(
+        "--prometheus-insecure-skip-verify",
+        action="store_true",
+        help="check no TLS certificate of Prometheus at all (a self-signed one on a port-forward: test clusters only)",
+    )
+    parser.add_argument(
+        "--alert", action="append", default=[], metavar="NAME", help="an alert that must fire (repeatable)"
+    )
+    parser.add_argument("--junit", type=Path, metavar="FILE", help="write a JUnit XML report here")
+    parser.add_argument("--kills", type=int, default=2, help="OOM kills to see before the verdict")
+    parser.add_argument(
+        "--wait-resolved",
+        action="store_true",
+        help="after the alerts fired, watch for the stack "
+        "to be scaled down or destroyed and the alerts to resolve, until the timeout",
+    )
+    parser.add_argument(
+        "--outputs",
+        metavar="FILE|JSON",
+        help="the stack's outputs as `pulumi stack output --json` prints them, in a file or inline (a value "
+        "starting with '{'), instead of asking pulumi",
+    )
+    parser.add_argument("--kubeconfig", help="a kubeconfig file (default: KUBECONFIG, ~/.kube/config)")
+    parser.add_argument("--context", help="a kube context (default: the current one)")
+    return parser
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    from oomtools import alerts as prom
+
+    try:
+        args = configure(Parser(prog="oom-killer verify")).parse_args(argv)
+    except UsageError as error:
+        raise BadArguments(str(error)) from error
+    if args.alert and not args.prometheus:
+        raise BadArguments("--alert needs --prometheus: where would the alert fire?")
+    for option in ("prometheus_token_file", "prometheus_ca_file", "prometheus_insecure_skip_verify"):
+        if getattr(args, option) and not args.prometheus:
+            raise BadArguments(f"--{option.replace('_', '-')} needs --prometheus")
+    if args.prometheus_ca_file and args.prometheus_insecure_skip_verify:
+        raise BadArguments("--prometheus-ca-file and --prometheus-insecure-skip-verify: check the certificate or not")
+    if args.kills < 1:
+        raise BadArguments(f"--kills {args.kills}: must be at least 1")
+    unknown = sorted(set(args.alert) - set(prom.DEFAULT_ALERTS))
+    if unknown:
+        raise BadArguments(
+            f"--alert {unknown[0]}: not an alert of alerts/oom-killer.rules.yaml ({', '.join(prom.DEFAULT_ALERTS)})"
+        )
+    return args
+
+
+def prometheus_access(args: argparse.Namespace) -> prom.Access:
+    """How to reach Prometheus: its token (read from the file, which keeps it out of `ps` and shell history), the CA
+    bundle that signed its certificate, or no certificate check."""
+    from oomtools import alerts as prom
+
+    token = None
+    if args.prometheus_token_file is not None:
+        try:
+            token = args.prometheus_token_file.read_text().strip()
+        except OSError as error:
+            raise BadArguments(f"--prometheus-token-file {args.prometheus_token_file}: {error.strerror}") from error
+        if not token:
+            raise BadArguments(f"--prometheus-token-file {args.prometheus_token_file}: the file is empty")
+    ca_file = args.prometheus_ca_file
+    if ca_file is not None and not ca_file.is_file():
+        raise BadArguments(f"--prometheus-ca-file {ca_file}: no such file")
+    return prom.Access(token, ca_file, args.prometheus_insecure_skip_verify)

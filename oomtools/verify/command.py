@@ -1,0 +1,91 @@
+"""verify from end to end: read the stack and what its settings predict, watch it, judge what was seen, report."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Callable
+from typing import TextIO
+
+from oomtools.verify.arguments import (
+    EXIT_AS_PREDICTED,
+    EXIT_BAD_ARGUMENTS,
+    EXIT_INTERRUPTED,
+    EXIT_NOT_AS_PREDICTED,
+    EXIT_UNREACHABLE,
+    BadArguments,
+    Unreachable,
+    parse_args,
+    prometheus_access,
+)
+from oomtools.verify.judge import checks_for, predict
+from oomtools.verify.observe import check_prometheus, kube_api, read_deployment, stack_outputs, watch
+from oomtools.verify.report import _alert_line, verdict_line, watch_line, write_junit
+
+
+def run(args: argparse.Namespace, out: TextIO, err: TextIO, clock: Callable[[], float] = time.time) -> int:
+    from oomtools import alerts as prom
+
+    access = prometheus_access(args)
+    outputs = stack_outputs(args.stack, args.outputs)
+    namespace, deployment_name = str(outputs["namespace"]), str(outputs["deploymentName"])
+    core, apps = kube_api(args.kubeconfig, args.context)
+    deployment = read_deployment(apps, namespace, deployment_name)
+    if deployment is None:
+        raise BadArguments(f"no deployment {namespace}/{deployment_name} on this kube context: deploy it (make up)")
+    selector = ",".join(f"{k}={v}" for k, v in sorted(deployment.spec.selector.match_labels.items()))
+    container = deployment.spec.template.spec.containers[0]
+    env = {e.name: e.value or "" for e in container.env or []}
+    prediction = predict(outputs, int(deployment.spec.replicas or 0), env)
+
+    names = tuple(args.alert) or (prom.DEFAULT_ALERTS if args.prometheus else ())
+    expected = prediction.alerts_expected()
+    records = [prom.AlertRecord(name, expected=bool(args.alert) or expected[name]) for name in names]
+    if args.prometheus:
+        check_prometheus(args.prometheus, access, names, err)
+
+    print(watch_line(namespace, selector, prediction, names), file=out, flush=True)
+    started = clock()
+
+    def say(line: str) -> None:
+        print(line, file=out, flush=True)
+
+    observed = watch(
+        core,
+        apps,
+        namespace,
+        deployment_name,
+        selector,
+        prediction,
+        records,
+        args,
+        access,
+        say=say,
+        err=err,
+        clock=clock,
+        started=started,
+    )
+    seconds = clock() - started
+    checks = checks_for(prediction, observed, args.kills, records)
+    for record in records:
+        say(_alert_line(record, observed, summary=True))
+    say(verdict_line(checks, observed, records, seconds))
+    if args.junit:
+        write_junit(args.junit, checks, seconds)
+    return EXIT_AS_PREDICTED if all(check.ok for check in checks) else EXIT_NOT_AS_PREDICTED
+
+
+def main(argv: list[str] | None = None, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
+    try:
+        args = parse_args(sys.argv[1:] if argv is None else argv)
+        return run(args, out, err)
+    except BadArguments as error:
+        print(f"verify: {error}", file=err)
+        return EXIT_BAD_ARGUMENTS
+    except Unreachable as error:
+        print(f"verify: {error}", file=err)
+        return EXIT_UNREACHABLE
+    except KeyboardInterrupt:
+        print("verify: interrupted", file=err)
+        return EXIT_INTERRUPTED

@@ -1,0 +1,148 @@
+"""What the stack's settings predict, and the checks that hold what was observed to it: the verdict's parts."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Final
+
+from workload import logfmt
+from workload.predict import KillRange
+
+if TYPE_CHECKING:  # annotations only: observe imports this module, Prometheus' client is imported where used
+    from oomtools import alerts as prom
+    from oomtools.verify.observe import Death, Observed
+
+OOM_EXIT_CODE: Final = 137
+# Kubernetes timestamps are whole seconds, and the container's start includes the interpreter's own (slower under
+# a CPU limit than the prediction, which counts the steps only): a kill is on time from a second before the earliest
+# prediction to the latest one plus half of it (at least 5 s).
+EARLY_SLACK_SECONDS: Final = 1.0
+LATE_SLACK_MIN_SECONDS: Final = 5.0
+
+
+@dataclass(frozen=True)
+class Prediction:
+    kills: bool  # no ceiling and replicas > 0
+    supervised: bool  # PROCESS_MODEL=supervised: the kills are the worker's, the container lives on
+    earliest: float | None
+    latest: float | None
+    replicas: int
+    steps: KillRange | None = None  # the steps in which a kill may come (predictedOomKillStep); None: not exported
+
+    def kill_step(self, death: Death) -> int:
+        """The step a death came in: one past the step its termination message (the last step line) names."""
+        logged = logfmt.parse(death.message).get("step", "0") if death.message.startswith("event=step") else "0"
+        return int(logged) + 1 if logged.isdigit() else 1
+
+    def in_announced_steps(self, death: Death) -> bool:
+        return self.steps is None or self.steps.holds(self.kill_step(death))
+
+    def on_time(self, seconds: float) -> bool:
+        if self.earliest is None or self.latest is None:
+            return False
+        late = max(LATE_SLACK_MIN_SECONDS, self.latest / 2)
+        return self.earliest - EARLY_SLACK_SECONDS <= seconds <= self.latest + late
+
+    def alerts_expected(self) -> dict[str, bool]:
+        """Which of the rule file's alerts the settings predict to fire for this namespace."""
+        single = self.kills and not self.supervised
+        return {
+            "ContainerOOMKilled": single,
+            "ContainerCrashLooping": single,
+            "ContainerOOMKillWithoutRestart": self.kills and self.supervised,
+        }
+
+
+def predict(outputs: dict[str, Any], replicas: int, env: dict[str, str]) -> Prediction:
+    predicted = outputs.get("predictedSecondsToOomKill") or None
+    supervised = env.get("PROCESS_MODEL", "single") == "supervised"
+    earliest = float(predicted["earliest"]) if predicted else None
+    latest = float(predicted["latest"]) if predicted else None
+    step = outputs.get("predictedOomKillStep") or None
+    steps = None if not step else KillRange(int(step["earliest"]), int(step["latest"]), int(step["latest"]), 0)
+    return Prediction(predicted is not None and replicas > 0, supervised, earliest, latest, replicas, steps)
+
+
+@dataclass
+class Check:
+    name: str
+    ok: bool
+    detail: str
+
+
+def checks_for(
+    prediction: Prediction, observed: Observed, wanted_kills: int, alert_records: list[prom.AlertRecord]
+) -> list[Check]:
+    checks: list[Check] = []
+    deaths = sorted(observed.deaths.values(), key=lambda d: d.finished_at)
+    if prediction.replicas == 0:
+        checks.append(Check("no pod runs (replicas=0)", not observed.pods_seen, f"pods={len(observed.pods_seen)}"))
+    elif not prediction.kills:
+        checks.append(
+            Check(
+                "no container dies (a ceiling holds it)",
+                not deaths and bool(observed.running),
+                f"deaths={len(deaths)} running={len(observed.running)}",
+            )
+        )
+    elif prediction.supervised:
+        kills = len(observed.worker_kills)
+        restarts = sum(observed.restarts.values())
+        checks.append(Check("the kernel kills the worker", kills >= 1, f"worker_kills={kills}"))
+        checks.append(
+            Check("the container lives on", not deaths and restarts == 0, f"deaths={len(deaths)} restarts={restarts}")
+        )
+    else:
+        oom = [d for d in deaths if d.reason == "OOMKilled" and d.exit_code == OOM_EXIT_CODE]
+        others = [d for d in deaths if d not in oom]
+        checks.append(
+            Check(
+                f"{wanted_kills} OOM kills (OOMKilled, exit code 137)",
+                len(oom) >= wanted_kills,
+                f"oom_kills={len(oom)}",
+            )
+        )
+        checks.append(
+            Check("no other death", not others, " ".join(f"{d.reason}/{d.exit_code}" for d in others) or "none")
+        )
+        if prediction.steps is not None:
+            steps = prediction.steps
+            checks.append(
+                Check(
+                    "each kill in an announced step",
+                    bool(oom) and all(prediction.in_announced_steps(d) for d in oom),
+                    f"predicted_steps={steps.earliest}..{steps.latest} seen="
+                    + ",".join(f"{prediction.kill_step(d)}({steps.where(prediction.kill_step(d))})" for d in oom),
+                )
+            )
+        late = [d for d in oom if not prediction.on_time(d.seconds_from_start)]
+        checks.append(
+            Check(
+                "each kill on time",
+                bool(oom) and not late,
+                f"predicted={prediction.earliest:g}..{prediction.latest:g}s seen="
+                + ",".join(f"{d.seconds_from_start:g}" for d in oom),
+            )
+        )
+        if wanted_kills > 1:
+            checks.append(
+                Check(
+                    "a back-off measured between restarts",
+                    bool(observed.back_offs),
+                    f"back_offs={len(observed.back_offs)}",
+                )
+            )
+    for record in alert_records:
+        verb = "fires" if record.expected else "stays quiet"
+        state = "fired" if record.fired_at is not None else "quiet"
+        checks.append(Check(f"alert {record.name} {verb}", record.as_predicted, state))
+    return checks
+
+
+def _evidence_complete(prediction: Prediction, observed: Observed, wanted_kills: int) -> bool:
+    if prediction.replicas == 0 or not prediction.kills:
+        return False  # nothing to wait for: the whole window is the evidence
+    if prediction.supervised:
+        return bool(observed.worker_kills)
+    oom = sum(d.reason == "OOMKilled" for d in observed.deaths.values())
+    return oom >= wanted_kills and (wanted_kills == 1 or bool(observed.back_offs))
