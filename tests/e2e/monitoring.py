@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import shutil
 import threading
 import time
 import urllib.request
@@ -32,6 +31,7 @@ from kubernetes import client, utils
 
 from infra.monitoring import RULES_FILE
 from oomtools import alerts as prom
+from tests.conftest import tool_on_path
 from tests.e2e.cluster import BIN, NODE_IP, Cluster, free_port
 from tests.promtime import compress
 
@@ -39,7 +39,6 @@ SPEED = 10
 SCRAPE_INTERVAL_S = 30 / SPEED  # kube-prometheus' scrape and evaluation interval
 GROUP_WAIT_S = 30 / SPEED  # Alertmanager's defaults
 GROUP_INTERVAL_S = 300 / SPEED
-ALERTMANAGER = "/usr/bin/prometheus-alertmanager"
 MONITORING_NAMESPACE = "monitoring"
 
 # What upstream's manifests grant: kube-state-metrics lists and watches what it is asked to report (here pods only,
@@ -147,11 +146,8 @@ class Chain:
 
     def samples(self, selector: str, since: float) -> list[tuple[float, float]]:
         """Every sample Prometheus stored for the selector since then, as (scrape time, value), oldest first."""
-        window = max(1, int(time.time() - since) + 2)
-        found = []
-        for series in prom.query(self.prometheus, f"{selector}[{window}s]"):
-            found += [(float(stamp), float(value)) for stamp, value in series["values"]]
-        return sorted(point for point in found if point[0] >= since)
+        found = prom.samples(self.prometheus, selector, since, time.time())
+        return sorted((stamp, value) for _, points in found for stamp, value in points if stamp >= since)
 
     def first(self, selector: str, since: float) -> float | None:
         """When Prometheus first stored a sample of the selector above 0 (the scrape's own time)."""
@@ -224,8 +220,8 @@ def _alertmanager_config(webhook: Webhook) -> dict[str, Any]:
 @contextlib.contextmanager
 def start_chain(cluster: Cluster) -> Iterator[Chain]:
     """Start the chain against the cluster; yield it once Prometheus scrapes both exporters; stop it after."""
-    prometheus_binary = shutil.which("prometheus")
-    assert prometheus_binary is not None
+    prometheus_binary = tool_on_path("prometheus", "prometheus")
+    alertmanager_binary = tool_on_path("prometheus-alertmanager", "prometheus-alertmanager")
     workdir = cluster.workdir / "monitoring"
     workdir.mkdir()
     api = cluster.api()
@@ -277,7 +273,7 @@ def start_chain(cluster: Cluster) -> Iterator[Chain]:
         alertmanager = cluster.run_beside(
             "alertmanager",
             [
-                ALERTMANAGER,
+                alertmanager_binary,
                 f"--config.file={webhook_config}",
                 f"--storage.path={workdir / 'alertmanager'}",
                 f"--web.listen-address=127.0.0.1:{am_port}",

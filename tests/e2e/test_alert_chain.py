@@ -72,6 +72,7 @@ class Latency:
 class Rehearsal:
     chain: Chain
     stacks: dict[str, Stack]
+    deployed_at: float = 0.0
     scaled_down_at: float = 0.0
     latencies: list[Latency] = field(default_factory=list)
 
@@ -130,7 +131,7 @@ def rehearsal(cluster: Cluster, engine: docker.DockerClient) -> Iterator[Rehears
     with start_chain(cluster) as chain:
         deployed_at = time.time()
         stacks = _deploy(cluster, engine)
-        run = Rehearsal(chain, stacks)
+        run = Rehearsal(chain, stacks, deployed_at)
         core = client.CoreV1Api(cluster.api())
         deadline = time.monotonic() + DELIVERY_TIMEOUT_S
         while time.monotonic() < deadline:
@@ -236,7 +237,8 @@ def _stages(run: Rehearsal, stack: str, alert: str) -> tuple[float, float, float
     """Seconds from the stack's first kill to the first scrape showing it, to firing, to delivery; each must be."""
     entry = next((e for e in run.latencies if e.stack == stack and e.alert == alert), None)
     evidence = [
-        run.chain.samples(selector.format(ns=run.stacks[stack].namespace), 0)[-3:] for selector in EVIDENCE[alert]
+        run.chain.samples(selector.format(ns=run.stacks[stack].namespace), run.deployed_at)[-3:]
+        for selector in EVIDENCE[alert]
     ]
     if entry is None or None in (entry.scraped_after_s, entry.fired_after_s, entry.delivered_after_s):
         raise AssertionError(f"{stack}: {alert} not delivered ({entry}; the series it needs, last samples: {evidence})")
@@ -250,7 +252,7 @@ def test_cadvisor_labels_the_hogs_container_as_on_a_users_node(rehearsal: Rehear
     """cAdvisor learns the containers from containerd (at /run/containerd/containerd.sock, where it looks): the series
     carry the container, pod and namespace, as the rules' `container!=""` matchers need."""
     found = rehearsal.chain.samples(
-        'container_memory_working_set_bytes{namespace="alerts-healthy",container="oom-killer"}', time.time() - 60
+        'container_memory_working_set_bytes{namespace="alerts-healthy",container="oom-killer"}', rehearsal.deployed_at
     )
     assert found, "cAdvisor's series for the hog's container have no container label"
 
@@ -285,7 +287,10 @@ def test_a_pod_that_holds_delivers_nothing(rehearsal: Rehearsal, stack: str) -> 
     assert rehearsal.chain.webhook.alertnames(rehearsal.stacks[stack].namespace) == set()
     # and it ran the whole window: its container's series are there (a pod that never started would prove nothing)
     namespace = rehearsal.stacks[stack].namespace
-    assert rehearsal.chain.first(f'kube_pod_container_status_running{{namespace="{namespace}"}}', 0) is not None
+    assert (
+        rehearsal.chain.first(f'kube_pod_container_status_running{{namespace="{namespace}"}}', rehearsal.deployed_at)
+        is not None
+    )
 
 
 def test_after_scale_down_every_delivered_alert_resolves_and_the_resolution_is_delivered(rehearsal: Rehearsal) -> None:
