@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import math
 import re
 import shlex
 import ssl
@@ -65,22 +66,33 @@ class PrometheusUnreachable(Exception):
     """Prometheus did not answer, or answered something that is not its API."""
 
 
-def _get(base_url: str, path: str, timeout: float = 5.0, access: Access = OPEN) -> Any:
+class AlertmanagerUnreachable(Exception):
+    """Alertmanager did not answer, or answered something that is not its API."""
+
+
+def _fetch(
+    base_url: str, path: str, access: Access, timeout: float, unreachable: type[Exception] = PrometheusUnreachable
+) -> Any:
+    """The JSON an API answers at path; `unreachable` (one line, the URL first) when it does not."""
     url = urllib.parse.urljoin(base_url.rstrip("/") + "/", path.lstrip("/"))
     scheme = urllib.parse.urlparse(url).scheme
     if scheme not in ("http", "https"):
-        raise PrometheusUnreachable(f"{base_url} is not an http(s) URL")
+        raise unreachable(f"{base_url} is not an http(s) URL")
     request = urllib.request.Request(url, headers=access.headers())  # noqa: S310 (scheme checked above)
     context = access.tls_context() if scheme == "https" else None
     try:
         with urllib.request.urlopen(request, timeout=timeout, context=context) as response:  # noqa: S310
-            body = json.load(response)
+            return json.load(response)
     except urllib.error.HTTPError as error:  # answered, but not with the API: 401/403 behind auth, 404 a wrong path
-        raise PrometheusUnreachable(f"{url}: HTTP {error.code} {error.reason}") from error
+        raise unreachable(f"{url}: HTTP {error.code} {error.reason}") from error
     except (OSError, ValueError) as error:  # URLError (refused, a certificate not trusted), timeouts, bad JSON
-        raise PrometheusUnreachable(f"{url}: {error}") from error
+        raise unreachable(f"{url}: {error}") from error
+
+
+def _get(base_url: str, path: str, timeout: float = 5.0, access: Access = OPEN) -> Any:
+    body = _fetch(base_url, path, access, timeout)
     if not isinstance(body, dict) or body.get("status") != "success":
-        raise PrometheusUnreachable(f"{url}: not a Prometheus API answer")
+        raise PrometheusUnreachable(f"{base_url.rstrip('/')}/{path.lstrip('/')}: not a Prometheus API answer")
     return body["data"]
 
 
@@ -113,6 +125,53 @@ def firing(
         if alert["state"] == "firing" and labels.get("alertname") in found and labels.get("namespace") == namespace:
             found[labels["alertname"]].append(labels)
     return found
+
+
+def samples(
+    base_url: str, selector: str, since: float, until: float, access: Access = OPEN
+) -> list[tuple[dict[str, str], list[tuple[float, float]]]]:
+    """Every sample Prometheus stored for a selector from `since` to `until`: each series' labels and its (scrape
+    time, value) pairs, oldest first (a range selector's raw samples, not a query_range's resampling)."""
+    window = max(1, math.ceil(until - since))
+    path = "/api/v1/query?" + urllib.parse.urlencode({"query": f"{selector}[{window}s]", "time": f"{until:.3f}"})
+    return [
+        (series["metric"], [(float(stamp), float(value)) for stamp, value in series["values"]])
+        for series in _get(base_url, path, access=access)["result"]
+    ]
+
+
+@dataclass(frozen=True)
+class Routed:
+    """An alert as Alertmanager holds it: active (to be sent to its receivers), suppressed (silenced or inhibited)
+    or unprocessed, and the receivers its route sends it to."""
+
+    labels: dict[str, str]
+    state: str
+    receivers: tuple[str, ...]
+
+
+def alertmanager_alerts(base_url: str, namespace: str, access: Access = OPEN) -> list[Routed]:
+    """The alerts Alertmanager holds for the namespace (API v2), silenced and inhibited ones included."""
+    path = "/api/v2/alerts?" + urllib.parse.urlencode({"filter": f'namespace="{namespace}"'})
+    body = _fetch(base_url, path, access, 5.0, AlertmanagerUnreachable)
+    if not isinstance(body, list):
+        raise AlertmanagerUnreachable(f"{base_url}: not an Alertmanager API v2 answer")
+    return [
+        Routed(
+            dict(alert.get("labels", {})),
+            str(alert.get("status", {}).get("state", "unprocessed")),
+            tuple(str(receiver.get("name")) for receiver in alert.get("receivers", [])),
+        )
+        for alert in body
+    ]
+
+
+def alertmanager_version(base_url: str, access: Access = OPEN) -> str:
+    """Alertmanager's version, or AlertmanagerUnreachable."""
+    body = _fetch(base_url, "/api/v2/status", access, 5.0, AlertmanagerUnreachable)
+    if not isinstance(body, dict) or "versionInfo" not in body:
+        raise AlertmanagerUnreachable(f"{base_url}: not an Alertmanager API v2 answer")
+    return str(body["versionInfo"].get("version", "?"))
 
 
 @dataclass
