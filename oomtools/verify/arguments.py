@@ -24,7 +24,7 @@ CODE_MEANINGS: Final = {
     EXIT_AS_PREDICTED: "what the stack's settings predict was observed, and every alert asked for fired",
     EXIT_NOT_AS_PREDICTED: "it was not (the verdict line's failed= says which check)",
     EXIT_BAD_ARGUMENTS: "a bad argument, or no deployed stack to read (no outputs, no Deployment)",
-    EXIT_UNREACHABLE: "the cluster or Prometheus cannot be reached",
+    EXIT_UNREACHABLE: "the cluster, Prometheus or Alertmanager cannot be reached",
     EXIT_INTERRUPTED: "interrupted (Ctrl-C)",
 }
 
@@ -92,6 +92,19 @@ def configure(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument(
         "--alert", action="append", default=[], metavar="NAME", help="an alert that must fire (repeatable)"
     )
+    parser.add_argument(
+        "--alertmanager",
+        metavar="URL",
+        help="Alertmanager's URL: check that it holds each alert that fired for its receivers (needs --prometheus)",
+    )
+    parser.add_argument(
+        "--detector-grace",
+        type=_duration,
+        default="2m",
+        metavar="DURATION",
+        help="with --prometheus: how long after the watch to wait for every signal to show the last kills (a "
+        "scrape interval, cAdvisor's housekeeping, Alertmanager's group_wait), at most",
+    )
     parser.add_argument("--junit", type=Path, metavar="FILE", help="write a JUnit XML report here")
     parser.add_argument("--kills", type=int, default=2, help="OOM kills to see before the verdict")
     parser.add_argument(
@@ -118,6 +131,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         args = configure(Parser(prog="oom-killer verify")).parse_args(argv)
     except UsageError as error:
         raise BadArguments(str(error)) from error
+    if args.alertmanager and not args.prometheus:
+        raise BadArguments("--alertmanager needs --prometheus: the alerts it delivers are Prometheus' rules")
     if args.alert and not args.prometheus:
         raise BadArguments("--alert needs --prometheus: where would the alert fire?")
     for option in ("prometheus_token_file", "prometheus_ca_file", "prometheus_insecure_skip_verify"):

@@ -6,7 +6,10 @@ import argparse
 import sys
 import time
 from collections.abc import Callable
-from typing import TextIO
+from typing import TYPE_CHECKING, Any, TextIO
+
+if TYPE_CHECKING:
+    from oomtools import alerts as prom
 
 from oomtools.verify.arguments import (
     EXIT_AS_PREDICTED,
@@ -19,9 +22,20 @@ from oomtools.verify.arguments import (
     parse_args,
     prometheus_access,
 )
-from oomtools.verify.judge import checks_for, predict
-from oomtools.verify.observe import check_prometheus, kube_api, read_deployment, stack_outputs, watch
-from oomtools.verify.report import _alert_line, verdict_line, watch_line, write_junit
+from oomtools.verify.detectors import Coverage, Delivery, collect, kills_of
+from oomtools.verify.judge import checks_for, coverage_checks, predict
+from oomtools.verify.observe import (
+    Observed,
+    _call,
+    check_alertmanager,
+    check_prometheus,
+    kube_api,
+    poll_alertmanager,
+    read_deployment,
+    stack_outputs,
+    watch,
+)
+from oomtools.verify.report import _alert_line, coverage_line, coverage_table, verdict_line, watch_line, write_junit
 
 
 def run(args: argparse.Namespace, out: TextIO, err: TextIO, clock: Callable[[], float] = time.time) -> int:
@@ -44,6 +58,10 @@ def run(args: argparse.Namespace, out: TextIO, err: TextIO, clock: Callable[[], 
     records = [prom.AlertRecord(name, expected=bool(args.alert) or expected[name]) for name in names]
     if args.prometheus:
         check_prometheus(args.prometheus, access, names, err)
+    delivery = None
+    if args.alertmanager:
+        check_alertmanager(args.alertmanager, err)
+        delivery = Delivery()
 
     print(watch_line(namespace, selector, prediction, names), file=out, flush=True)
     started = clock()
@@ -65,15 +83,71 @@ def run(args: argparse.Namespace, out: TextIO, err: TextIO, clock: Callable[[], 
         err=err,
         clock=clock,
         started=started,
+        delivery=delivery,
     )
+    coverages = read_coverage(core, namespace, observed, args, access, names, expected, delivery, say, clock)
     seconds = clock() - started
     checks = checks_for(prediction, observed, args.kills, records)
+    checks += coverage_checks(coverages, expected)
     for record in records:
         say(_alert_line(record, observed, summary=True))
+    for coverage in coverages:
+        say(coverage_line(coverage))
+    for row in coverage_table(coverages):
+        print(f"verify: {row}", file=err)
     say(verdict_line(checks, observed, records, seconds))
     if args.junit:
         write_junit(args.junit, checks, seconds)
     return EXIT_AS_PREDICTED if all(check.ok for check in checks) else EXIT_NOT_AS_PREDICTED
+
+
+def read_coverage(
+    core: Any,
+    namespace: str,
+    observed: Observed,
+    args: argparse.Namespace,
+    access: prom.Access,
+    names: tuple[str, ...],
+    expected: dict[str, bool],
+    delivery: Delivery | None,
+    say: Callable[[str], None],
+    clock: Callable[[], float],
+) -> list[Coverage]:
+    """Which signals saw each kill observed: the namespace's events always, Prometheus' series and alerts with
+    --prometheus, Alertmanager with --alertmanager (read until they show the last kills, or --detector-grace)."""
+    from kubernetes.client.exceptions import ApiException
+
+    from oomtools import alerts as prom
+
+    def events() -> list[Any]:
+        try:
+            return list(_call(core.list_namespaced_event, namespace).items)
+        except ApiException:
+            return []  # no right to read events: the detector says no
+
+    def samples(selector: str, since: float, until: float) -> list[tuple[dict[str, str], list[tuple[float, float]]]]:
+        try:
+            return prom.samples(args.prometheus, selector, since, until, access)
+        except prom.PrometheusUnreachable as error:
+            raise Unreachable(f"Prometheus stopped answering: {error}") from error
+
+    def poll(now: float) -> None:
+        if delivery is not None:
+            poll_alertmanager(args.alertmanager, namespace, delivery, now, say)
+
+    return collect(
+        kills_of(observed),
+        namespace,
+        events=events,
+        samples=samples if args.prometheus else None,
+        alerts=names,
+        alerts_expected=expected,
+        delivery=delivery,
+        poll_alertmanager=poll,
+        grace=args.detector_grace,
+        clock=clock,
+        sleep=time.sleep,
+    )
 
 
 def main(argv: list[str] | None = None, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:

@@ -10,6 +10,7 @@ from workload.predict import KillRange
 
 if TYPE_CHECKING:  # annotations only: observe imports this module, Prometheus' client is imported where used
     from oomtools import alerts as prom
+    from oomtools.verify.detectors import Coverage
     from oomtools.verify.observe import Death, Observed
 
 OOM_EXIT_CODE: Final = 137
@@ -146,3 +147,34 @@ def _evidence_complete(prediction: Prediction, observed: Observed, wanted_kills:
         return bool(observed.worker_kills)
     oom = sum(d.reason == "OOMKilled" for d in observed.deaths.values())
     return oom >= wanted_kills and (wanted_kills == 1 or bool(observed.back_offs))
+
+
+def coverage_checks(coverages: list[Coverage], alerts_expected: dict[str, bool]) -> list[Check]:
+    """A check for each detector that was read: it saw every kill of the kinds it is made for (a signal made for
+    none, such as the kubelet's events, is reported and passes); and one check that names each kill no monitoring
+    signal saw, where any was read beyond the pod's status and the hog's line."""
+    from oomtools.verify.detectors import NO_SIGNAL_OF_ITS_OWN, UNREAD, YES, expected_kinds
+
+    checks = []
+    for detector in dict.fromkeys(name for coverage in coverages for name in coverage.seen):
+        read = [c for c in coverages if c.seen.get(detector, UNREAD) != UNREAD]
+        if not read:
+            continue
+        kinds = expected_kinds(detector, alerts_expected)
+        saw = [c for c in read if c.seen[detector] == YES]
+        missed = [c for c in read if c.kill.kind in kinds and c.seen[detector] != YES]
+        detail = f"saw {len(saw)} of {len(read)} kills"
+        if missed:
+            detail += "; missed " + ", ".join(c.kill.label for c in missed)
+        checks.append(Check(f"detector {detector}", not missed, detail))
+    monitored = [
+        c
+        for c in coverages
+        if any(value != UNREAD for name, value in c.seen.items() if name not in NO_SIGNAL_OF_ITS_OWN)
+    ]
+    if monitored:
+        unseen = [c.kill.label for c in monitored if not c.monitoring_saw()]
+        checks.append(
+            Check("every kill seen by the monitoring", not unseen, ", ".join(unseen) or f"all {len(monitored)} kills")
+        )
+    return checks

@@ -20,6 +20,7 @@ from workload import logfmt
 
 if TYPE_CHECKING:  # imported where used: --help, bad arguments and completion need neither Prometheus nor a cluster
     from oomtools import alerts as prom
+    from oomtools.verify.detectors import Delivery
     from oomtools.verify.judge import Prediction
 
 POLL_SECONDS: Final = 1.0
@@ -137,6 +138,7 @@ class WorkerKill:
     container: str
     at: datetime.datetime
     fields: dict[str, str]
+    container_id: str = ""  # the container the worker ran in (the runtime's ID, as the pod's status gives it)
 
 
 @dataclass
@@ -238,7 +240,9 @@ def _record_back_off(
     )
 
 
-def record_worker_kills(observed: Observed, pod: str, container: str, log: str, say: Callable[[str], None]) -> None:
+def record_worker_kills(
+    observed: Observed, pod: str, container: str, log: str, say: Callable[[str], None], container_id: str = ""
+) -> None:
     """The supervised workload's own `event=child_exit` lines (kubelet-timestamped) for workers the kernel killed."""
     for line in log.splitlines():
         stamp, _, text = line.partition(" ")
@@ -251,7 +255,7 @@ def record_worker_kills(observed: Observed, pod: str, container: str, log: str, 
         if key in observed.worker_kills:
             continue
         at = datetime.datetime.fromisoformat(stamp.replace("Z", "+00:00"))
-        observed.worker_kills[key] = WorkerKill(pod, container, at, fields)
+        observed.worker_kills[key] = WorkerKill(pod, container, at, fields, container_id)
         say(
             logfmt.line(
                 event="worker_kill",
@@ -287,6 +291,29 @@ def check_prometheus(url: str, access: prom.Access, names: tuple[str, ...], err:
         )
 
 
+def poll_alertmanager(url: str, namespace: str, delivery: Delivery, now: float, say: Callable[[str], None]) -> None:
+    """Take in what Alertmanager holds for the namespace; say each alert it holds for its receivers the first time."""
+    from oomtools import alerts as prom
+
+    try:
+        held = prom.alertmanager_alerts(url, namespace)
+    except prom.AlertmanagerUnreachable as error:
+        raise Unreachable(f"Alertmanager stopped answering: {error}") from error
+    for name, pod, container, receivers in delivery.record(held, now):
+        say(logfmt.line(event="delivered", name=name, pod=pod, container=container, receivers=",".join(receivers)))
+
+
+def check_alertmanager(url: str, err: TextIO) -> None:
+    """Say which Alertmanager answers."""
+    from oomtools import alerts as prom
+
+    try:
+        version = prom.alertmanager_version(url)
+    except prom.AlertmanagerUnreachable as error:
+        raise Unreachable(f"Alertmanager does not answer: {error}") from error
+    print(f"verify: Alertmanager {version} at {url}", file=err)
+
+
 def watch(
     core: Any,
     apps: Any,
@@ -302,6 +329,7 @@ def watch(
     err: TextIO,
     clock: Callable[[], float],
     started: float,
+    delivery: Delivery | None = None,
 ) -> Observed:
     """Poll the stack's pods (and the supervised worker's logs), its Deployment and the alerts from `started` on, each
     thing seen said as it happens and progress on err, until the evidence is in (and the alerts resolved, where the
@@ -313,7 +341,7 @@ def watch(
     names = tuple(record.name for record in records)
     observed = Observed()
     last_progress = started
-    last_prometheus = 0.0
+    last_prometheus = last_alertmanager = 0.0
     while True:
         now = clock()
         try:
@@ -337,7 +365,9 @@ def watch(
                             )
                         except ApiException:
                             continue
-                        record_worker_kills(observed, pod.metadata.name, status.name, log, say)
+                        record_worker_kills(
+                            observed, pod.metadata.name, status.name, log, say, status.container_id or ""
+                        )
         if not observed.gone and prediction.replicas > 0:
             current = read_deployment(apps, namespace, deployment_name)
             if current is None or not current.spec.replicas:
@@ -361,8 +391,14 @@ def watch(
                 if (record.fired_at, record.resolved_at) != was:
                     say(_alert_line(record, observed))
 
+        if delivery is not None and now - last_alertmanager >= 2 * POLL_SECONDS:
+            last_alertmanager = now
+            poll_alertmanager(args.alertmanager, namespace, delivery, now, say)
+
         done = _evidence_complete(prediction, observed, args.kills)
         alerts_done = all(r.fired_at is not None for r in records if r.expected)
+        if delivery is not None:  # and held by Alertmanager for its receivers
+            alerts_done = alerts_done and all(delivery.holds(r.name) for r in records if r.expected)
         resolving = observed.gone or args.wait_resolved
         resolved = all(r.resolved_at is not None for r in records if r.fired_at is not None)
         if done and alerts_done and (not resolving or (observed.gone and resolved)):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -10,6 +11,7 @@ from workload import logfmt
 
 if TYPE_CHECKING:  # for the annotations only: Prometheus' client is imported where used, and observe imports this
     from oomtools import alerts as prom
+    from oomtools.verify.detectors import Coverage
     from oomtools.verify.judge import Check, Prediction
     from oomtools.verify.observe import Observed
 
@@ -70,6 +72,27 @@ def verdict_line(checks: list[Check], observed: Observed, records: list[prom.Ale
         seconds=round(seconds, 1),
         failed="; ".join(f"{c.name} ({c.detail})" for c in failed) or None,
     )
+
+
+def coverage_line(coverage: Coverage) -> str:
+    """One kill and which detectors saw it (yes, no, or - where not read)."""
+    kill = coverage.kill
+    seen = {name.replace(" ", "_"): value for name, value in coverage.seen.items()}
+    at = datetime.datetime.fromtimestamp(kill.at, datetime.UTC).isoformat(timespec="seconds")
+    return logfmt.line(event="coverage", pod=kill.pod, container=kill.container, kind=kill.kind, at=at, **seen)
+
+
+def coverage_table(coverages: list[Coverage]) -> list[str]:
+    """The coverage aligned for the terminal: a row per kill, a column per detector."""
+    if not coverages:
+        return []
+    header = ["kill", "kind", *coverages[0].seen]
+    rows = [[c.kill.label, c.kill.kind, *c.seen.values()] for c in coverages]
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+    return [
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        for row in [header, *rows]
+    ]
 
 
 def write_junit(path: Path, checks: list[Check], seconds: float) -> None:

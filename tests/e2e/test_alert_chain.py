@@ -12,8 +12,13 @@ log line) to the first scrape that shows it, to firing (the first ALERTS sample)
 from __future__ import annotations
 
 import datetime
+import io
+import json
+import tempfile
 import time
+import xml.etree.ElementTree as ET
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,6 +33,7 @@ from oomtools.render import Rendered, stack_config
 from tests.e2e.cluster import Cluster
 from tests.e2e.conftest import apply_in_dependency_order, fact, line, render_for_the_node, workload_archive
 from tests.e2e.monitoring import GROUP_INTERVAL_S, SCRAPE_INTERVAL_S, SPEED, Chain, start_chain
+from workload import logfmt
 
 pytestmark = pytest.mark.e2e
 
@@ -69,12 +75,26 @@ class Latency:
 
 
 @dataclass
+class Verified:
+    """make verify's run against the stack, with the chain's Prometheus and Alertmanager."""
+
+    code: int
+    lines: list[dict[str, str]]
+    err: str
+    junit: ET.Element
+
+    def coverage(self) -> list[dict[str, str]]:
+        return [line for line in self.lines if line.get("event") == "coverage"]
+
+
+@dataclass
 class Rehearsal:
     chain: Chain
     stacks: dict[str, Stack]
     deployed_at: float = 0.0
     scaled_down_at: float = 0.0
     latencies: list[Latency] = field(default_factory=list)
+    verified: dict[str, Verified] = field(default_factory=dict)
 
 
 def _environment(rendered: Rendered) -> dict[str, str]:
@@ -106,6 +126,23 @@ def _first_kill(core: client.CoreV1Api, stack: Stack) -> float | None:
     return None
 
 
+def _verify(cluster: Cluster, chain: Chain, stack: Stack) -> Verified:
+    """`oom-killer verify` on the stack as a user runs it beside their monitoring: --prometheus, --alertmanager."""
+    exports = stack.rendered.exports
+    outputs = {key: exports[key] for key in ("namespace", "deploymentName", "predictedSecondsToOomKill")}
+    outputs["predictedOomKillStep"] = exports.get("predictedOomKillStep")
+    with tempfile.TemporaryDirectory() as folder:
+        junit = f"{folder}/verify.xml"
+        argv = ["--outputs", json.dumps(outputs), "--kubeconfig", str(cluster.kubeconfig), "--junit", junit]
+        argv += ["--prometheus", chain.prometheus, "--alertmanager", chain.alertmanager, "--detector-grace", "30s"]
+        # Holding stacks: the whole window is the evidence; a kill loop's two kills and back-off take under a minute.
+        argv += ["--timeout", "4m" if stack.expected_alerts else "75s", "--kills", "2"]
+        out, err = io.StringIO(), io.StringIO()
+        code = verify.main(argv, out=out, err=err)
+        lines = [logfmt.parse(text) for text in out.getvalue().splitlines()]
+        return Verified(code, lines, err.getvalue(), ET.parse(junit).getroot())  # noqa: S314 (verify's own report)
+
+
 def _deploy(cluster: Cluster, engine: docker.DockerClient) -> dict[str, Stack]:
     stacks = {}
     for name, settings in STACKS.items():
@@ -132,6 +169,10 @@ def rehearsal(cluster: Cluster, engine: docker.DockerClient) -> Iterator[Rehears
         deployed_at = time.time()
         stacks = _deploy(cluster, engine)
         run = Rehearsal(chain, stacks, deployed_at)
+        pool = ThreadPoolExecutor(max_workers=len(stacks))
+        verifying: dict[str, Future[Verified]] = {
+            name: pool.submit(_verify, cluster, chain, stack) for name, stack in stacks.items()
+        }
         core = client.CoreV1Api(cluster.api())
         deadline = time.monotonic() + DELIVERY_TIMEOUT_S
         while time.monotonic() < deadline:
@@ -146,6 +187,14 @@ def rehearsal(cluster: Cluster, engine: docker.DockerClient) -> Iterator[Rehears
                 break
             time.sleep(1)
         _measure(run)
+        run.verified = {name: future.result(timeout=360) for name, future in verifying.items()}
+        pool.shutdown()
+        for name, verified in run.verified.items():
+            for row in verified.err.splitlines():
+                if row.startswith("verify: kill ") or (row.startswith("verify: ") and "@" in row):
+                    line(f"coverage stack={name} | {row.removeprefix('verify: ')}")
+            verdict = " ".join(f"{key}={value}" for key, value in verified.lines[-1].items())
+            line(f"verify stack={name} code={verified.code} {verdict}")
 
         apps = client.AppsV1Api(cluster.api())
         run.scaled_down_at = time.time()
@@ -300,3 +349,30 @@ def test_after_scale_down_every_delivered_alert_resolves_and_the_resolution_is_d
     assert not unresolved, f"no resolution delivered after replicas=0 for {unresolved}"
     still = [s["metric"] for s in prom.query(rehearsal.chain.prometheus, 'ALERTS{namespace=~"alerts-.*"}')]
     assert not still, f"alerts still pending or firing after the scale-down: {still}"
+
+
+@pytest.mark.parametrize("stack", list(STACKS))
+def test_verify_reports_which_signals_saw_each_kill(rehearsal: Rehearsal, stack: str) -> None:
+    verified = rehearsal.verified[stack]
+    assert verified.code == verify.EXIT_AS_PREDICTED, (verified.lines[-1], verified.err[-2000:])
+    coverage = verified.coverage()
+    expected = rehearsal.stacks[stack].expected_alerts
+    cases = {case.get("name") for case in verified.junit.iter("testcase")}
+    if not expected:
+        assert coverage == []  # nothing was killed, so nothing to cover
+        return
+    assert coverage, "verify saw kills but reported no coverage"
+    silent = "ContainerOOMKillWithoutRestart" in expected
+    for row in coverage:
+        # the signals made for this kind of kill saw every one of them, through to Alertmanager
+        made_for = ["cadvisor"] if silent else ["pod_status", "kube_state_metrics"]
+        for alert in expected:
+            made_for += [f"alert_{alert}", f"delivered_{alert}"]
+        assert {name: row[name] for name in [*made_for, "hog_line"]} == dict.fromkeys([*made_for, "hog_line"], "yes")
+        assert row["kind"] == ("worker" if silent else "container")
+        # and what is not made for it did not claim it: a worker's kill leaves the pod's status alone
+        if silent:
+            assert row["pod_status"] == row["kube_state_metrics"] == "no"
+    for detector in ("pod_status", "kubelet_event", "kube_state_metrics", "cadvisor", "hog_line"):
+        assert f"detector {detector}" in cases  # JUnit: a case per detector
+    assert "every kill seen by the monitoring" in cases
