@@ -73,6 +73,13 @@ class MemoryCgroup:
             pass  # no swap accounting: then there is no swap to fall back on either
         return group
 
+    def child(self, name: str, limit_mib: int) -> MemoryCgroup:
+        """A cgroup below this one, as a container's below its pod's: its charge counts in this one's too, and
+        stays there after the child is removed (an emptyDir's pages outlive the container that wrote them)."""
+        group = self._make(self.path / name, self.version)
+        group.set_limit(limit_mib)
+        return group
+
     def set_limit(self, limit_mib: int) -> None:
         name = "memory.limit_in_bytes" if self.version == 1 else "memory.max"
         (self.path / name).write_text(str(limit_mib * MIB))

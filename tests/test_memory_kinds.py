@@ -155,6 +155,46 @@ def test_tmpfs_files_are_charged_as_shmem_and_the_kernel_kills_at_the_limit(
     assert sorted(p.name for p in tmpfs_dir.iterdir()) == ["not-the-hogs"]
 
 
+def test_on_kubernetes_a_tmpfs_runs_restart_is_killed_at_start_the_pods_cgroup_keeps_the_charge(
+    make_cgroup: MakeCgroup, tmpfs_dir: Path
+) -> None:
+    """As the kubelet lays it out: the pod's cgroup with the pod's limit, each container's run in a cgroup of its own
+    below it. The first run fills the emptyDir and is killed; the kubelet removes its cgroup, but the files stay in
+    the emptyDir and their pages stay charged to the pod. The restart, in a new cgroup in the same pod, starts with
+    the pod all but full (on Docker, above, a new container's cgroup is fresh): most often the kernel kills it before
+    its first step, before it could remove anything; where the interpreter found just enough room, it removed the
+    files at start and ran as a first run does (18 and 2 of 20 runs here). Either is what verify takes as predicted."""
+    pod = make_cgroup(LIMIT_MIB)
+    first = pod.child("first-run", LIMIT_MIB)
+    second = None
+    try:
+        process = start_workload(first, MEMORY_KIND="tmpfs", MEMORY_DIR=str(tmpfs_dir), INCREMENT_INTERVAL_MS="0")
+        stdout, stderr = process.communicate(timeout=60)
+        assert process.returncode == -signal.SIGKILL, (stdout, stderr)
+        left = own_files(str(tmpfs_dir))
+        assert len(left) == len(events(stdout, "step")) + 1
+        first.remove()
+        # The pod is still full: the emptyDir's pages, charged to a cgroup that is gone, count in the pod's usage.
+        assert pod.usage_bytes() >= (LIMIT_MIB - 16) * MIB
+
+        second = pod.child("restart", LIMIT_MIB)
+        rerun = start_workload(second, MEMORY_KIND="tmpfs", MEMORY_DIR=str(tmpfs_dir), INCREMENT_INTERVAL_MS="0")
+        stdout, stderr = rerun.communicate(timeout=60)
+        assert rerun.returncode == -signal.SIGKILL, (stdout, stderr)
+        steps = events(stdout, "step")
+        if not steps:  # killed at start, before its first step: before it could remove anything
+            assert own_files(str(tmpfs_dir)) == left
+        else:  # it got as far as removing them, then ran as a first run does
+            start = events(stdout, "start")[0]
+            assert start["removed_files"] == str(len(left))
+            assert_killed_in_announced_range(start, len(steps))
+        assert second.oom_kills() + pod.oom_kills() >= 1  # the kernel counts it where it was killed (v1: the pod)
+    finally:
+        for group in (second, first):
+            if group is not None and group.path.exists():
+                group.remove()
+
+
 # Page cache: usage at the limit, no kill; working set far below; held at twice the limit.
 
 

@@ -96,6 +96,31 @@ def test_each_kill_is_held_to_the_steps_the_stack_announced_and_the_check_says_w
     assert prediction.kill_step(oom_death(None, "d")) == 1
 
 
+def test_a_tmpfs_runs_restart_killed_at_start_is_as_predicted_and_only_there() -> None:
+    # On a node, the emptyDir keeps the killed run's files and their charge in the pod's cgroup: the restart is killed
+    # before its first step (no step line), or got far enough to remove them and is killed as a first run is.
+    outputs = {
+        "predictedSecondsToOomKill": {"earliest": 6, "latest": 8},
+        "predictedOomKillStep": {"earliest": 7, "latest": 8},
+    }
+    tmpfs = verify.predict(outputs, 1, {"MEMORY_KIND": "tmpfs"})
+    observed = verify.Observed()
+    observed.deaths = {"a": oom_death(6, "a"), "b": oom_death(None, "b"), "c": oom_death(None, "c")}
+    checks = {c.name: c for c in verify.checks_for(tmpfs, observed, 2, [])}
+    assert checks["each kill in an announced step"].ok
+    assert checks["each kill in an announced step"].detail == "predicted_steps=7..8 seen=7(1/2) killed_at_start=2"
+    assert checks["each kill on time"].ok
+    # A kill at start is not as predicted for the heap, nor for a supervised tmpfs worker (its PID 1 removes the files).
+    for env in ({"MEMORY_KIND": "anonymous"}, {"MEMORY_KIND": "tmpfs", "PROCESS_MODEL": "supervised"}):
+        prediction = verify.predict(outputs, 1, env)
+        assert not prediction.restarts_into_full_pod
+    heap = {c.name: c for c in verify.checks_for(verify.predict(outputs, 1, {}), observed, 2, [])}
+    assert not heap["each kill in an announced step"].ok
+    # A tmpfs run killed out of its announced steps still fails: only "no step line at all" is taken as at start.
+    observed.deaths["d"] = oom_death(3, "d")
+    assert not {c.name: c for c in verify.checks_for(tmpfs, observed, 2, [])}["each kill in an announced step"].ok
+
+
 OUTPUTS = {"namespace": "oom-killer", "deploymentName": "oom-killer", "predictedSecondsToOomKill": None}
 
 

@@ -23,7 +23,7 @@ from oomtools.verify.arguments import (
     prometheus_access,
 )
 from oomtools.verify.detectors import Coverage, Delivery, collect, kills_of
-from oomtools.verify.judge import checks_for, coverage_checks, predict
+from oomtools.verify.judge import Prediction, checks_for, coverage_checks, predict
 from oomtools.verify.observe import (
     Observed,
     _call,
@@ -85,7 +85,7 @@ def run(args: argparse.Namespace, out: TextIO, err: TextIO, clock: Callable[[], 
         started=started,
         delivery=delivery,
     )
-    coverages = read_coverage(core, namespace, observed, args, access, names, expected, delivery, say, clock)
+    coverages = read_coverage(core, namespace, observed, args, access, names, prediction, delivery, say, clock)
     seconds = clock() - started
     checks = checks_for(prediction, observed, args.kills, records)
     checks += coverage_checks(coverages, expected)
@@ -108,7 +108,7 @@ def read_coverage(
     args: argparse.Namespace,
     access: prom.Access,
     names: tuple[str, ...],
-    expected: dict[str, bool],
+    prediction: Prediction,
     delivery: Delivery | None,
     say: Callable[[str], None],
     clock: Callable[[], float],
@@ -136,12 +136,12 @@ def read_coverage(
             poll_alertmanager(args.alertmanager, namespace, delivery, now, say)
 
     return collect(
-        kills_of(observed),
+        kills_of(observed, prediction.restarts_into_full_pod),
         namespace,
         events=events,
         samples=samples if args.prometheus else None,
         alerts=names,
-        alerts_expected=expected,
+        alerts_expected=prediction.alerts_expected(),
         delivery=delivery,
         poll_alertmanager=poll,
         grace=args.detector_grace,

@@ -36,6 +36,9 @@ UNREAD: Final = "-"  # not read: no --prometheus, or no --alertmanager
 
 CONTAINER: Final = "container"  # the kill ended the container (OOMKilled, exit code 137)
 WORKER: Final = "worker"  # the kill took a worker; the container lived on
+# A tmpfs run's restart the kernel killed before its first step, in a pod its emptyDir still fills: it ended the
+# container as any kill does, but the hog never got to write a line.
+AT_START: Final = "at-start"
 # The signals verify reads itself to see a kill at all: the others are the user's monitoring.
 OWN: Final = ("pod_status", "hog_line")
 # What is read with no Prometheus or Alertmanager given: a kill none of the rest saw is a finding only where they were.
@@ -44,7 +47,7 @@ NO_SIGNAL_OF_ITS_OWN: Final = (*OWN, "kubelet_event")
 
 @dataclass(frozen=True)
 class Kill:
-    kind: str  # CONTAINER or WORKER
+    kind: str  # CONTAINER, AT_START or WORKER
     pod: str
     container: str
     at: float  # the kubelet's finishedAt, or the kubelet's stamp on the supervisor's line
@@ -63,10 +66,15 @@ def bare_id(container_id: str) -> str:
     return container_id.rpartition("://")[2]
 
 
-def kills_of(observed: Observed) -> list[Kill]:
-    """Every OOM kill verify observed, oldest first."""
+def kills_of(observed: Observed, restarts_into_full_pod: bool = False) -> list[Kill]:
+    """Every OOM kill verify observed, oldest first; with restarts_into_full_pod (a tmpfs hog), a container killed
+    before its first step line is AT_START."""
+
+    def kind(message: str) -> str:
+        return AT_START if restarts_into_full_pod and not message.startswith("event=step") else CONTAINER
+
     kills = [
-        Kill(CONTAINER, d.pod, d.container, d.finished_at.timestamp(), bare_id(d.container_id), 0, d.message)
+        Kill(kind(d.message), d.pod, d.container, d.finished_at.timestamp(), bare_id(d.container_id), 0, d.message)
         for d in observed.deaths.values()
         if d.reason == "OOMKilled"
     ]
@@ -92,14 +100,14 @@ class Coverage:
 def expected_kinds(detector: str, alerts_expected: dict[str, bool]) -> set[str]:
     """The kinds of kill a detector is made to see (the empty set: none; it is reported, not judged)."""
     if detector in ("pod_status", "kube_state_metrics"):
-        return {CONTAINER}
+        return {CONTAINER, AT_START}
     if detector == "cadvisor":
         return {WORKER}
     if detector == "hog_line":
         return {CONTAINER, WORKER}
     name = detector.partition(" ")[2]
     if alerts_expected.get(name):
-        return {WORKER} if name == "ContainerOOMKillWithoutRestart" else {CONTAINER}
+        return {WORKER} if name == "ContainerOOMKillWithoutRestart" else {CONTAINER, AT_START}
     return set()
 
 
@@ -154,7 +162,7 @@ def read(
     for kill in kills:
         coverage = Coverage(kill)
         seen = coverage.seen
-        seen["pod_status"] = YES if kill.kind == CONTAINER else NO
+        seen["pod_status"] = NO if kill.kind == WORKER else YES
         seen["kubelet_event"] = YES if _oom_event(events, kill) else NO
         if samples is None:
             seen["kube_state_metrics"] = seen["cadvisor"] = UNREAD
@@ -189,7 +197,7 @@ def _oom_event(events: list[Any], kill: Kill) -> bool:
 
 
 def _ksm_saw(samples: Samples, namespace: str, kill: Kill, until: float) -> bool:
-    if kill.kind != CONTAINER:
+    if kill.kind == WORKER:
         return False  # a worker's kill changes nothing kube-state-metrics reads
     selector = _selector("kube_pod_container_status_last_terminated_timestamp", namespace, kill)
     return any(int(value) == int(kill.at) for _, points in samples(selector, kill.at, until) for _, value in points)
