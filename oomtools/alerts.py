@@ -134,10 +134,11 @@ def samples(
     time, value) pairs, oldest first (a range selector's raw samples, not a query_range's resampling)."""
     window = max(1, math.ceil(until - since))
     path = "/api/v1/query?" + urllib.parse.urlencode({"query": f"{selector}[{window}s]", "time": f"{until:.3f}"})
-    return [
-        (series["metric"], [(float(stamp), float(value)) for stamp, value in series["values"]])
+    found = [
+        (series["metric"], [(float(stamp), float(value)) for stamp, value in series["values"] if float(stamp) >= since])
         for series in _get(base_url, path, access=access)["result"]
     ]
+    return [(labels, points) for labels, points in found if points]  # the window asked was whole seconds
 
 
 @dataclass(frozen=True)

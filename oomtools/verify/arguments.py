@@ -18,6 +18,7 @@ EXIT_NOT_AS_PREDICTED: Final = 1
 EXIT_BAD_ARGUMENTS: Final = 2
 EXIT_UNREACHABLE: Final = 3
 EXIT_INTERRUPTED: Final = 130
+DEFAULT_DETECTOR_GRACE_SECONDS: Final = 120.0
 
 # What --help says of each exit code.
 CODE_MEANINGS: Final = {
@@ -100,10 +101,9 @@ def configure(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument(
         "--detector-grace",
         type=_duration,
-        default="2m",
         metavar="DURATION",
         help="with --prometheus: how long after the watch to wait for every signal to show the last kills (a "
-        "scrape interval, cAdvisor's housekeeping, Alertmanager's group_wait), at most",
+        "scrape interval, cAdvisor's housekeeping, Alertmanager's group_wait), at most (default: 2m)",
     )
     parser.add_argument("--junit", type=Path, metavar="FILE", help="write a JUnit XML report here")
     parser.add_argument("--kills", type=int, default=2, help="OOM kills to see before the verdict")
@@ -131,6 +131,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         args = configure(Parser(prog="oom-killer verify")).parse_args(argv)
     except UsageError as error:
         raise BadArguments(str(error)) from error
+    if args.detector_grace is not None and not args.prometheus:
+        raise BadArguments("--detector-grace needs --prometheus: without it there is nothing to wait for")
+    if args.detector_grace is None:
+        args.detector_grace = DEFAULT_DETECTOR_GRACE_SECONDS
     if args.alertmanager and not args.prometheus:
         raise BadArguments("--alertmanager needs --prometheus: the alerts it delivers are Prometheus' rules")
     if args.alert and not args.prometheus:

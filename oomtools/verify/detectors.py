@@ -237,15 +237,17 @@ def collect(
         if delivery is not None:
             poll_alertmanager(now)
         found = read(kills, namespace, now, events=events(), samples=samples, alerts=alerts, delivery=delivery)
-        waiting = samples is None and delivery is None
-        if waiting or now >= deadline or all(_complete(c, alerts_expected) for c in found):
+        nothing_to_wait_for = samples is None and delivery is None
+        if nothing_to_wait_for or now >= deadline or all(_complete(c, alerts_expected) for c in found):
             return found
         sleep(3.0)
 
 
 def _complete(coverage: Coverage, alerts_expected: dict[str, bool]) -> bool:
+    """Every signal that can still change (not the pod's status or the hog's line, fixed once the kill was seen) and
+    is made for the kill's kind shows it."""
     return all(
         value == YES
         for name, value in coverage.seen.items()
-        if value != UNREAD and coverage.kill.kind in expected_kinds(name, alerts_expected)
+        if value != UNREAD and name not in OWN and coverage.kill.kind in expected_kinds(name, alerts_expected)
     )
