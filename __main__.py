@@ -1,7 +1,7 @@
 """oom-killer: a memory hog in a namespace of its own, OOM-killed on purpose by its container's memory limit.
 
-Read top to bottom: settings, image, namespace, limit range, network policy, deployment, the alerts (optional),
-exports.
+Read top to bottom: settings, image, namespace, limit range, network policy, the pod template and its workload
+(a Deployment, or a DaemonSet with scope=node), the alerts (optional), exports.
 """
 
 import pulumi
@@ -11,15 +11,16 @@ from infra.cancellation import exit_quietly_when_interrupted
 from infra.image import REGISTRY_LOGIN_NAME, pull_credentials, workload_image
 from infra.kube import (
     CONTAINER,
-    DEPLOYMENT,
     MEMORY_DIR,
     MEMORY_VOLUME,
     RUN_AS,
     TERMINATION_MESSAGE_PATH,
+    WORKLOAD,
     ephemeral_storage,
     kubectl_commands,
     labels,
     memory_empty_dir,
+    node_selector,
     predicted_oom_kill_step,
     predicted_seconds_to_oom_kill,
     workload_env,
@@ -61,7 +62,7 @@ namespace = k8s.core.v1.Namespace(
 namespace_name = namespace.metadata.name
 
 # LimitRange: no container in the namespace may outgrow the configured limit, and one without a limit gets it.
-# It acts only when a pod is admitted, so the Deployment waits for it.
+# It acts only when a pod is admitted, so the workload waits for it.
 limit_range = k8s.core.v1.LimitRange(
     "limit-range",
     metadata=k8s.meta.v1.ObjectMetaArgs(name="oom-killer-memory", namespace=namespace_name, labels=app_labels),
@@ -100,77 +101,108 @@ pull_secret = (
     else None
 )
 
-# Deployment: one container whose request equals its limit (Guaranteed QoS: the memory is reserved on the node,
-# so the OOM stays inside this container), locked down to Pod Security "restricted".
-deployment = k8s.apps.v1.Deployment(
-    "deployment",
-    metadata=k8s.meta.v1.ObjectMetaArgs(
-        name=DEPLOYMENT,
-        namespace=namespace_name,
-        labels=app_labels,
-        # A pod built to crash never becomes available: without this `pulumi up` would wait 10 minutes and fail.
-        annotations={"pulumi.com/skipAwait": "true"},
-    ),
-    spec=k8s.apps.v1.DeploymentSpecArgs(
-        replicas=settings.replicas,
-        selector=k8s.meta.v1.LabelSelectorArgs(match_labels=app_labels),
-        # Old pods go before new ones start: never more than `replicas` limits' worth of memory reserved.
-        strategy=k8s.apps.v1.DeploymentStrategyArgs(type="Recreate"),
-        template=k8s.core.v1.PodTemplateSpecArgs(
-            metadata=k8s.meta.v1.ObjectMetaArgs(labels=app_labels),
-            spec=k8s.core.v1.PodSpecArgs(
-                automount_service_account_token=False,
-                image_pull_secrets=[k8s.core.v1.LocalObjectReferenceArgs(name=REGISTRY_LOGIN_NAME)]
-                if pull_secret
-                else None,
-                enable_service_links=False,
-                termination_grace_period_seconds=5,
-                security_context=k8s.core.v1.PodSecurityContextArgs(
+# The pod: one container whose request equals its limit (Guaranteed QoS: the memory is reserved on the node,
+# so the OOM stays inside this container), locked down to Pod Security "restricted". Deployment and DaemonSet run
+# this same template.
+pod_template = k8s.core.v1.PodTemplateSpecArgs(
+    metadata=k8s.meta.v1.ObjectMetaArgs(labels=app_labels),
+    spec=k8s.core.v1.PodSpecArgs(
+        # nodeSelector and tolerations aim the hog at a node pool (and a stopped DaemonSet at no node).
+        node_selector=node_selector(settings),
+        tolerations=[
+            k8s.core.v1.TolerationArgs(key=t.key, operator=t.operator, value=t.value, effect=t.effect or None)
+            for t in settings.tolerations
+        ]
+        or None,
+        automount_service_account_token=False,
+        image_pull_secrets=[k8s.core.v1.LocalObjectReferenceArgs(name=REGISTRY_LOGIN_NAME)] if pull_secret else None,
+        enable_service_links=False,
+        termination_grace_period_seconds=5,
+        security_context=k8s.core.v1.PodSecurityContextArgs(
+            run_as_non_root=True,
+            run_as_user=RUN_AS,
+            run_as_group=RUN_AS,
+            seccomp_profile=k8s.core.v1.SeccompProfileArgs(type="RuntimeDefault"),
+        ),
+        containers=[
+            k8s.core.v1.ContainerArgs(
+                name=CONTAINER,
+                image=image.reference,
+                image_pull_policy=image.pull_policy,
+                env=[k8s.core.v1.EnvVarArgs(name=k, value=v) for k, v in workload_env(settings).items()],
+                resources=k8s.core.v1.ResourceRequirementsArgs(requests=resources, limits=resources),
+                security_context=k8s.core.v1.SecurityContextArgs(
+                    allow_privilege_escalation=False,
+                    privileged=False,
+                    read_only_root_filesystem=True,
                     run_as_non_root=True,
                     run_as_user=RUN_AS,
                     run_as_group=RUN_AS,
+                    capabilities=k8s.core.v1.CapabilitiesArgs(drop=["ALL"]),
                     seccomp_profile=k8s.core.v1.SeccompProfileArgs(type="RuntimeDefault"),
                 ),
-                containers=[
-                    k8s.core.v1.ContainerArgs(
-                        name=CONTAINER,
-                        image=image.reference,
-                        image_pull_policy=image.pull_policy,
-                        env=[k8s.core.v1.EnvVarArgs(name=k, value=v) for k, v in workload_env(settings).items()],
-                        resources=k8s.core.v1.ResourceRequirementsArgs(requests=resources, limits=resources),
-                        security_context=k8s.core.v1.SecurityContextArgs(
-                            allow_privilege_escalation=False,
-                            privileged=False,
-                            read_only_root_filesystem=True,
-                            run_as_non_root=True,
-                            run_as_user=RUN_AS,
-                            run_as_group=RUN_AS,
-                            capabilities=k8s.core.v1.CapabilitiesArgs(drop=["ALL"]),
-                            seccomp_profile=k8s.core.v1.SeccompProfileArgs(type="RuntimeDefault"),
-                        ),
-                        # The hog writes its latest step here: `kubectl describe pod` shows it beside OOMKilled.
-                        termination_message_path=TERMINATION_MESSAGE_PATH,
-                        termination_message_policy="FallbackToLogsOnError",
-                        volume_mounts=[k8s.core.v1.VolumeMountArgs(name=MEMORY_VOLUME, mount_path=MEMORY_DIR)]
-                        if empty_dir
-                        else None,
-                    )
-                ],
-                volumes=[
-                    k8s.core.v1.VolumeArgs(
-                        name=MEMORY_VOLUME,
-                        empty_dir=k8s.core.v1.EmptyDirVolumeSourceArgs(
-                            medium=empty_dir["medium"] or None, size_limit=empty_dir["sizeLimit"]
-                        ),
-                    )
-                ]
+                # The hog writes its latest step here: `kubectl describe pod` shows it beside OOMKilled.
+                termination_message_path=TERMINATION_MESSAGE_PATH,
+                termination_message_policy="FallbackToLogsOnError",
+                volume_mounts=[k8s.core.v1.VolumeMountArgs(name=MEMORY_VOLUME, mount_path=MEMORY_DIR)]
                 if empty_dir
                 else None,
-            ),
-        ),
+            )
+        ],
+        volumes=[
+            k8s.core.v1.VolumeArgs(
+                name=MEMORY_VOLUME,
+                empty_dir=k8s.core.v1.EmptyDirVolumeSourceArgs(
+                    medium=empty_dir["medium"] or None, size_limit=empty_dir["sizeLimit"]
+                ),
+            )
+        ]
+        if empty_dir
+        else None,
     ),
-    opts=pulumi.ResourceOptions(depends_on=[limit_range, network_policy, *([pull_secret] if pull_secret else [])]),
 )
+
+workload_metadata = k8s.meta.v1.ObjectMetaArgs(
+    name=WORKLOAD,
+    namespace=namespace_name,
+    labels=app_labels,
+    # A pod built to crash never becomes available: without this `pulumi up` would wait 10 minutes and fail.
+    annotations={"pulumi.com/skipAwait": "true"},
+)
+workload_options = pulumi.ResourceOptions(
+    depends_on=[limit_range, network_policy, *([pull_secret] if pull_secret else [])]
+)
+selector = k8s.meta.v1.LabelSelectorArgs(match_labels=app_labels)
+workload: k8s.apps.v1.Deployment | k8s.apps.v1.DaemonSet
+if settings.scope == "node":
+    # DaemonSet (scope=node): one hog on every node the pod may go to (nodeSelector, tolerations), replaced one
+    # node at a time. replicas=0 keeps it with a nodeSelector no node carries.
+    workload = k8s.apps.v1.DaemonSet(
+        "daemon-set",
+        metadata=workload_metadata,
+        spec=k8s.apps.v1.DaemonSetSpecArgs(
+            selector=selector,
+            update_strategy=k8s.apps.v1.DaemonSetUpdateStrategyArgs(
+                type="RollingUpdate", rolling_update=k8s.apps.v1.RollingUpdateDaemonSetArgs(max_unavailable=1)
+            ),
+            template=pod_template,
+        ),
+        opts=workload_options,
+    )
+else:
+    # Deployment: `replicas` hogs wherever the scheduler puts them.
+    workload = k8s.apps.v1.Deployment(
+        "deployment",
+        metadata=workload_metadata,
+        spec=k8s.apps.v1.DeploymentSpecArgs(
+            replicas=settings.replicas,
+            selector=selector,
+            # Old pods go before new ones start: never more than `replicas` limits' worth of memory reserved.
+            strategy=k8s.apps.v1.DeploymentStrategyArgs(type="Recreate"),
+            template=pod_template,
+        ),
+        opts=workload_options,
+    )
 
 # PrometheusRule (prometheusRule=true): the alerts of alerts/oom-killer.rules.yaml, as they are, for a Prometheus
 # Operator whose ruleSelector matches prometheusRuleLabels. The rules watch every namespace, not only this one.
@@ -189,7 +221,10 @@ if settings.prometheus_rule:
 
 # Exports: where it runs, what it runs, when the first kill is due, and how to watch it.
 pulumi.export("namespace", namespace_name)
-pulumi.export("deploymentName", deployment.metadata.name)
+pulumi.export("workloadKind", "DaemonSet" if settings.scope == "node" else "Deployment")
+pulumi.export("workloadName", workload.metadata.name)
+if settings.scope == "deployment":
+    pulumi.export("deploymentName", workload.metadata.name)  # what `oom-killer verify` reads
 pulumi.export("image", image.reference)
 pulumi.export("memoryLimit", settings.memory_limit)
 pulumi.export("predictedSecondsToOomKill", predicted_seconds_to_oom_kill(settings))

@@ -11,7 +11,7 @@ from workload.settings import DEFAULT_TERMINATION_MESSAGE_PATH
 
 APP: Final = "oom-killer"
 CONTAINER: Final = "oom-killer"
-DEPLOYMENT: Final = "oom-killer"
+WORKLOAD: Final = "oom-killer"  # the Deployment's name, or the DaemonSet's (scope=node)
 RUN_AS: Final = 65532  # the Dockerfile's USER: numeric, so runAsNonRoot is checked without a passwd file
 TERMINATION_MESSAGE_PATH: Final = DEFAULT_TERMINATION_MESSAGE_PATH  # the workload's default, said explicitly
 # Where a tmpfs or pagecache hog writes: the emptyDir's mount, passed to it as MEMORY_DIR.
@@ -20,6 +20,9 @@ MEMORY_VOLUME: Final = "memory"
 # Room on the pagecache emptyDir (and in the container's ephemeral-storage) above what the hog writes: its logs
 # count against the same ephemeral-storage limit.
 PAGECACHE_ROOM_MIB: Final = 64
+# scope=node with replicas=0: a label no node carries, in the pod's nodeSelector, so that the DaemonSet runs no pod
+# and its objects stay, as a Deployment scaled to 0 does.
+STOPPED_NODE_SELECTOR: Final = {"oom-killer.io/stopped": "true"}
 
 
 def labels(stack: str) -> dict[str, str]:
@@ -46,6 +49,14 @@ def workload_env(settings: StackSettings) -> dict[str, str]:
     if settings.process_model != "single":
         env["PROCESS_MODEL"] = settings.process_model
     return env
+
+
+def node_selector(settings: StackSettings) -> dict[str, str] | None:
+    """The pod's nodeSelector: the configured labels, and for a stopped DaemonSet one no node carries."""
+    selector = dict(settings.node_selector)
+    if settings.scope == "node" and settings.replicas == 0:
+        selector.update(STOPPED_NODE_SELECTOR)
+    return selector or None
 
 
 def pagecache_mib(settings: StackSettings) -> int:

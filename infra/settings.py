@@ -36,6 +36,9 @@ DEFAULTS: Final[dict[str, bool | int | str]] = {
     "processModel": "single",  # single: PID 1 is the hog; supervised: PID 1 runs it as a worker and restarts it
     "prometheusRule": False,  # declare the alerts as a PrometheusRule (needs the Prometheus Operator's CRD)
     "prometheusRuleLabels": "",  # key=value,... for the Operator's ruleSelector, e.g. release=kube-prometheus-stack
+    "scope": "deployment",  # deployment: `replicas` pods anywhere; node: a DaemonSet, one pod per selected node
+    "nodeSelector": "",  # key=value,... the nodes must carry (the pod template's nodeSelector)
+    "tolerations": "",  # kubectl taint's syntax, comma-separated: key=value:Effect, key:Effect, key=value, key
 }
 
 MAX_MIB: Final = MAX_CEILING_MIB  # 1 TiB, the workload's own bound: past this a value is a typo, not a test
@@ -51,6 +54,8 @@ MIN_LIMIT_MIB: Final = max(RUNTIME_MIN_LIMIT_MIB, BASELINE_MAX_MIB + 1)  # room 
 MAX_INTERVAL_MS: Final = 24 * 60 * 60 * 1000
 MAX_REPLICAS: Final = 100
 MAX_CPU_MILLICORES: Final = 64_000
+SCOPES: Final = ("deployment", "node")  # a Deployment of `replicas` pods, or a DaemonSet of one pod per node
+TAINT_EFFECTS: Final = ("NoSchedule", "PreferNoSchedule", "NoExecute")
 
 # RFC 1123 label, as Kubernetes requires of a namespace name.
 _DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
@@ -89,6 +94,36 @@ class ConfigError(pulumi.RunError):
 
 
 @dataclass(frozen=True)
+class Toleration:
+    """One toleration, from kubectl taint's syntax: `key=value:Effect` (operator Equal), `key:Effect` (Exists);
+    without `:Effect`, every effect."""
+
+    key: str
+    value: str | None  # None: operator Exists
+    effect: str  # "": every effect
+
+    @property
+    def operator(self) -> str:
+        return "Exists" if self.value is None else "Equal"
+
+
+def parse_tolerations(text: str) -> tuple[Toleration, ...]:
+    """`key=value:Effect,key:Effect,key=value,key` into tolerations; ValueError says what is wrong.
+
+    Keys and values are label keys and values: a taint's are the same syntax, so parse_labels checks them.
+    """
+    tolerations = []
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        rest, colon, effect = (part.strip() for part in item.partition(":"))
+        if colon and effect not in TAINT_EFFECTS:
+            raise ValueError(f"{effect!r} (for {rest}) is not an effect: {', '.join(TAINT_EFFECTS)}")
+        equals = "=" in rest
+        ((key, value),) = parse_labels(rest if equals else f"{rest}=").items()
+        tolerations.append(Toleration(key, value if equals else None, effect))
+    return tuple(tolerations)
+
+
+@dataclass(frozen=True)
 class StackSettings:
     memory_increment_mb: int
     memory_limit_mb: int
@@ -107,6 +142,9 @@ class StackSettings:
     prometheus_rule_labels: tuple[tuple[str, str], ...] = ()  # the PrometheusRule's extra labels, in order given
     memory_kind: str = "anonymous"  # one of MEMORY_KINDS
     process_model: str = "single"  # one of PROCESS_MODELS
+    scope: str = "deployment"  # one of SCOPES
+    node_selector: tuple[tuple[str, str], ...] = ()  # the labels a node must carry, in order given
+    tolerations: tuple[Toleration, ...] = ()
 
     @property
     def memory_limit(self) -> str:
@@ -152,6 +190,24 @@ def _rule_labels(config: pulumi.Config) -> tuple[tuple[str, str], ...]:
         "label the PrometheusRule, which is not declared: `pulumi config set prometheusRule true`",
     )
     return tuple(labels.items())
+
+
+def _node_selector(config: pulumi.Config) -> tuple[tuple[str, str], ...]:
+    text = _text(config, "nodeSelector")
+    try:
+        return tuple(parse_labels(text).items())
+    except ValueError as error:
+        raise ConfigError("nodeSelector", text, f"must be key=value,... (labels the nodes carry): {error}") from error
+
+
+def _tolerations(config: pulumi.Config) -> tuple[Toleration, ...]:
+    text = _text(config, "tolerations")
+    try:
+        return parse_tolerations(text)
+    except ValueError as error:
+        raise ConfigError(
+            "tolerations", text, f"must be key=value:Effect, key:Effect, key=value or key, comma-separated: {error}"
+        ) from error
 
 
 def _text(config: pulumi.Config, key: str) -> str:
@@ -235,6 +291,14 @@ def load_settings(config: pulumi.Config | None = None) -> StackSettings:
         f"{BASELINE_MAX_MIB} MiB the interpreter takes, so that it surely holds there (for a kill, set 0)",
     )
     _check(0 < cpu <= MAX_CPU_MILLICORES, "cpuMillicores", cpu, f"must be from 1 to {MAX_CPU_MILLICORES}")
+    scope = _text(config, "scope")
+    _check(scope in SCOPES, "scope", scope, f"must be one of {', '.join(SCOPES)}")
+    _check(
+        scope != "node" or replicas in (0, 1),
+        "replicas",
+        replicas,
+        "must be 1 (or 0 to stop the pods) for scope=node: scope=node runs one pod per selected node",
+    )
     _check(0 <= replicas <= MAX_REPLICAS, "replicas", replicas, f"must be from 0 to {MAX_REPLICAS}")
     _check(
         len(namespace) <= 63 and _DNS_LABEL.fullmatch(namespace) is not None,
@@ -316,4 +380,7 @@ def load_settings(config: pulumi.Config | None = None) -> StackSettings:
         prometheus_rule_labels=_rule_labels(config),
         memory_kind=kind,
         process_model=model,
+        scope=scope,
+        node_selector=_node_selector(config),
+        tolerations=_tolerations(config),
     )

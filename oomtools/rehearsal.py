@@ -1,10 +1,10 @@
 """The declared pod, run on a Docker engine the way a kubelet would run it.
 
 `make demo` and the end-to-end test share this: render the program (under mocks) for a stack's config, build
-the image exactly as the declared docker Image says, translate the Deployment's container into a container on
-the engine (memory limit without swap, CPU, env, user, read-only root, dropped capabilities, no new privileges,
-no network, the termination message file mounted), then follow its log to the end and read what the engine says
-of its death.
+the image exactly as the declared docker Image says, translate the workload's container (the Deployment's, or with
+scope=node the DaemonSet's: one pod either way) into a container on the engine (memory limit without swap, CPU,
+env, user, read-only root, dropped capabilities, no new privileges, no network, the termination message file
+mounted), then follow its log to the end and read what the engine says of its death.
 """
 
 from __future__ import annotations
@@ -24,9 +24,12 @@ import docker
 import docker.errors
 from docker.models.containers import Container
 
+from infra.kube import STOPPED_NODE_SELECTOR
 from oomtools.render import PROJECT_DIR, Rendered, render, stack_config
 
 DEPLOYMENT = "kubernetes:apps/v1:Deployment"
+DAEMON_SET = "kubernetes:apps/v1:DaemonSet"
+WORKLOADS = (DEPLOYMENT, DAEMON_SET)  # a stack declares one of the two (scope)
 IMAGE = "docker:index/image:Image"
 
 _BINARY_SUFFIXES = {"Ki": 1 << 10, "Mi": 1 << 20, "Gi": 1 << 30, "Ti": 1 << 40}
@@ -54,9 +57,9 @@ def nano_cpus(quantity: str) -> int:
 @dataclass(frozen=True)
 class DeclaredPod:
     build: dict[str, Any] | None  # the docker Image resource's inputs, None for a prebuilt image
-    spec: dict[str, Any]  # the Deployment's pod template spec
+    spec: dict[str, Any]  # the workload's pod template spec
     container: dict[str, Any]
-    replicas: int = 1
+    replicas: int = 1  # a DaemonSet's: 1, or 0 where its nodeSelector stops it
     # The stack's predictedSecondsToOomKill export ({"earliest": s, "latest": s} from the container's start), None
     # where no kill is predicted.
     predicted_seconds: dict[str, float] | None = None
@@ -67,14 +70,19 @@ class ImageUnavailable(Exception):
 
 
 def declared_pod(rendered: Rendered) -> DeclaredPod:
-    deployment = rendered.one(DEPLOYMENT).inputs["spec"]
-    pod = deployment["template"]["spec"]
+    """The pod of the stack's one workload, a Deployment or a DaemonSet."""
+    (workload,) = [resource for resource in rendered.resources if resource.type in WORKLOADS]
+    spec = workload.inputs["spec"]
+    pod = spec["template"]["spec"]
     (container,) = pod["containers"]
     images = rendered.of_type(IMAGE)
     predicted = rendered.exports.get("predictedSecondsToOomKill") or None
-    return DeclaredPod(
-        images[0].inputs if images else None, pod, container, int(deployment.get("replicas", 1)), predicted
-    )
+    if workload.type == DAEMON_SET:
+        stopped = STOPPED_NODE_SELECTOR.items() <= pod.get("nodeSelector", {}).items()
+        replicas = 0 if stopped else 1
+    else:
+        replicas = int(spec.get("replicas", 1))
+    return DeclaredPod(images[0].inputs if images else None, pod, container, replicas, predicted)
 
 
 def stack_pod(stack: str = "dev", overrides: dict[str, str] | None = None) -> DeclaredPod:
@@ -86,7 +94,7 @@ def stack_pod(stack: str = "dev", overrides: dict[str, str] | None = None) -> De
 
 
 def run_options(pod: DeclaredPod, termination_file: Path) -> dict[str, Any]:
-    """The Deployment's container as keyword arguments of docker's containers.run(), as a kubelet would run it."""
+    """The workload's container as keyword arguments of docker's containers.run(), as a kubelet would run it."""
     container, spec = pod.container, pod.spec
     security = {**spec.get("securityContext", {}), **container.get("securityContext", {})}
     limits = container.get("resources", {}).get("limits", {})

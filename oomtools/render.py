@@ -27,8 +27,9 @@ PROGRAM = PROJECT_DIR / "__main__.py"
 
 
 # The program's own order of the Kubernetes objects (as __main__.py declares them, and so each after what it needs):
-# the order the objects are returned in, whatever order the engine (here its mock) took the registrations in.
-KIND_ORDER = ("Namespace", "LimitRange", "NetworkPolicy", "Deployment", "PrometheusRule")
+# the order the objects are returned in, whatever order the engine (here its mock) took the registrations in. A stack
+# declares a Deployment or (scope=node) a DaemonSet, never both.
+KIND_ORDER = ("Namespace", "LimitRange", "NetworkPolicy", "Deployment", "DaemonSet", "PrometheusRule")
 
 
 @dataclass

@@ -31,6 +31,14 @@ CONFIGS = {
         "namespace": "oom-lab",
     },
     "prebuilt": {"image": "registry.example.com/oom-killer:1.0", "replicas": "0"},
+    # scope=node: a DaemonSet, aimed at a node pool and tolerating its taints.
+    "node": {
+        **stack_config("dev"),
+        "scope": "node",
+        "nodeSelector": "pool=oom-lab,kubernetes.io/os=linux",
+        "tolerations": "dedicated=oom-lab:NoSchedule,oom-lab.example.com/hog:NoExecute,spot=true,maintenance",
+    },
+    "node-stopped": {"scope": "node", "replicas": "0", "memoryKind": "tmpfs"},
 }
 
 
@@ -48,17 +56,19 @@ def of_kind(manifests: list[dict[str, Any]], kind: str) -> dict[str, Any]:
 @pytest.mark.parametrize("config_name", sorted(CONFIGS))
 def test_every_object_validates_strictly(config_name: str, version: str) -> None:
     declared = objects(config_name)
-    assert sorted(o["kind"] for o in declared) == sorted(["Namespace", "LimitRange", "NetworkPolicy", "Deployment"])
+    workload = "DaemonSet" if CONFIGS[config_name].get("scope") == "node" else "Deployment"
+    assert sorted(o["kind"] for o in declared) == sorted(["Namespace", "LimitRange", "NetworkPolicy", workload])
     for manifest in declared:
         kubernetes_validate.validate(manifest, version, strict=True)
 
 
-def test_the_objects_come_in_the_programs_order_however_the_engine_took_them() -> None:
+@pytest.mark.parametrize(("scope", "absent"), [("deployment", "DaemonSet"), ("node", "Deployment")])
+def test_the_objects_come_in_the_programs_order_however_the_engine_took_them(scope: str, absent: str) -> None:
     # The mock engine records registrations in the order they reach it, which Pulumi does not promise: every
     # order they could arrive in gives the same objects in the same order, each after the ones it needs.
-    rendered = render({**CONFIGS["dev"], "prometheusRule": "true"})
+    rendered = render({**CONFIGS["dev"], "prometheusRule": "true", "scope": scope})
     expected = rendered.kubernetes_objects()
-    assert [o["kind"] for o in expected] == list(KIND_ORDER)
+    assert [o["kind"] for o in expected] == [kind for kind in KIND_ORDER if kind != absent]
     names = [resource.name for resource in rendered.kubernetes_resources()]
     for place, name in enumerate(names):
         assert set(rendered.dependencies[name]) & set(names) <= set(names[:place]), (name, names)
@@ -81,7 +91,7 @@ def checkov_command() -> str | None:
     return shutil.which("checkov")
 
 
-@pytest.mark.parametrize("config_name", ["dev", "pushed"])
+@pytest.mark.parametrize("config_name", ["dev", "pushed", "node"])
 def test_checkov_finds_nothing_failing(config_name: str, tmp_path: Path) -> None:
     checkov = checkov_command()
     require(checkov is not None, "checkov is not installed (make test installs it into venv-checkov)")
