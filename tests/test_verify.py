@@ -121,7 +121,13 @@ def test_a_tmpfs_runs_restart_killed_at_start_is_as_predicted_and_only_there() -
     assert not {c.name: c for c in verify.checks_for(tmpfs, observed, 2, [])}["each kill in an announced step"].ok
 
 
-OUTPUTS = {"namespace": "oom-killer", "deploymentName": "oom-killer", "predictedSecondsToOomKill": None}
+OUTPUTS = {
+    "namespace": "oom-killer",
+    "deploymentName": "oom-killer",
+    "workloadKind": "Deployment",
+    "workloadName": "oom-killer",
+    "predictedSecondsToOomKill": None,
+}
 
 
 def test_outputs_are_read_from_a_file_or_inline_json(tmp_path: Path) -> None:
@@ -132,6 +138,13 @@ def test_outputs_are_read_from_a_file_or_inline_json(tmp_path: Path) -> None:
     saved = tmp_path / "outputs.json"
     saved.write_text(inline)
     assert verify.stack_outputs("dev", str(saved)) == OUTPUTS
+    # A stack deployed before workloadKind and workloadName were exported: its Deployment, by deploymentName.
+    older = {key: value for key, value in OUTPUTS.items() if key not in ("workloadKind", "workloadName")}
+    assert verify.stack_outputs("dev", json.dumps(older)) == OUTPUTS
+    # scope=node: a DaemonSet, and no deploymentName.
+    node = {**older, "workloadKind": "DaemonSet", "workloadName": "oom-killer"}
+    del node["deploymentName"]
+    assert verify.stack_outputs("dev", json.dumps(node))["workloadKind"] == "DaemonSet"
 
 
 @pytest.mark.parametrize(
@@ -139,7 +152,11 @@ def test_outputs_are_read_from_a_file_or_inline_json(tmp_path: Path) -> None:
     [
         ("{namespace: oom-killer}", "the stack's outputs (--outputs) are not JSON: "),
         ("/no/such/outputs.json", "--outputs /no/such/outputs.json: No such file or directory (a file, or the JSON"),
-        ('{"namespace": "oom-killer"}', "stack dev has no namespace and deploymentName outputs"),
+        ('{"namespace": "oom-killer"}', "stack dev has no namespace and workloadName outputs"),
+        (
+            '{"namespace": "n", "workloadName": "w", "workloadKind": "StatefulSet"}',
+            "stack dev's workloadKind 'StatefulSet': not one of Deployment, DaemonSet",
+        ),
     ],
 )
 def test_bad_outputs_are_exit_2_in_one_line_saying_which(outputs: str, says: str) -> None:

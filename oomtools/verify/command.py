@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 if TYPE_CHECKING:
     from oomtools import alerts as prom
 
+from oomtools.verify import fleet
 from oomtools.verify.arguments import (
     EXIT_AS_PREDICTED,
     EXIT_BAD_ARGUMENTS,
@@ -23,15 +24,18 @@ from oomtools.verify.arguments import (
     prometheus_access,
 )
 from oomtools.verify.detectors import Coverage, Delivery, collect, kills_of
-from oomtools.verify.judge import Prediction, checks_for, coverage_checks, predict
+from oomtools.verify.judge import Check, Prediction, alert_checks, checks_for, coverage_checks, predict
 from oomtools.verify.observe import (
     Observed,
     _call,
     check_alertmanager,
     check_prometheus,
+    hog_starts,
     kube_api,
+    list_nodes,
     poll_alertmanager,
-    read_deployment,
+    read_workload,
+    replicas_of,
     stack_outputs,
     watch,
 )
@@ -43,15 +47,20 @@ def run(args: argparse.Namespace, out: TextIO, err: TextIO, clock: Callable[[], 
 
     access = prometheus_access(args)
     outputs = stack_outputs(args.stack, args.outputs)
-    namespace, deployment_name = str(outputs["namespace"]), str(outputs["deploymentName"])
+    namespace, name = str(outputs["namespace"]), str(outputs["workloadName"])
+    kind = str(outputs.get("workloadKind", "Deployment"))
     core, apps = kube_api(args.kubeconfig, args.context)
-    deployment = read_deployment(apps, namespace, deployment_name)
-    if deployment is None:
-        raise BadArguments(f"no deployment {namespace}/{deployment_name} on this kube context: deploy it (make up)")
-    selector = ",".join(f"{k}={v}" for k, v in sorted(deployment.spec.selector.match_labels.items()))
-    container = deployment.spec.template.spec.containers[0]
+    workload = read_workload(apps, kind, namespace, name)
+    if workload is None:
+        raise BadArguments(f"no {kind.lower()} {namespace}/{name} on this kube context: deploy it (make up)")
+    selector = ",".join(f"{k}={v}" for k, v in sorted(workload.spec.selector.match_labels.items()))
+    container = workload.spec.template.spec.containers[0]
     env = {e.name: e.value or "" for e in container.env or []}
-    prediction = predict(outputs, int(deployment.spec.replicas or 0), env)
+    prediction = predict(outputs, replicas_of(workload, kind), env)
+    fleet_scope = None
+    if kind == "DaemonSet":
+        pod_spec = core.api_client.sanitize_for_serialization(workload.spec.template.spec)
+        fleet_scope = fleet.FleetScope(list_nodes(core), pod_spec, prediction, args.kills)
 
     names = tuple(args.alert) or (prom.DEFAULT_ALERTS if args.prometheus else ())
     expected = prediction.alerts_expected()
@@ -73,7 +82,7 @@ def run(args: argparse.Namespace, out: TextIO, err: TextIO, clock: Callable[[], 
         core,
         apps,
         namespace,
-        deployment_name,
+        name,
         selector,
         prediction,
         records,
@@ -84,10 +93,21 @@ def run(args: argparse.Namespace, out: TextIO, err: TextIO, clock: Callable[[], 
         clock=clock,
         started=started,
         delivery=delivery,
+        kind=kind,
+        complete=fleet_scope.complete if fleet_scope else None,
     )
     coverages = read_coverage(core, namespace, observed, args, access, names, prediction, delivery, say, clock)
     seconds = clock() - started
-    checks = checks_for(prediction, observed, args.kills, records)
+    if fleet_scope is None:
+        checks = checks_for(prediction, observed, args.kills, records)
+    else:  # a check per node, then the alerts'
+        verdicts = fleet_scope.judge(observed, hog_starts(core, namespace, observed))
+        for verdict in verdicts:
+            say(verdict.line())
+        for row in fleet.table(verdicts):
+            print(f"verify: {row}", file=err)
+        checks = [Check(f"node {v.node}", v.ok, f"{v.verdict}: {v.happened}") for v in verdicts]
+        checks += alert_checks(records)
     checks += coverage_checks(coverages, expected)
     for record in records:
         say(_alert_line(record, observed, summary=True))
@@ -95,7 +115,7 @@ def run(args: argparse.Namespace, out: TextIO, err: TextIO, clock: Callable[[], 
         say(coverage_line(coverage))
     for row in coverage_table(coverages):
         print(f"verify: {row}", file=err)
-    say(verdict_line(checks, observed, records, seconds))
+    say(verdict_line(checks, observed, records, seconds, nodes=None if fleet_scope is None else len(verdicts)))
     if args.junit:
         write_junit(args.junit, checks, seconds)
     return EXIT_AS_PREDICTED if all(check.ok for check in checks) else EXIT_NOT_AS_PREDICTED

@@ -146,6 +146,12 @@ def checks_for(
                     f"back_offs={len(observed.back_offs)}",
                 )
             )
+    return checks + alert_checks(alert_records)
+
+
+def alert_checks(alert_records: list[prom.AlertRecord]) -> list[Check]:
+    """A check for each alert: fired where the settings predict it, quiet where they do not."""
+    checks = []
     for record in alert_records:
         verb = "fires" if record.expected else "stays quiet"
         state = "fired" if record.fired_at is not None else "quiet"

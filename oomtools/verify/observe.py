@@ -24,6 +24,8 @@ if TYPE_CHECKING:  # imported where used: --help, bad arguments and completion n
     from oomtools.verify.judge import Prediction
 
 POLL_SECONDS: Final = 1.0
+WORKLOAD_KINDS: Final = ("Deployment", "DaemonSet")
+STOPPED_LABEL: Final = "oom-killer.io/stopped"  # infra.kube.STOPPED_NODE_SELECTOR (not imported: it brings Pulumi)
 PROGRESS_SECONDS: Final = 15.0
 
 
@@ -58,8 +60,14 @@ def stack_outputs(stack: str, outputs: str | None) -> dict[str, Any]:
         found = json.loads(text)
     except ValueError as error:
         raise BadArguments(f"the stack's outputs ({source}) are not JSON: {error}") from error
-    if not isinstance(found, dict) or not found.get("namespace") or not found.get("deploymentName"):
-        raise BadArguments(f"stack {stack} has no namespace and deploymentName outputs: is it deployed (make up)?")
+    if isinstance(found, dict) and not found.get("workloadName") and found.get("deploymentName"):
+        found = {**found, "workloadKind": "Deployment", "workloadName": found["deploymentName"]}  # an older stack's
+    if not isinstance(found, dict) or not found.get("namespace") or not found.get("workloadName"):
+        raise BadArguments(f"stack {stack} has no namespace and workloadName outputs: is it deployed (make up)?")
+    if found.get("workloadKind", "Deployment") not in WORKLOAD_KINDS:
+        raise BadArguments(
+            f"stack {stack}'s workloadKind {found['workloadKind']!r}: not one of {', '.join(WORKLOAD_KINDS)}"
+        )
     return found
 
 
@@ -90,6 +98,60 @@ def _call(function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
 
 def _not_found(error: Exception) -> bool:
     return getattr(error, "status", None) == 404
+
+
+def read_workload(apps: Any, kind: str, namespace: str, name: str) -> Any:
+    """The stack's Deployment or DaemonSet (scope=node), or None where there is none."""
+    if kind == "DaemonSet":
+        from kubernetes.client.exceptions import ApiException
+
+        try:
+            return _call(apps.read_namespaced_daemon_set, name, namespace)
+        except ApiException as error:
+            if _not_found(error):
+                return None
+            raise Unreachable(f"reading daemonset {namespace}/{name}: {error.status} {error.reason}") from error
+    return read_deployment(apps, namespace, name)
+
+
+def replicas_of(workload: Any, kind: str) -> int:
+    """A Deployment's replicas; a DaemonSet's pods per node: 0 where the stack stopped it (replicas=0)."""
+    if kind == "DaemonSet":
+        selector = workload.spec.template.spec.node_selector or {}
+        return 0 if selector.get(STOPPED_LABEL) == "true" else 1
+    return int(workload.spec.replicas or 0)
+
+
+def list_nodes(core: Any) -> list[dict[str, Any]]:
+    """The cluster's nodes as the API's JSON (scope=node judges each)."""
+    from kubernetes.client.exceptions import ApiException
+
+    try:
+        nodes = _call(core.list_node).items
+    except ApiException as error:
+        raise Unreachable(f"listing nodes: {error.status} {error.reason} (scope=node needs to read nodes)") from error
+    return [core.api_client.sanitize_for_serialization(node) for node in nodes]
+
+
+def hog_starts(core: Any, namespace: str, observed: Observed) -> dict[str, dict[str, str]]:
+    """For each node, the start line of a hog that ran there (what it found: cgroup, oom_group, memory.high, swap),
+    from its current log or, for a container that died, the previous one."""
+    from kubernetes.client.exceptions import ApiException
+
+    starts: dict[str, dict[str, str]] = {}
+    for pod, node in sorted(observed.pod_nodes.items()):
+        if node in starts or pod in observed.unscheduled:
+            continue
+        for previous in (False, True):
+            try:
+                log = _call(core.read_namespaced_pod_log, pod, namespace, previous=previous, tail_lines=200)
+            except ApiException:
+                continue
+            start = next((logfmt.parse(line) for line in log.splitlines() if line.startswith("event=start ")), None)
+            if start is not None:
+                starts[node] = start
+                break
+    return starts
 
 
 def read_deployment(apps: Any, namespace: str, name: str) -> Any:
@@ -149,6 +211,8 @@ class Observed:
     restarts: dict[tuple[str, str], int] = field(default_factory=dict)
     running: set[tuple[str, str]] = field(default_factory=set)
     pods_seen: set[str] = field(default_factory=set)
+    pod_nodes: dict[str, str] = field(default_factory=dict)  # pod -> the node it is bound (or, pending, meant) to
+    unscheduled: dict[str, str] = field(default_factory=dict)  # pending pod -> the scheduler's reason
     gone: bool = False  # the stack was scaled to 0 or its namespace deleted during the run
     gone_at: float | None = None
 
@@ -181,6 +245,14 @@ def record_pods(observed: Observed, pods: list[Any], say: Callable[[str], None])
     for pod in pods:
         name = pod.metadata.name
         observed.pods_seen.add(name)
+        node = pod.spec.node_name or _meant_for(pod)
+        if node:
+            observed.pod_nodes[name] = node
+        waiting = [c for c in pod.status.conditions or [] if c.type == "PodScheduled" and c.status == "False"]
+        if waiting and not pod.spec.node_name:
+            observed.unscheduled[name] = waiting[0].message or waiting[0].reason or "unschedulable"
+        else:
+            observed.unscheduled.pop(name, None)
         for status in pod.status.container_statuses or []:
             key = (name, status.name)
             observed.restarts[key] = status.restart_count
@@ -206,6 +278,18 @@ def record_pods(observed: Observed, pods: list[Any], say: Callable[[str], None])
                 _record_back_off(
                     observed, name, status.name, status.container_id or "", started, status.restart_count, say
                 )
+
+
+def _meant_for(pod: Any) -> str | None:
+    """The node a DaemonSet's pod is for before it is bound: the DaemonSet controller names it in a required node
+    affinity on the field metadata.name."""
+    affinity = pod.spec.affinity.node_affinity if pod.spec.affinity else None
+    required = affinity.required_during_scheduling_ignored_during_execution if affinity else None
+    for term in required.node_selector_terms if required else []:
+        for field_match in term.match_fields or []:
+            if field_match.key == "metadata.name" and field_match.values:
+                return str(field_match.values[0])
+    return None
 
 
 def _record_back_off(
@@ -318,7 +402,7 @@ def watch(
     core: Any,
     apps: Any,
     namespace: str,
-    deployment_name: str,
+    workload_name: str,
     selector: str,
     prediction: Prediction,
     records: list[prom.AlertRecord],
@@ -330,6 +414,8 @@ def watch(
     clock: Callable[[], float],
     started: float,
     delivery: Delivery | None = None,
+    kind: str = "Deployment",
+    complete: Callable[[Observed], bool] | None = None,
 ) -> Observed:
     """Poll the stack's pods (and the supervised worker's logs), its Deployment and the alerts from `started` on, each
     thing seen said as it happens and progress on err, until the evidence is in (and the alerts resolved, where the
@@ -369,8 +455,8 @@ def watch(
                             observed, pod.metadata.name, status.name, log, say, status.container_id or ""
                         )
         if not observed.gone and prediction.replicas > 0:
-            current = read_deployment(apps, namespace, deployment_name)
-            if current is None or not current.spec.replicas:
+            current = read_workload(apps, kind, namespace, workload_name)
+            if current is None or not replicas_of(current, kind):
                 observed.gone, observed.gone_at = True, now
                 say(
                     logfmt.line(
@@ -395,7 +481,7 @@ def watch(
             last_alertmanager = now
             poll_alertmanager(args.alertmanager, namespace, delivery, now, say)
 
-        done = _evidence_complete(prediction, observed, args.kills)
+        done = complete(observed) if complete else _evidence_complete(prediction, observed, args.kills)
         alerts_done = all(r.fired_at is not None for r in records if r.expected)
         if delivery is not None:  # and held by Alertmanager for its receivers
             alerts_done = alerts_done and all(delivery.holds(r.name) for r in records if r.expected)

@@ -55,7 +55,9 @@ def _alert_line(record: prom.AlertRecord, observed: Observed, *, summary: bool =
     )
 
 
-def verdict_line(checks: list[Check], observed: Observed, records: list[prom.AlertRecord], seconds: float) -> str:
+def verdict_line(
+    checks: list[Check], observed: Observed, records: list[prom.AlertRecord], seconds: float, nodes: int | None = None
+) -> str:
     """The one line that ends the run: as predicted or not, what was counted, and each failed check."""
     ok = all(check.ok for check in checks)
     failed = [check for check in checks if not check.ok]
@@ -69,6 +71,7 @@ def verdict_line(checks: list[Check], observed: Observed, records: list[prom.Ale
         restarts=sum(observed.restarts.values()),
         back_off_seconds=",".join(f"{s:g}" for s in back_offs) or "none",
         alerts_fired=f"{sum(r.fired_at is not None for r in records)}/{len(records)}",
+        **({} if nodes is None else {"fleet_nodes": nodes}),
         seconds=round(seconds, 1),
         failed="; ".join(f"{c.name} ({c.detail})" for c in failed) or None,
     )

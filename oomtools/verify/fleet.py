@@ -1,0 +1,226 @@
+"""The fleet check (scope=node): one verdict per node and one for the fleet.
+
+For each node of the cluster: whether the DaemonSet's pod may go there at all (its nodeSelector, and the node's
+NoSchedule and NoExecute taints against its tolerations and those the DaemonSet controller adds), what the node is
+(kernel, kubelet and runtime from the node object; cgroup version and driver, `memory.oom.group`, `memory.high` and
+swap from the hog's own start line), and what happened to its hog, judged as for a single pod: as predicted, killed
+early or late, held, or not scheduled and why (`Insufficient memory` where the node's allocatable cannot hold the
+request). A node the settings do not select is "not selected", never "passed".
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Final
+
+from workload import logfmt
+
+if TYPE_CHECKING:
+    from oomtools.verify.judge import Check, Prediction
+    from oomtools.verify.observe import Observed
+
+# What the DaemonSet controller lets each of its pods tolerate (pkg/controller/daemon/util), besides the template's.
+DAEMONSET_TOLERATIONS: Final = (
+    {"key": "node.kubernetes.io/not-ready", "operator": "Exists", "effect": "NoExecute"},
+    {"key": "node.kubernetes.io/unreachable", "operator": "Exists", "effect": "NoExecute"},
+    {"key": "node.kubernetes.io/disk-pressure", "operator": "Exists", "effect": "NoSchedule"},
+    {"key": "node.kubernetes.io/memory-pressure", "operator": "Exists", "effect": "NoSchedule"},
+    {"key": "node.kubernetes.io/pid-pressure", "operator": "Exists", "effect": "NoSchedule"},
+    {"key": "node.kubernetes.io/unschedulable", "operator": "Exists", "effect": "NoSchedule"},
+)
+
+AS_PREDICTED: Final = "as-predicted"
+NOT_SELECTED: Final = "not-selected"
+NOT_SCHEDULED: Final = "not-scheduled"
+DIFFERS: Final = "not-as-predicted"
+
+
+def tolerates(toleration: dict[str, Any], taint: dict[str, Any]) -> bool:
+    """Kubernetes' rule: same effect (or none given), and the key with Exists (no key: every taint), or key and value
+    with Equal."""
+    if toleration.get("effect") and toleration["effect"] != taint.get("effect"):
+        return False
+    if toleration.get("operator", "Equal") == "Exists":
+        return not toleration.get("key") or toleration["key"] == taint.get("key")
+    return bool(toleration.get("key") == taint.get("key") and toleration.get("value", "") == taint.get("value", ""))
+
+
+def selection(node: dict[str, Any], pod_spec: dict[str, Any]) -> str | None:
+    """Why the DaemonSet's pod may not go to this node (None: it may): a nodeSelector label the node lacks, or a
+    taint that keeps pods off that no toleration takes."""
+    labels = node.get("metadata", {}).get("labels", {}) or {}
+    for key, value in (pod_spec.get("nodeSelector") or {}).items():
+        if labels.get(key) != value:
+            return f"nodeSelector {key}={value}"
+    tolerations = [*(pod_spec.get("tolerations") or []), *DAEMONSET_TOLERATIONS]
+    for taint in node.get("spec", {}).get("taints", []) or []:
+        if taint.get("effect") in ("NoSchedule", "NoExecute") and not any(tolerates(t, taint) for t in tolerations):
+            value = f"={taint['value']}" if taint.get("value") else ""
+            return f"taint {taint['key']}{value}:{taint['effect']}"
+    return None
+
+
+def facts(node: dict[str, Any], start: dict[str, str] | None) -> dict[str, str]:
+    """What the node is: from its object, and from the hog's start line where one ran there."""
+    info = node.get("status", {}).get("nodeInfo", {}) or {}
+    allocatable = node.get("status", {}).get("allocatable", {}) or {}
+    found = {
+        "kernel": str(info.get("kernelVersion", "?")),
+        "kubelet": str(info.get("kubeletVersion", "?")),
+        "runtime": str(info.get("containerRuntimeVersion", "?")),
+        "allocatable_memory": str(allocatable.get("memory", "?")),
+    }
+    if start is None:
+        return {**found, "cgroup": "?", "driver": "?", "oom_group": "?", "memory_high": "?", "swap": "?"}
+    version, _, path = start.get("cgroup", "?").partition(":")
+    # systemd's driver puts a container in a .scope under .slices; cgroupfs in plain folders.
+    driver = "systemd" if ".slice" in path or path.endswith(".scope") else "cgroupfs" if path else "?"
+    return {
+        **found,
+        "cgroup": version,
+        "driver": driver,
+        "oom_group": start.get("oom_group", "n/a" if version == "v1" else "?"),
+        "memory_high": start.get("memory_high_mib", "none"),
+        "swap": start.get("swap_max_mib", "none"),
+    }
+
+
+@dataclass
+class NodeVerdict:
+    node: str
+    verdict: str  # AS_PREDICTED, NOT_SELECTED, NOT_SCHEDULED or DIFFERS
+    happened: str
+    facts: dict[str, str] = field(default_factory=dict)
+    checks: list[Check] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.verdict in (AS_PREDICTED, NOT_SELECTED)
+
+    def line(self) -> str:
+        return logfmt.line(event="node", node=self.node, verdict=self.verdict, happened=self.happened, **self.facts)
+
+
+def for_node(observed: Observed, pods: set[str]) -> Observed:
+    """The part of what was observed that happened in these pods (one node's)."""
+    from oomtools.verify.observe import Observed
+
+    return Observed(
+        deaths={key: d for key, d in observed.deaths.items() if d.pod in pods},
+        back_offs={key: b for key, b in observed.back_offs.items() if b.pod in pods},
+        worker_kills={key: w for key, w in observed.worker_kills.items() if w.pod in pods},
+        restarts={key: n for key, n in observed.restarts.items() if key[0] in pods},
+        running={key for key in observed.running if key[0] in pods},
+        pods_seen=observed.pods_seen & pods,
+        gone=observed.gone,
+        gone_at=observed.gone_at,
+    )
+
+
+def judge(
+    nodes: list[dict[str, Any]],
+    pod_spec: dict[str, Any],
+    observed: Observed,
+    pods_on: dict[str, set[str]],
+    unscheduled: dict[str, str],
+    starts: dict[str, dict[str, str]],
+    prediction: Prediction,
+    wanted_kills: int,
+) -> list[NodeVerdict]:
+    """A verdict for each node: `pods_on` maps a node to the stack's pods bound there, `unscheduled` a node to why
+    its pod waits (the scheduler's message), `starts` a node to its hog's start line."""
+    from oomtools.verify.judge import checks_for
+
+    verdicts = []
+    for node in sorted(nodes, key=lambda n: str(n["metadata"]["name"])):
+        name = str(node["metadata"]["name"])
+        about = facts(node, starts.get(name))
+        why_not = selection(node, pod_spec)
+        if why_not is not None:
+            verdicts.append(NodeVerdict(name, NOT_SELECTED, f"not selected: {why_not}", about))
+            continue
+        if name in unscheduled or not pods_on.get(name):
+            reason = unscheduled.get(name, "no pod of the DaemonSet was seen there")
+            verdicts.append(NodeVerdict(name, NOT_SCHEDULED, f"not scheduled: {reason}", about))
+            continue
+        checks = checks_for(prediction, for_node(observed, pods_on[name]), wanted_kills, [])
+        failed = [check for check in checks if not check.ok]
+        if not failed:
+            happened = _what_happened(prediction, for_node(observed, pods_on[name]))
+            verdicts.append(NodeVerdict(name, AS_PREDICTED, happened, about, checks))
+        else:
+            happened = "; ".join(f"{check.name} ({check.detail})" for check in failed)
+            verdicts.append(NodeVerdict(name, DIFFERS, happened, about, checks))
+    return verdicts
+
+
+def _what_happened(prediction: Prediction, observed: Observed) -> str:
+    if not prediction.kills:
+        return "held, as predicted"
+    if prediction.supervised:
+        return f"worker killed {len(observed.worker_kills)} times, the container lived on"
+    oom = sorted((d for d in observed.deaths.values() if d.reason == "OOMKilled"), key=lambda d: d.finished_at)
+    seconds = ",".join(f"{d.seconds_from_start:g}" for d in oom)
+    return f"OOM-killed {len(oom)} times, at {seconds} s from start"
+
+
+def table(verdicts: list[NodeVerdict]) -> list[str]:
+    """The verdicts aligned for the terminal: a row per node."""
+    if not verdicts:
+        return []
+    keys = list(verdicts[0].facts)
+    header = ["node", "verdict", *keys, "what happened"]
+    rows = [[v.node, v.verdict, *(v.facts.get(k, "?") for k in keys), v.happened] for v in verdicts]
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+    return [
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        for row in [header, *rows]
+    ]
+
+
+@dataclass
+class FleetScope:
+    """A DaemonSet's run: the cluster's nodes, the pod template's spec (as the API's JSON), the prediction per pod."""
+
+    nodes: list[dict[str, Any]]
+    pod_spec: dict[str, Any]
+    prediction: Prediction
+    wanted_kills: int
+
+    def selected(self) -> list[str]:
+        return [str(n["metadata"]["name"]) for n in self.nodes if selection(n, self.pod_spec) is None]
+
+    def pods_on(self, observed: Observed) -> dict[str, set[str]]:
+        found: dict[str, set[str]] = {}
+        for pod, node in observed.pod_nodes.items():
+            found.setdefault(node, set()).add(pod)
+        return found
+
+    def unscheduled(self, observed: Observed) -> dict[str, str]:
+        return {observed.pod_nodes[pod]: why for pod, why in observed.unscheduled.items() if pod in observed.pod_nodes}
+
+    def complete(self, observed: Observed) -> bool:
+        """Every selected node has its evidence: its hog's, as for one pod, or the scheduler's reason it waits."""
+        from oomtools.verify.judge import _evidence_complete
+
+        pods_on, unscheduled = self.pods_on(observed), self.unscheduled(observed)
+        return all(
+            name in unscheduled
+            or (
+                bool(pods_on.get(name))
+                and _evidence_complete(self.prediction, for_node(observed, pods_on[name]), self.wanted_kills)
+            )
+            for name in self.selected()
+        )
+
+    def judge(self, observed: Observed, starts: dict[str, dict[str, str]]) -> list[NodeVerdict]:
+        return judge(
+            self.nodes,
+            self.pod_spec,
+            observed,
+            self.pods_on(observed),
+            self.unscheduled(observed),
+            starts,
+            self.prediction,
+            self.wanted_kills,
+        )
