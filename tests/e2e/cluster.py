@@ -15,6 +15,8 @@ leaves it up and prints that line)
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import ipaddress
 import json
 import os
 import shlex
@@ -26,6 +28,7 @@ import sys
 import time
 import urllib.request
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
@@ -50,10 +53,11 @@ BINARIES = (
 )
 RUNC = Path("/usr/sbin/runc")
 CONTAINERD_RUN = Path("/run/containerd")  # where a node's containerd keeps its socket (cAdvisor looks there)
+POD_LOGS = Path("/var/log/pods")  # where a kubelet keeps its pods' logs
 CNI_PLUGINS = Path("/usr/lib/cni")
 
 NODE = "oom-killer-e2e"
-CGROUP_ROOT = "oom-killer-e2e"  # the kubelet's cgroupRoot: every pod's cgroups are made below it
+CGROUP_ROOT = "oom-killer-e2e"  # the first node's kubelet's cgroupRoot: every pod's cgroups are made below it
 BRIDGE = "oomk-e2e0"
 NODE_IP = "10.244.0.1"  # the bridge's own address: the kubelet refuses a loopback node IP
 POD_SUBNET = "10.244.0.0/24"
@@ -71,16 +75,34 @@ KERNEL_TUNABLES = (
     "kernel/keys/root_maxbytes",
 )
 READY_TIMEOUT = 180.0
-# The cluster's own processes, in the order stop ends them (what runs beside it goes before all of them).
-_PARTS = (
-    "kubelet",
-    "containerd",
-    "node-namespace",
-    "kube-scheduler",
-    "kube-controller-manager",
-    "kube-apiserver",
-    "etcd",
-)
+# The control plane's processes, in the order stop ends them (what runs beside it, then the nodes, go first).
+_CONTROL_PLANE = ("kube-scheduler", "kube-controller-manager", "kube-apiserver", "etcd")
+# Each node's, in the order its stop ends them; their names in the state are "<node>/<part>".
+_NODE_PARTS = ("kubelet", "containerd", "node-namespace")
+
+
+@dataclass(frozen=True)
+class NodeSpec:
+    """One node made from the common recipe, as kind makes several on one host: its name and address on the
+    cluster's bridge, its pods' subnet, its kubelet's cgroup root, and what makes it differ (reserved memory,
+    taints)."""
+
+    name: str
+    ip: str
+    pod_subnet: str
+    cgroup_root: str
+    system_reserved_memory: str | None = None  # the kubelet's systemReserved memory: what allocatable leaves out
+    taints: tuple[tuple[str, str, str], ...] = ()  # (key, value, effect), as the kubelet registers the node with
+
+    def as_state(self) -> dict[str, Any]:
+        return {**dataclasses.asdict(self), "taints": [list(taint) for taint in self.taints]}
+
+    @classmethod
+    def from_state(cls, saved: dict[str, Any]) -> NodeSpec:
+        return cls(**{**saved, "taints": tuple(tuple(taint) for taint in saved.get("taints", []))})
+
+
+FIRST_NODE = NodeSpec(NODE, NODE_IP, POD_SUBNET, CGROUP_ROOT)
 
 
 class ClusterError(Exception):
@@ -135,19 +157,20 @@ def _mounts_below(directory: Path) -> list[str]:
     return sorted(points, key=len, reverse=True)
 
 
-def _cgroup_trees() -> list[Path]:
-    """Every cgroup hierarchy's copy of the cluster's cgroup root that exists (v1 has one per controller)."""
+def _cgroup_trees(root: str) -> list[Path]:
+    """Every cgroup hierarchy's copy of a node's cgroup root that exists (v1 has one per controller)."""
     trees = []
     for line in Path("/proc/self/mountinfo").read_text().splitlines():
         fields = line.split()
         fstype = fields[fields.index("-") + 1]
-        if fstype in ("cgroup", "cgroup2") and (Path(fields[4]) / CGROUP_ROOT).is_dir():
-            trees.append(Path(fields[4]) / CGROUP_ROOT)
+        if fstype in ("cgroup", "cgroup2") and (Path(fields[4]) / root).is_dir():
+            trees.append(Path(fields[4]) / root)
     return trees
 
 
 class Cluster:
-    """The cluster in `workdir`; `start()` brings it up, `stop()` takes down all it made (also after a crash)."""
+    """The cluster in `workdir`: a control plane and its nodes. `start()` brings up the control plane and the first
+    node, `add_node()` joins another, `stop()` takes down all it made (also after a crash, from the state file)."""
 
     def __init__(self, workdir: Path) -> None:
         self.workdir = workdir
@@ -155,10 +178,13 @@ class Cluster:
         self.logs = workdir / "logs"
         self.state_file = workdir / "state.json"
         self.kubeconfig = workdir / "admin.kubeconfig"
-        self.containerd_socket = workdir / "containerd" / "containerd.sock"
-        self.state: dict[str, Any] = {"pids": {}, "tunables": {}}
+        self.state: dict[str, Any] = {"pids": {}, "tunables": {}, "nodes": {}}
         if self.state_file.exists():
             self.state = json.loads(self.state_file.read_text())
+        self.server = str(self.state.get("server", ""))
+        self.authority: pki.Authority | None = None
+        self.node_images: list[bytes] = []  # archives every node has from its start (the pod sandbox's image)
+        self.nodes = {name: Node(self, NodeSpec.from_state(saved)) for name, saved in self.state["nodes"].items()}
 
     # -- bookkeeping ------------------------------------------------------------------------------------------
 
@@ -167,7 +193,7 @@ class Cluster:
 
     def _spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
         self.logs.mkdir(parents=True, exist_ok=True)
-        with (self.logs / f"{name}.log").open("ab") as log:
+        with (self.logs / f"{name.replace('/', '-')}.log").open("ab") as log:
             process = subprocess.Popen(
                 argv,
                 stdout=log,
@@ -191,7 +217,7 @@ class Cluster:
         self._save()
 
     def log_tail(self, name: str, lines: int = 25) -> str:
-        path = self.logs / f"{name}.log"
+        path = self.logs / f"{name.replace('/', '-')}.log"
         if not path.exists():
             return f"({name} wrote no log)"
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
@@ -209,17 +235,6 @@ class Cluster:
             time.sleep(0.5)
         raise ClusterError(f"{name} was not ready after {timeout:.0f} s:\n{self.log_tail(name)}")
 
-    def ctr(self, *args: str, stdin: bytes | None = None) -> bytes:
-        result = subprocess.run(
-            [str(BIN / "ctr"), "--address", str(self.containerd_socket), "--namespace", K8S_NAMESPACE, *args],
-            input=stdin,
-            capture_output=True,
-            check=False,
-        )
-        if result.returncode != 0:
-            raise ClusterError(f"ctr {' '.join(args)} failed: {result.stderr.decode(errors='replace').strip()}")
-        return result.stdout
-
     # -- start ------------------------------------------------------------------------------------------------
 
     def start(self) -> None:
@@ -234,13 +249,40 @@ class Cluster:
         self._etcd()
         self._apiserver()
         self._controllers()
-        self._node_namespace()
-        self._containerd()
-        self._kubelet()
+        self.add_node(FIRST_NODE)
+
+    def add_node(self, spec: NodeSpec) -> Node:
+        """Join a node made from the common recipe (its own containerd and kubelet, root folders, cgroup root and
+        mount namespace; its address on the bridge); it registers itself with the API server."""
+        if spec.name in self.nodes:
+            raise ClusterError(f"node {spec.name} is already in the cluster")
+        node = Node(self, spec)
+        self.nodes[spec.name] = node
+        self.state["nodes"][spec.name] = spec.as_state()
+        self._save()
+        node.start()
+        for archive in self.node_images:
+            node.load_image(archive)
+        return node
+
+    def remove_node(self, name: str) -> list[str]:
+        """Stop a node and delete it from the API server (as `kind delete node` would); what could not be undone."""
+        from kubernetes import client  # only where a cluster runs
+
+        problems = self.nodes.pop(name).stop()
+        self.state["nodes"].pop(name, None)
+        self._save()
+        with contextlib.suppress(Exception):
+            client.CoreV1Api(self.api()).delete_node(name)
+        return problems
+
+    @property
+    def first(self) -> Node:
+        return self.nodes[NODE]
 
     def _certificates(self) -> None:
         self.pki.mkdir(parents=True, exist_ok=True)
-        authority = pki.Authority(self.pki)
+        self.authority = authority = pki.Authority(self.pki)
         authority.issue(
             "apiserver",
             "kube-apiserver",
@@ -250,16 +292,14 @@ class Cluster:
         authority.issue("admin", "oom-killer-e2e-admin", "system:masters")
         authority.issue("controller-manager", "system:kube-controller-manager")
         authority.issue("scheduler", "system:kube-scheduler")
-        authority.issue("kubelet", f"system:node:{NODE}", "system:nodes", server_names=(NODE_IP, "127.0.0.1", NODE))
         pki.service_account_key(self.pki)
 
     def _network(self) -> None:
-        """The pods' bridge, with the node's address on it; no route out of it, no NAT."""
+        """The pods' bridge, with the first node's address on it; no route out of it, no NAT."""
         if subprocess.run(["ip", "link", "show", BRIDGE], capture_output=True, check=False).returncode != 0:
             subprocess.run(["ip", "link", "add", BRIDGE, "type", "bridge"], check=True)
         self.state["bridge"] = BRIDGE
         self._save()
-        subprocess.run(["ip", "addr", "replace", f"{NODE_IP}/24", "dev", BRIDGE], check=True)
         subprocess.run(["ip", "link", "set", BRIDGE, "up"], check=True)
 
     def _etcd(self) -> None:
@@ -359,32 +399,149 @@ class Cluster:
             ],
         )
 
-    def _node_namespace(self) -> None:
+    # -- what the tests use -----------------------------------------------------------------------------------
+
+    def trust_registry(self, address: str) -> None:
+        """Let every node pull from a plain-HTTP registry at `address` (host:port), as a hosts.toml says it."""
+        for node in self.nodes.values():
+            node.trust_registry(address)
+
+    def load_image(self, archive: bytes) -> None:
+        """Import a `docker save` archive into every node, as `kind load docker-image` does."""
+        for node in self.nodes.values():
+            node.load_image(archive)
+
+    def ctr(self, *args: str, stdin: bytes | None = None) -> bytes:
+        """ctr against the first node's containerd."""
+        return self.first.ctr(*args, stdin=stdin)
+
+    def api(self) -> Any:
+        """A Kubernetes API client as the admin (system:masters), from the cluster's kubeconfig."""
+        from kubernetes import config  # only where a cluster runs
+
+        return config.new_client_from_config(str(self.kubeconfig))
+
+    def node(self, name: str = NODE) -> dict[str, Any]:
+        """A node object (the first node's by default) as the API's JSON."""
+        from kubernetes import client  # only where a cluster runs
+
+        api = self.api()
+        return as_json(api, client.CoreV1Api(api).read_node(name))
+
+    def node_ready(self, name: str = NODE) -> bool:
+        conditions = self.node(name).get("status", {}).get("conditions", [])
+        return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
+
+    def wait_ready(self, timeout: float = READY_TIMEOUT, name: str = NODE) -> None:
+        self._wait(f"{name}/kubelet", lambda: self.node_ready(name), timeout=timeout)
+
+    def kubelets(self) -> list[str]:
+        """Each node's kubelet as host:port (its metrics and cAdvisor endpoints, over TLS)."""
+        return [f"{node.spec.ip}:{node.kubelet_port}" for node in self.nodes.values()]
+
+    # -- stop -------------------------------------------------------------------------------------------------
+
+    def stop(self) -> list[str]:
+        """Take down all the cluster made; return what could not be (empty when the machine is as it was)."""
+        problems: list[str] = []
+        pids: dict[str, int] = self.state.get("pids", {})
+        beside = [name for name in pids if name not in _CONTROL_PLANE and name.partition("/")[0] not in self.nodes]
+        for name in beside:  # what ran beside the cluster, first
+            _terminate(pids.pop(name))
+        for node in list(self.nodes.values()):
+            problems += node.stop()
+        for name in _CONTROL_PLANE:
+            _terminate(pids.pop(name, None))
+        for point in _mounts_below(self.workdir):
+            result = subprocess.run(["umount", "--lazy", point], capture_output=True, check=False)
+            if result.returncode != 0:
+                problems.append(f"umount {point}: {result.stderr.decode().strip()}")
+        if self.state.pop("bridge", None):
+            subprocess.run(["ip", "link", "delete", BRIDGE], capture_output=True, check=False)
+        for tunable, value in self.state.get("tunables", {}).items():
+            Path("/proc/sys", tunable).write_text(value)
+        self.state["tunables"] = {}
+        for target in (CONTAINERD_RUN, POD_LOGS):
+            if self.state.pop(_made_key(target), False):
+                with contextlib.suppress(OSError):
+                    target.rmdir()
+        self._save()
+        left = [pid for pid in _processes_with(str(BIN)) if _alive(pid)]
+        if left:
+            problems.append(f"processes still running from {BIN}: {left}")
+        return problems
+
+
+class Node:
+    """One node of the cluster: its containerd and kubelet in a mount namespace of their own, its folders under
+    nodes/<name>, its kubelet's cgroup root, its address on the bridge; started, stopped (and so restarted) alone."""
+
+    def __init__(self, cluster: Cluster, spec: NodeSpec) -> None:
+        self.cluster = cluster
+        self.spec = spec
+        self.dir = cluster.workdir / "nodes" / spec.name
+        self.containerd_socket = self.dir / "containerd" / "containerd.sock"
+
+    def _pid(self, part: str) -> str:
+        return f"{self.spec.name}/{part}"
+
+    @property
+    def kubelet_port(self) -> int:
+        return int(self.cluster.state["nodes"][self.spec.name]["kubelet_port"])
+
+    def start(self) -> None:
+        self._certificate()
+        subprocess.run(["ip", "addr", "replace", f"{self.spec.ip}/24", "dev", BRIDGE], check=True)
+        self._namespace()
+        self._containerd()
+        self._kubelet()
+
+    def _certificate(self) -> None:
+        authority = self.cluster.authority
+        if authority is None:
+            raise ClusterError("the cluster's certificate authority is not loaded (start the cluster first)")
+        name = self.spec.name
+        authority.issue(
+            f"kubelet-{name}", f"system:node:{name}", "system:nodes", server_names=(self.spec.ip, "127.0.0.1", name)
+        )
+
+    def _namespace(self) -> None:
         """A mount namespace for the node's agents (containerd and the kubelet, and so the shims and pods) in
         which /run/containerd is the node's own folder, with containerd's socket where cAdvisor, built into the
         kubelet, looks for it: cAdvisor dials /run/containerd/containerd.sock and no kubelet flag or setting
         changes that (cadvisor's `--containerd` flag is not the kubelet's). Without it cAdvisor learns no
         container from the runtime, and its series carry empty `container`, `pod` and `namespace` labels. A user's
         node (kubeadm, kind, the clouds' images) runs containerd at that very path. In a namespace of its own, a
-        containerd the machine runs there already is neither used nor touched (as each kind node has its own)."""
-        run = self.workdir / "run-containerd"
-        run.mkdir(parents=True, exist_ok=True)
+        containerd the machine runs there already is neither used nor touched, and two nodes do not meet (as each
+        kind node has its own). /var/log/pods is the node's own too: a kubelet removes the log folders of pods it
+        does not know, which on a shared folder would be the other node's."""
+        run, pod_logs = self.dir / "run-containerd", self.dir / "pod-logs"
+        for folder in (run, pod_logs):
+            folder.mkdir(parents=True, exist_ok=True)
         socket_link = run / "containerd.sock"
         if not socket_link.is_symlink():
             socket_link.symlink_to(self.containerd_socket)  # connect() follows it: the grpc address stays ours
-        if not CONTAINERD_RUN.exists():  # the bind mount's target on the machine; removed on stop if made here
-            CONTAINERD_RUN.mkdir(parents=True)
-            self.state["made_containerd_run"] = True
-        holder = self._spawn("node-namespace", ["unshare", "--mount", "--propagation", "private", "sleep", "infinity"])
-        self._wait("node-namespace", lambda: _mount_namespace(holder.pid) != _mount_namespace(os.getpid()), 10)
-        subprocess.run(self._in_node_namespace(["mount", "--bind", str(run), str(CONTAINERD_RUN)]), check=True)
+        for target in (CONTAINERD_RUN, POD_LOGS):
+            if not target.exists():  # the bind mounts' targets on the machine; removed on stop if made here
+                target.mkdir(parents=True)
+                self.cluster.state[_made_key(target)] = True
+        holder = self.cluster._spawn(
+            self._pid("node-namespace"), ["unshare", "--mount", "--propagation", "private", "sleep", "infinity"]
+        )
+        self.cluster._wait(
+            self._pid("node-namespace"), lambda: _mount_namespace(holder.pid) != _mount_namespace(os.getpid()), 10
+        )
+        for source, target in ((run, CONTAINERD_RUN), (pod_logs, POD_LOGS)):
+            subprocess.run(self.in_namespace(["mount", "--bind", str(source), str(target)]), check=True)
 
-    def _in_node_namespace(self, argv: list[str]) -> list[str]:
-        return ["nsenter", f"--mount=/proc/{self.state['pids']['node-namespace']}/ns/mnt", "--", *argv]
+    def in_namespace(self, argv: list[str]) -> list[str]:
+        holder = self.cluster.state["pids"][self._pid("node-namespace")]
+        return ["nsenter", f"--mount=/proc/{holder}/ns/mnt", "--", *argv]
 
     def _containerd(self) -> None:
-        root = self.workdir / "containerd"
+        root = self.dir / "containerd"
         (root / "cni").mkdir(parents=True, exist_ok=True)
+        subnet = ipaddress.ip_network(self.spec.pod_subnet)
         network = {
             "cniVersion": "1.0.0",
             "name": "oom-killer-e2e",
@@ -396,7 +553,7 @@ class Cluster:
                     "ipMasq": False,
                     "ipam": {
                         "type": "host-local",
-                        "ranges": [[{"subnet": POD_SUBNET, "rangeStart": "10.244.0.10"}]],
+                        "ranges": [[{"subnet": str(subnet), "rangeStart": str(subnet.network_address + 10)}]],
                         "dataDir": str(root / "ipam"),
                     },
                 }
@@ -439,21 +596,32 @@ state = "{root / "state"}"
   path = "{root / "opt"}"
 """
         (root / "config.toml").write_text(config)
-        self.state["containerd_socket"] = str(self.containerd_socket)
-        self._spawn(
-            "containerd",
-            self._in_node_namespace([str(BIN / "containerd"), "--config", str(root / "config.toml")]),
+        self.cluster.state["nodes"][self.spec.name]["containerd_socket"] = str(self.containerd_socket)
+        self.cluster._spawn(
+            self._pid("containerd"),
+            self.in_namespace([str(BIN / "containerd"), "--config", str(root / "config.toml")]),
             # The shim is found on PATH, next to containerd; runc is named in the config.
             env={"PATH": f"{BIN}:{os.environ.get('PATH', '/usr/sbin:/usr/bin:/sbin:/bin')}"},
         )
-        self._wait("containerd", lambda: self.ctr("version") is not None)
+        self.cluster._wait(self._pid("containerd"), lambda: self.ctr("version") is not None)
+
+    def ctr(self, *args: str, stdin: bytes | None = None) -> bytes:
+        result = subprocess.run(
+            [str(BIN / "ctr"), "--address", str(self.containerd_socket), "--namespace", K8S_NAMESPACE, *args],
+            input=stdin,
+            capture_output=True,
+            check=False,
+        )
+        if result.returncode != 0:
+            raise ClusterError(f"ctr {' '.join(args)} failed: {result.stderr.decode(errors='replace').strip()}")
+        return result.stdout
 
     def trust_registry(self, address: str) -> None:
         """Let the node pull from a plain-HTTP registry at `address` (host:port), as a hosts.toml says it.
 
         containerd reads these files at each pull, so a registry can be added to a running node.
         """
-        hosts = self.workdir / "containerd" / "certs.d" / address
+        hosts = self.dir / "containerd" / "certs.d" / address
         hosts.mkdir(parents=True, exist_ok=True)
         (hosts / "hosts.toml").write_text(
             f'server = "http://{address}"\n\n[host."http://{address}"]\n  capabilities = ["pull", "resolve"]\n'
@@ -464,32 +632,35 @@ state = "{root / "state"}"
         self.ctr("images", "import", "--all-platforms", "-", stdin=archive)
 
     def _kubelet(self) -> None:
+        cluster = self.cluster
         for tunable in KERNEL_TUNABLES:
-            self.state["tunables"].setdefault(tunable, Path("/proc/sys", tunable).read_text().strip())
+            cluster.state["tunables"].setdefault(tunable, Path("/proc/sys", tunable).read_text().strip())
         self._make_cgroup_root()
-        self._save()
-        kubelet_dir = self.workdir / "kubelet"
+        cluster._save()
+        kubelet_dir = self.dir / "kubelet"
         kubelet_dir.mkdir(parents=True, exist_ok=True)
-        _kubeconfig(self.workdir / "kubelet.kubeconfig", self.server, self.pki, "kubelet")
-        config = {
+        kubeconfig = self.dir / "kubelet.kubeconfig"
+        _kubeconfig(kubeconfig, cluster.server, cluster.pki, f"kubelet-{self.spec.name}")
+        credentials = cluster.pki / f"kubelet-{self.spec.name}"
+        config: dict[str, Any] = {
             "apiVersion": "kubelet.config.k8s.io/v1beta1",
             "kind": "KubeletConfiguration",
             # This machine's memory controller is on cgroup v1; from 1.35 the kubelet refuses v1 unless told.
             "failCgroupV1": False,
             "cgroupDriver": "cgroupfs",  # no systemd here
-            "cgroupRoot": f"/{CGROUP_ROOT}",
+            "cgroupRoot": f"/{self.spec.cgroup_root}",
             "containerRuntimeEndpoint": f"unix://{self.containerd_socket}",
-            "address": NODE_IP,
+            "address": self.spec.ip,
             "port": free_port(),
             "readOnlyPort": 0,
             "healthzBindAddress": "127.0.0.1",
             "healthzPort": free_port(),
-            "tlsCertFile": str(self.pki / "kubelet.crt"),
-            "tlsPrivateKeyFile": str(self.pki / "kubelet.key"),
+            "tlsCertFile": f"{credentials}.crt",
+            "tlsPrivateKeyFile": f"{credentials}.key",
             "authentication": {
                 "anonymous": {"enabled": False},
                 "webhook": {"enabled": True},
-                "x509": {"clientCAFile": str(self.pki / "ca.crt")},
+                "x509": {"clientCAFile": str(cluster.pki / "ca.crt")},
             },
             "authorization": {"mode": "Webhook"},
             "staticPodPath": "",
@@ -501,20 +672,24 @@ state = "{root / "state"}"
             "evictionHard": {"memory.available": "100Mi", "nodefs.available": "1%", "imagefs.available": "1%"},
             "syncFrequency": "5s",
             "fileCheckFrequency": "5s",
+            "registerWithTaints": [{"key": k, "value": v, "effect": e} for k, v, e in self.spec.taints],
         }
+        if self.spec.system_reserved_memory:
+            config["systemReserved"] = {"memory": self.spec.system_reserved_memory}
         (kubelet_dir / "config.yaml").write_text(yaml.safe_dump(config))
-        self.state["kubelet_port"] = config["port"]
-        self._spawn(
-            "kubelet",
-            self._in_node_namespace(
+        cluster.state["nodes"][self.spec.name]["kubelet_port"] = config["port"]
+        cluster._save()
+        cluster._spawn(
+            self._pid("kubelet"),
+            self.in_namespace(
                 [
                     str(BIN / "kubelet"),
                     f"--config={kubelet_dir / 'config.yaml'}",
-                    f"--kubeconfig={self.workdir / 'kubelet.kubeconfig'}",
+                    f"--kubeconfig={kubeconfig}",
                     f"--root-dir={kubelet_dir / 'root'}",
                     f"--cert-dir={kubelet_dir / 'pki'}",
-                    f"--hostname-override={NODE}",
-                    f"--node-ip={NODE_IP}",
+                    f"--hostname-override={self.spec.name}",
+                    f"--node-ip={self.spec.ip}",
                     "--v=1",
                 ]
             ),
@@ -527,75 +702,36 @@ state = "{root / "state"}"
             fields = line.split()
             if fields[fields.index("-") + 1] != "cgroup":
                 continue
-            tree = Path(fields[4]) / CGROUP_ROOT
+            tree = Path(fields[4]) / self.spec.cgroup_root
             tree.mkdir(exist_ok=True)
             for name in ("cpuset.cpus", "cpuset.mems"):
                 if (tree / name).exists() and not (tree / name).read_text().strip():
                     (tree / name).write_text((tree.parent / name).read_text())
 
-    def api(self) -> Any:
-        """A Kubernetes API client as the admin (system:masters), from the cluster's kubeconfig."""
-        from kubernetes import config  # only where a cluster runs
-
-        return config.new_client_from_config(str(self.kubeconfig))
-
-    def node(self) -> dict[str, Any]:
-        """The node object as the API's JSON."""
-        from kubernetes import client  # only where a cluster runs
-
-        api = self.api()
-        return as_json(api, client.CoreV1Api(api).read_node(NODE))
-
-    def node_ready(self) -> bool:
-        conditions = self.node().get("status", {}).get("conditions", [])
-        return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
-
-    def wait_ready(self, timeout: float = READY_TIMEOUT) -> None:
-        self._wait("kubelet", self.node_ready, timeout=timeout)
-
-    # -- stop -------------------------------------------------------------------------------------------------
-
     def stop(self) -> list[str]:
-        """Take down all the cluster made; return what could not be (empty when the machine is as it was)."""
+        """Take the node down: its kubelet, then its containers (by the cgroups they run in: they outlive the kubelet
+        and their shims), shims, containerd, and its mount namespace (the containers' mounts go with its last
+        process); its cgroups and its address on the bridge. What could not be undone."""
         problems: list[str] = []
-        pids: dict[str, int] = self.state.get("pids", {})
-        for name in [name for name in pids if name not in _PARTS]:  # what ran beside the cluster, first
-            _terminate(pids.pop(name))
-        _terminate(pids.pop("kubelet", None))
-        # The containers outlive the kubelet and their shims: kill them by the cgroups they run in.
-        for tree in _cgroup_trees():
+        pids: dict[str, int] = self.cluster.state.get("pids", {})
+        _terminate(pids.pop(self._pid("kubelet"), None))
+        for tree in _cgroup_trees(self.spec.cgroup_root):
             for procs in tree.rglob("cgroup.procs"):
                 for pid in procs.read_text().split():
                     with contextlib.suppress(ProcessLookupError):
                         os.kill(int(pid), signal.SIGKILL)
-        socket_path = self.state.get("containerd_socket")
-        for shim in _processes_with(f"containerd-shim-runc-v2 -namespace {K8S_NAMESPACE}", socket_path):
+        for shim in _processes_with(f"containerd-shim-runc-v2 -namespace {K8S_NAMESPACE}", str(self.containerd_socket)):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(shim, signal.SIGKILL)
-        # The node's mount namespace (its containers' mounts with it) goes with its last process.
-        for name in _PARTS[1:]:
-            _terminate(pids.pop(name, None))
-        if self.state.pop("made_containerd_run", False):
-            with contextlib.suppress(OSError):
-                CONTAINERD_RUN.rmdir()
-        for tree in _cgroup_trees():
+        for part in ("containerd", "node-namespace"):
+            _terminate(pids.pop(self._pid(part), None))
+        for tree in _cgroup_trees(self.spec.cgroup_root):
             for directory in sorted((d for d in tree.rglob("*") if d.is_dir()), key=lambda d: -len(d.parts)):
                 _rmdir_cgroup(directory)
             if not _rmdir_cgroup(tree):
                 problems.append(f"cgroup {tree} is still there")
-        for point in _mounts_below(self.workdir):
-            result = subprocess.run(["umount", "--lazy", point], capture_output=True, check=False)
-            if result.returncode != 0:
-                problems.append(f"umount {point}: {result.stderr.decode().strip()}")
-        if self.state.pop("bridge", None):
-            subprocess.run(["ip", "link", "delete", BRIDGE], capture_output=True, check=False)
-        for tunable, value in self.state.get("tunables", {}).items():
-            Path("/proc/sys", tunable).write_text(value)
-        self.state["tunables"] = {}
-        self._save()
-        left = [pid for pid in _processes_with(str(BIN)) if _alive(pid)]
-        if left:
-            problems.append(f"processes still running from {BIN}: {left}")
+        subprocess.run(["ip", "addr", "del", f"{self.spec.ip}/24", "dev", BRIDGE], capture_output=True, check=False)
+        self.cluster._save()
         return problems
 
 
@@ -641,6 +777,11 @@ def _processes_with(*needles: str | None) -> Iterator[int]:
             command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
             if all(needle is None or needle in command for needle in needles):
                 yield int(entry.name)
+
+
+def _made_key(path: Path) -> str:
+    """The state's note that the cluster made this folder on the machine (and removes it on stop, when empty)."""
+    return f"made {path}"
 
 
 def _mount_namespace(pid: int) -> str:

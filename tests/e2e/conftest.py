@@ -113,6 +113,7 @@ def cluster(engine: docker.DockerClient) -> Iterator[Cluster]:
         pause = _pause_archive(engine)
         _check_archive(pause)
         started.load_image(pause)
+        started.node_images.append(pause)  # a node that joins later gets it too: no pod starts without it
         started.wait_ready()
     except ClusterError:
         started.stop()

@@ -32,7 +32,7 @@ from kubernetes import client, utils
 from infra.monitoring import RULES_FILE
 from oomtools import alerts as prom
 from tests.conftest import tool_on_path
-from tests.e2e.cluster import BIN, NODE_IP, Cluster, free_port
+from tests.e2e.cluster import BIN, Cluster, free_port
 from tests.promtime import compress
 
 SPEED = 10
@@ -198,7 +198,7 @@ def _prometheus_config(cluster: Cluster, workdir: Path, ksm: str, alertmanager: 
                 "metrics_path": "/metrics/cadvisor",
                 "authorization": {"credentials_file": str(workdir / "prometheus.token")},
                 "tls_config": {"ca_file": str(cluster.pki / "ca.crt")},
-                "static_configs": [{"targets": [f"{NODE_IP}:{cluster.state['kubelet_port']}"]}],
+                "static_configs": [{"targets": cluster.kubelets()}],
             },
         ],
     }
