@@ -139,11 +139,11 @@ def read_coverage(
 
     from oomtools import alerts as prom
 
-    def events() -> list[Any]:
+    def events() -> list[Any] | None:
         try:
             return list(_call(core.list_namespaced_event, namespace).items)
         except ApiException:
-            return []  # no right to read events: the detector says no
+            return None  # no right to read events: the detector is not read
 
     def samples(selector: str, since: float, until: float) -> list[tuple[dict[str, str], list[tuple[float, float]]]]:
         try:

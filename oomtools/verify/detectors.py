@@ -151,7 +151,7 @@ def read(
     namespace: str,
     until: float,
     *,
-    events: list[Any],
+    events: list[Any] | None,
     samples: Samples | None,
     alerts: tuple[str, ...],
     delivery: Delivery | None,
@@ -163,7 +163,7 @@ def read(
         coverage = Coverage(kill)
         seen = coverage.seen
         seen["pod_status"] = NO if kill.kind == WORKER else YES
-        seen["kubelet_event"] = YES if _oom_event(events, kill) else NO
+        seen["kubelet_event"] = UNREAD if events is None else YES if _oom_event(events, kill) else NO
         if samples is None:
             seen["kube_state_metrics"] = seen["cadvisor"] = UNREAD
         else:
@@ -218,7 +218,7 @@ def collect(
     kills: list[Kill],
     namespace: str,
     *,
-    events: Callable[[], list[Any]],
+    events: Callable[[], list[Any] | None],
     samples: Samples | None,
     alerts: tuple[str, ...],
     alerts_expected: dict[str, bool],
