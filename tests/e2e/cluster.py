@@ -184,6 +184,7 @@ class Cluster:
         self.server = str(self.state.get("server", ""))
         self.authority: pki.Authority | None = None
         self.node_images: list[bytes] = []  # archives every node has from its start (the pod sandbox's image)
+        self.state.setdefault("nodes", {})
         self.nodes = {name: Node(self, NodeSpec.from_state(saved)) for name, saved in self.state["nodes"].items()}
 
     # -- bookkeeping ------------------------------------------------------------------------------------------
