@@ -634,6 +634,7 @@ state = "{root / "state"}"
 
     def _kubelet(self) -> None:
         cluster = self.cluster
+        saved = cluster.state["nodes"][self.spec.name]  # a restarted kubelet keeps its ports (Prometheus scrapes one)
         for tunable in KERNEL_TUNABLES:
             cluster.state["tunables"].setdefault(tunable, Path("/proc/sys", tunable).read_text().strip())
         self._make_cgroup_root()
@@ -652,10 +653,10 @@ state = "{root / "state"}"
             "cgroupRoot": f"/{self.spec.cgroup_root}",
             "containerRuntimeEndpoint": f"unix://{self.containerd_socket}",
             "address": self.spec.ip,
-            "port": free_port(),
+            "port": saved.get("kubelet_port") or free_port(),
             "readOnlyPort": 0,
             "healthzBindAddress": "127.0.0.1",
-            "healthzPort": free_port(),
+            "healthzPort": saved.get("healthz_port") or free_port(),
             "tlsCertFile": f"{credentials}.crt",
             "tlsPrivateKeyFile": f"{credentials}.key",
             "authentication": {
@@ -678,7 +679,7 @@ state = "{root / "state"}"
         if self.spec.system_reserved_memory:
             config["systemReserved"] = {"memory": self.spec.system_reserved_memory}
         (kubelet_dir / "config.yaml").write_text(yaml.safe_dump(config))
-        cluster.state["nodes"][self.spec.name]["kubelet_port"] = config["port"]
+        saved["kubelet_port"], saved["healthz_port"] = config["port"], config["healthzPort"]
         cluster._save()
         cluster._spawn(
             self._pid("kubelet"),
@@ -708,6 +709,19 @@ state = "{root / "state"}"
             for name in ("cpuset.cpus", "cpuset.mems"):
                 if (tree / name).exists() and not (tree / name).read_text().strip():
                     (tree / name).write_text((tree.parent / name).read_text())
+
+    def restart(self, part: str) -> None:
+        """Stop the node's kubelet or containerd and start it again as it was, as systemd restarts a node's agent
+        after an upgrade or a crash: the pods, their shims and their processes live on (containerd's shims keep the
+        containers; the kubelet finds its pods again)."""
+        if part not in ("kubelet", "containerd"):
+            raise ClusterError(f"no {part} to restart on a node: kubelet or containerd")
+        _terminate(self.cluster.state["pids"].pop(self._pid(part), None))
+        self.cluster._save()
+        if part == "kubelet":
+            self._kubelet()
+        else:
+            self._containerd()
 
     def stop(self) -> list[str]:
         """Take the node down: its kubelet, then its containers (by the cgroups they run in: they outlive the kubelet
