@@ -64,7 +64,7 @@ def run(args: argparse.Namespace, out: TextIO, err: TextIO, clock: Callable[[], 
 
     names = tuple(args.alert) or (prom.DEFAULT_ALERTS if args.prometheus else ())
     expected = prediction.alerts_expected()
-    records = [prom.AlertRecord(name, expected=bool(args.alert) or expected[name]) for name in names]
+    records = [prom.AlertRecord(alert, expected=bool(args.alert) or expected[alert]) for alert in names]
     if args.prometheus:
         check_prometheus(args.prometheus, access, names, err)
     delivery = None
