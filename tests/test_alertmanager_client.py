@@ -10,7 +10,6 @@ import datetime
 import json
 import math
 import re
-import socket
 import subprocess
 import threading
 import time
@@ -26,17 +25,11 @@ import pytest
 from oomtools import alerts as prom
 from oomtools.verify.detectors import Delivery
 from tests.conftest import tool_on_path
+from tests.servers import alertmanager_argv, free_port, prometheus_argv
 
 SHOP_POD = {"namespace": "shop", "pod": "web-6f7d-abc", "container": "web"}
 OTHER_POD = {"namespace": "other", "pod": "api-5b8c-xyz", "container": "api"}
 RECEIVER = "memory-kills"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 def post(url: str, body: Any) -> Any:
@@ -98,13 +91,7 @@ def alertmanager(tmp_path: Path) -> Iterator[tuple[str, str]]:
     log_path = tmp_path / "alertmanager.log"
     log = log_path.open("w")
     process = subprocess.Popen(
-        [
-            binary,
-            f"--config.file={tmp_path / 'alertmanager.yml'}",
-            f"--storage.path={tmp_path / 'data'}",
-            f"--web.listen-address=127.0.0.1:{port}",
-            "--cluster.listen-address=",
-        ],
+        alertmanager_argv(binary, tmp_path / "alertmanager.yml", tmp_path / "data", port),
         stdout=log,
         stderr=subprocess.STDOUT,
     )
@@ -289,12 +276,7 @@ def prometheus(tmp_path: Path) -> Iterator[tuple[str, CountingExporter]]:
     log_path = tmp_path / "prometheus.log"
     log = log_path.open("w")
     process = subprocess.Popen(
-        [
-            binary,
-            f"--config.file={tmp_path / 'prometheus.yml'}",
-            f"--storage.tsdb.path={tmp_path / 'data'}",
-            f"--web.listen-address=127.0.0.1:{port}",
-        ],
+        prometheus_argv(binary, tmp_path / "prometheus.yml", tmp_path / "data", port),
         stdout=log,
         stderr=subprocess.STDOUT,
     )

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import re
 import shutil
-import socket
 import subprocess
 import threading
 import time
@@ -25,6 +24,7 @@ from infra.monitoring import RULES_FILE
 from oomtools import alerts as prom
 from tests.conftest import require
 from tests.promtime import compress
+from tests.servers import free_port, prometheus_argv
 
 SPEED = 12
 LOOP_PERIOD = 4.0  # a kill every 4 s: killed, 1 s back-off, restarted, killed 3 s later
@@ -116,13 +116,6 @@ class Exporter:
         self.started = time.time()
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
 @pytest.fixture
 def prometheus(tmp_path: Path) -> Iterator[tuple[str, Exporter]]:
     binary = shutil.which("prometheus")
@@ -139,12 +132,7 @@ def prometheus(tmp_path: Path) -> Iterator[tuple[str, Exporter]]:
     url = f"http://127.0.0.1:{port}"
     log = (tmp_path / "prometheus.log").open("w")
     process = subprocess.Popen(
-        [
-            binary,
-            f"--config.file={tmp_path / 'prometheus.yml'}",
-            f"--storage.tsdb.path={tmp_path / 'data'}",
-            f"--web.listen-address=127.0.0.1:{port}",
-        ],
+        prometheus_argv(binary, tmp_path / "prometheus.yml", tmp_path / "data", port),
         stdout=log,
         stderr=subprocess.STDOUT,
     )

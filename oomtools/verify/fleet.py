@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
+from oomtools.verify.report import aligned
 from workload import logfmt
 
 if TYPE_CHECKING:
@@ -143,10 +144,11 @@ def judge(
             reason = unscheduled.get(name, "no pod of the DaemonSet was seen there")
             verdicts.append(NodeVerdict(name, NOT_SCHEDULED, f"not scheduled: {reason}", about))
             continue
-        checks = checks_for(prediction, for_node(observed, pods_on[name]), wanted_kills, [])
+        on_node = for_node(observed, pods_on[name])
+        checks = checks_for(prediction, on_node, wanted_kills, [])
         failed = [check for check in checks if not check.ok]
         if not failed:
-            happened = _what_happened(prediction, for_node(observed, pods_on[name]))
+            happened = _what_happened(prediction, on_node)
             verdicts.append(NodeVerdict(name, AS_PREDICTED, happened, about, checks))
         else:
             happened = "; ".join(f"{check.name} ({check.detail})" for check in failed)
@@ -170,12 +172,7 @@ def table(verdicts: list[NodeVerdict]) -> list[str]:
         return []
     keys = list(verdicts[0].facts)
     header = ["node", "verdict", *keys, "what happened"]
-    rows = [[v.node, v.verdict, *(v.facts.get(k, "?") for k in keys), v.happened] for v in verdicts]
-    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
-    return [
-        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
-        for row in [header, *rows]
-    ]
+    return aligned([header, *([v.node, v.verdict, *(v.facts.get(k, "?") for k in keys), v.happened] for v in verdicts)])
 
 
 @dataclass

@@ -90,12 +90,13 @@ def coverage_table(coverages: list[Coverage]) -> list[str]:
     if not coverages:
         return []
     header = ["kill", "kind", *coverages[0].seen]
-    rows = [[c.kill.label, c.kill.kind, *c.seen.values()] for c in coverages]
-    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
-    return [
-        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
-        for row in [header, *rows]
-    ]
+    return aligned([header, *([c.kill.label, c.kill.kind, *c.seen.values()] for c in coverages)])
+
+
+def aligned(rows: list[list[str]]) -> list[str]:
+    """Rows of cells as lines whose columns line up, two spaces apart (the first row is the header)."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() for row in rows]
 
 
 def write_junit(path: Path, checks: list[Check], seconds: float) -> None:

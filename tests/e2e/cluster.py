@@ -21,7 +21,6 @@ import json
 import os
 import shlex
 import signal
-import socket
 import ssl
 import subprocess
 import sys
@@ -35,6 +34,7 @@ from typing import Any, cast
 import yaml
 
 from tests.e2e import pki
+from tests.servers import free_port
 
 PROJECT_DIR = Path(__file__).resolve().parents[2]
 CACHE = Path(os.environ.get("OOM_KILLER_E2E_CACHE", "/var/cache/oom-killer-ci"))
@@ -118,12 +118,6 @@ def build() -> None:
     result = subprocess.run(["bash", str(BUILD_SCRIPT), str(BIN)], check=False, capture_output=True, text=True)
     if result.returncode != 0:
         raise ClusterError(f"building the cluster's binaries failed:\n{result.stdout[-2000:]}{result.stderr[-3000:]}")
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def _kubeconfig(path: Path, server: str, pki_dir: Path, user: str) -> None:
@@ -327,7 +321,7 @@ class Cluster:
                 "--unsafe-no-fsync",  # a throwaway store: fsync only slows the test
             ],
         )
-        self._wait("etcd", lambda: _http_ok(f"{self.etcd_url}/health"))
+        self._wait("etcd", lambda: http_ok(f"{self.etcd_url}/health"))
 
     def _apiserver(self) -> None:
         port = free_port()
@@ -362,7 +356,7 @@ class Cluster:
             ],
         )
         _kubeconfig(self.kubeconfig, self.server, p, "admin")
-        self._wait("kube-apiserver", lambda: _http_ok(f"{self.server}/readyz", p), timeout=90)
+        self._wait("kube-apiserver", lambda: http_ok(f"{self.server}/readyz", p), timeout=90)
 
     def _controllers(self) -> None:
         p = self.pki
@@ -815,7 +809,7 @@ def _rmdir_cgroup(directory: Path) -> bool:
     return False
 
 
-def _http_ok(url: str, pki_dir: Path | None = None) -> bool:
+def http_ok(url: str, pki_dir: Path | None = None) -> bool:
 
     context = None
     if pki_dir is not None:

@@ -40,9 +40,9 @@ from tests.e2e.cluster import (
     Cluster,
     ClusterError,
     build,
-    free_port,
     stop_command,
 )
+from tests.servers import free_port
 
 REGISTRY = "/usr/bin/docker-registry"
 

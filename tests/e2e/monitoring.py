@@ -19,7 +19,6 @@ import contextlib
 import json
 import threading
 import time
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -32,8 +31,9 @@ from kubernetes import client, utils
 from infra.monitoring import RULES_FILE
 from oomtools import alerts as prom
 from tests.conftest import tool_on_path
-from tests.e2e.cluster import BIN, Cluster, free_port
+from tests.e2e.cluster import BIN, Cluster, http_ok
 from tests.promtime import compress
+from tests.servers import alertmanager_argv, free_port, prometheus_argv
 
 SPEED = 10
 SCRAPE_INTERVAL_S = 30 / SPEED  # kube-prometheus' scrape and evaluation interval
@@ -154,11 +154,6 @@ class Chain:
         return next((stamp for stamp, value in self.samples(selector, since) if value > 0), None)
 
 
-def _answers(url: str) -> bool:
-    with urllib.request.urlopen(url, timeout=5) as response:  # noqa: S310 (our own servers, on loopback)
-        return bool(response.status == 200)
-
-
 def _wait_for(what: str, ready: Any, process: Any, log: Path, timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -262,7 +257,7 @@ def start_chain(cluster: Cluster) -> Iterator[Chain]:
         started.names.append("kube-state-metrics")
         _wait_for(
             "kube-state-metrics",
-            lambda: _answers(f"http://127.0.0.1:{ksm_port}/metrics"),
+            lambda: http_ok(f"http://127.0.0.1:{ksm_port}/metrics"),
             ksm,
             cluster.logs / "kube-state-metrics.log",
         )
@@ -272,19 +267,11 @@ def start_chain(cluster: Cluster) -> Iterator[Chain]:
         am_port = free_port()
         alertmanager = cluster.run_beside(
             "alertmanager",
-            [
-                alertmanager_binary,
-                f"--config.file={webhook_config}",
-                f"--storage.path={workdir / 'alertmanager'}",
-                f"--web.listen-address=127.0.0.1:{am_port}",
-                "--cluster.listen-address=",  # one instance: no gossip
-            ],
+            alertmanager_argv(alertmanager_binary, webhook_config, workdir / "alertmanager", am_port),
         )
         started.names.append("alertmanager")
         am_url = f"http://127.0.0.1:{am_port}"
-        _wait_for(
-            "alertmanager", lambda: _answers(f"{am_url}/-/ready"), alertmanager, cluster.logs / "alertmanager.log"
-        )
+        _wait_for("alertmanager", lambda: http_ok(f"{am_url}/-/ready"), alertmanager, cluster.logs / "alertmanager.log")
 
         (workdir / "prometheus.token").write_text(_token(api, "prometheus"))
         (workdir / "rules.yaml").write_text(compress(RULES_FILE.read_text(), SPEED))
@@ -294,12 +281,7 @@ def start_chain(cluster: Cluster) -> Iterator[Chain]:
         port = free_port()
         prometheus = cluster.run_beside(
             "prometheus",
-            [
-                prometheus_binary,
-                f"--config.file={workdir / 'prometheus.yml'}",
-                f"--storage.tsdb.path={workdir / 'prometheus'}",
-                f"--web.listen-address=127.0.0.1:{port}",
-            ],
+            prometheus_argv(prometheus_binary, workdir / "prometheus.yml", workdir / "prometheus", port),
         )
         started.names.append("prometheus")
         url = f"http://127.0.0.1:{port}"
