@@ -153,8 +153,8 @@ def test_outputs_are_read_from_a_file_or_inline_json(tmp_path: Path) -> None:
         ("{namespace: oom-killer}", "the stack's outputs (--outputs) are not JSON: "),
         ("/no/such/outputs.json", "--outputs /no/such/outputs.json: No such file or directory (a file, or the JSON"),
         ('{"namespace": "oom-killer"}', "stack dev has no namespace and workloadName outputs"),
-        # what `pulumi stack output --json` prints after a pulumi up that failed or was cancelled
-        ("{}", "stack dev has no outputs: it was never deployed, or its last pulumi up failed or was cancelled"),
+        # what `pulumi stack output --json` prints before the stack's first pulumi up has ended
+        ("{}", "stack dev has no outputs: it was never deployed, or its first pulumi up did not finish"),
         (
             '{"namespace": "n", "workloadName": "w", "workloadKind": "StatefulSet"}',
             "stack dev's workloadKind 'StatefulSet': not one of Deployment, DaemonSet",

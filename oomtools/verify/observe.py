@@ -63,11 +63,12 @@ def stack_outputs(stack: str, outputs: str | None) -> dict[str, Any]:
     if isinstance(found, dict) and not found.get("workloadName") and found.get("deploymentName"):
         found = {**found, "workloadKind": "Deployment", "workloadName": found["deploymentName"]}  # an older stack's
     if isinstance(found, dict) and not found:
-        # Pulumi keeps no outputs from an update that failed or was cancelled (a Ctrl-C, a killed CLI, a cluster
-        # that did not answer), even where the stack's objects are deployed: measured in make e2e (test_faults.py).
+        # A stack whose first pulumi up was stopped before it ended (a Ctrl-C, a killed CLI, a cluster that did not
+        # answer) has no outputs, even where some of its objects were made (make e2e, test_faults.py). A later
+        # update that fails keeps the last finished update's outputs.
         raise BadArguments(
-            f"stack {stack} has no outputs: it was never deployed, or its last pulumi up failed or was cancelled "
-            "(Pulumi keeps no outputs then); run make up (pulumi up) again"
+            f"stack {stack} has no outputs: it was never deployed, or its first pulumi up did not finish; "
+            "run make up (pulumi up)"
         )
     if not isinstance(found, dict) or not found.get("namespace") or not found.get("workloadName"):
         raise BadArguments(f"stack {stack} has no namespace and workloadName outputs: is it deployed (make up)?")
