@@ -324,7 +324,8 @@ class Cluster:
         self._wait("etcd", lambda: http_ok(f"{self.etcd_url}/health"))
 
     def _apiserver(self) -> None:
-        port = free_port()
+        port = int(self.state.get("apiserver_port") or free_port())  # a restarted server keeps its address
+        self.state["apiserver_port"] = port
         self.server = f"https://127.0.0.1:{port}"
         self.state["server"] = self.server
         p = self.pki
@@ -395,6 +396,16 @@ class Cluster:
         )
 
     # -- what the tests use -----------------------------------------------------------------------------------
+
+    def stop_apiserver(self) -> None:
+        """Stop kube-apiserver alone, as a control plane's crash or upgrade does: etcd, the controllers and the
+        nodes run on, and every client's requests fail until `start_apiserver()`."""
+        _terminate(self.state["pids"].pop("kube-apiserver", None), grace=2.0)
+        self._save()
+
+    def start_apiserver(self) -> None:
+        """Start kube-apiserver again, at its address, on the same etcd."""
+        self._apiserver()
 
     def trust_registry(self, address: str) -> None:
         """Let every node pull from a plain-HTTP registry at `address` (host:port), as a hosts.toml says it."""

@@ -7,6 +7,7 @@ running and the lines say how to reach it and how to stop it.
 
 from __future__ import annotations
 
+import fcntl
 import io
 import os
 import secrets
@@ -98,6 +99,30 @@ def _check_archive(archive: bytes) -> None:
         assert "manifest.json" in tar.getnames(), "docker save gave no manifest.json"
 
 
+LOCK = Path("/run/lock/oom-killer-e2e.lock")
+_held: list[object] = []  # the lock's open file, held for the session
+
+
+def _one_cluster_at_a_time() -> None:
+    """The cluster's bridge, node names and addresses are the machine's: a second session (a second make e2e, or
+    one test file run beside it) waits here for the first to end, rather than breaking it."""
+    if _held:
+        return
+    handle = LOCK.open("w")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        print(f"e2e: another session holds the test cluster ({LOCK}); waiting for it to end", flush=True)
+        fcntl.flock(handle, fcntl.LOCK_EX)
+    _held.append(handle)
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Wait for the machine's cluster before the first test, where no test's timeout runs yet."""
+    if any("cluster" in getattr(item, "fixturenames", ()) for item in session.items):
+        _one_cluster_at_a_time()
+
+
 @pytest.fixture(scope="session")
 def cluster(engine: docker.DockerClient) -> Iterator[Cluster]:
     require(os.geteuid() == 0, "the test cluster needs root (cgroups, mounts, a bridge)")
@@ -105,6 +130,7 @@ def cluster(engine: docker.DockerClient) -> Iterator[Cluster]:
     require((CNI_PLUGINS / "bridge").exists(), f"no CNI plugins in {CNI_PLUGINS} (containernetworking-plugins)")
     require(shutil.which("go") is not None or (BIN / "kubelet").exists(), "no Go toolchain to build the cluster")
     build()
+    _one_cluster_at_a_time()
     workdir = Path(tempfile.mkdtemp(prefix="oom-killer-e2e."))
     started = Cluster(workdir)
     keep = os.environ.get("E2E_KEEP") == "1"

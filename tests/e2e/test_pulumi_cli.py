@@ -14,10 +14,8 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,9 +24,9 @@ import pytest
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from tests.conftest import PROJECT, require
 from tests.e2e.cluster import BIN, Cluster, as_json
-from tests.e2e.conftest import Deployed, Registry, fact, workload_archive
+from tests.e2e.conftest import Registry, fact, workload_archive
+from tests.e2e.pulumi_cli import Pulumi, namespace_gone, project_with_cli
 from workload import logfmt
 
 pytestmark = pytest.mark.e2e
@@ -37,96 +35,14 @@ STACK = "dev"
 NAMESPACE = "oom-killer-pulumi"  # the deployed fixture's objects already hold the dev stack's own namespace
 PUSHED_STACK = "pushed"
 PUSHED_NAMESPACE = "oom-killer-pulumi-pushed"
-PROJECT_FILES = (
-    "Pulumi.yaml",
-    "Pulumi.dev.yaml",
-    "__main__.py",
-    "Dockerfile",
-    ".dockerignore",
-    "requirements.txt",
-    "Makefile",
-)
-PROJECT_DIRS = ("infra", "workload", "alerts")
-PLUGINS = (
-    "pulumi",
-    "pulumi-language-python",
-    "pulumi-language-python-exec",
-    "pulumi-resource-kubernetes",
-    "pulumi-resource-docker",
-)
 ROLLOUT_TIMEOUT = 180.0
 # A file of the build context the tests change, as a user changing the workload would: a new content tag.
 CHANGED = Path("workload") / "__init__.py"
 
 
-@dataclass
-class Pulumi:
-    project: Path
-    env: dict[str, str]
-    api: Any
-
-    def run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        result = subprocess.run(
-            ["pulumi", *args], cwd=self.project, env=self.env, capture_output=True, text=True, check=False
-        )
-        if check and result.returncode != 0:
-            pytest.fail(f"pulumi {' '.join(args)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
-        return result
-
-    def make(self, target: str) -> subprocess.CompletedProcess[str]:
-        """A make target as the README gives it; PULUMI_SKIP_CONFIRMATIONS answers the one prompt (--yes)."""
-        result = subprocess.run(
-            ["make", target],
-            cwd=self.project,
-            env={**self.env, "PULUMI_SKIP_CONFIRMATIONS": "true"},
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        if result.returncode != 0:
-            pytest.fail(f"make {target} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
-        return result
-
-    def deployment(self, namespace: str = NAMESPACE) -> dict[str, Any]:
-        apps = client.AppsV1Api(self.api)
-        return as_json(self.api, apps.read_namespaced_deployment("oom-killer", namespace))
-
-    def outputs(self, stack: str = STACK) -> dict[str, Any]:
-        return dict(json.loads(self.run("stack", "output", "--json", "--stack", stack).stdout))
-
-
 @pytest.fixture(scope="module")
-def pulumi(cluster: Cluster, deployed: Deployed, tmp_path_factory: pytest.TempPathFactory) -> Pulumi:
-    missing = [name for name in PLUGINS if not (BIN / name).exists()]
-    require(not missing, f"not built: {missing} (tests/e2e/builds/build.sh)")
-    # The provider builds FROM the stack's baseImage: one the engine has (no registry is reachable here).
-    require(bool(os.environ.get("BASE_IMAGE")), "BASE_IMAGE is not set (an image with python3 the engine has)")
-    require((PROJECT / "venv" / "bin" / "python").exists(), "no ./venv (make test makes it)")
-    work = tmp_path_factory.mktemp("pulumi")
-    project = work / "project"
-    project.mkdir()
-    for name in PROJECT_FILES:
-        shutil.copy2(PROJECT / name, project / name)
-    for name in PROJECT_DIRS:
-        shutil.copytree(PROJECT / name, project / name, ignore=shutil.ignore_patterns("__pycache__"))
-    (project / "venv").symlink_to(PROJECT / "venv")  # Pulumi.yaml's runtime virtualenv
-    # make test installed requirements-dev.txt, which includes requirements.txt: what make up would install
-    installed = PROJECT / "venv" / "bin" / ".installed"
-    require(installed.exists(), "./venv was not made by make (no venv/bin/.installed)")
-    (PROJECT / "venv" / "bin" / ".program-installed").touch()
-    env = {
-        **os.environ,
-        # Only what was built here: the CLI takes plugins from PATH and must download nothing.
-        "PATH": f"{BIN}:{PROJECT / 'venv' / 'bin'}:/usr/sbin:/usr/bin:/sbin:/bin",
-        "PULUMI_HOME": str(work / "home"),
-        "PULUMI_BACKEND_URL": f"file://{work / 'state'}",
-        "PULUMI_CONFIG_PASSPHRASE": "oom-killer-e2e",
-        "PULUMI_SKIP_UPDATE_CHECK": "true",
-        "PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION": "true",
-        "KUBECONFIG": str(cluster.kubeconfig),
-    }
-    (work / "state").mkdir()
-    return Pulumi(project, env, deployed.api)
+def pulumi(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Pulumi:
+    return project_with_cli(cluster, tmp_path_factory.mktemp("pulumi"))
 
 
 def _wait_for_pod_logging(pulumi: Pulumi, increment_mib: int) -> dict[str, str]:
@@ -196,20 +112,6 @@ def _provider_version(pulumi: Pulumi, stack: str, package: str) -> str:
     return versions.pop()
 
 
-def _namespace_gone(pulumi: Pulumi, namespace: str) -> bool:
-    core = client.CoreV1Api(pulumi.api)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        try:
-            core.read_namespace(namespace)
-        except ApiException as error:
-            if error.status == 404:
-                return True
-            raise
-        time.sleep(1)
-    return False
-
-
 def test_the_users_commands_build_deploy_change_refuse_and_destroy(
     pulumi: Pulumi, cluster: Cluster, engine: docker.DockerClient
 ) -> None:
@@ -226,7 +128,7 @@ def test_the_users_commands_build_deploy_change_refuse_and_destroy(
     started = time.monotonic()
     pulumi.make("up")
     up_seconds = time.monotonic() - started
-    outputs = pulumi.outputs()
+    outputs = pulumi.outputs(STACK)
     image = str(outputs["image"])
     assert image.startswith("oom-killer:"), image
     built = engine.images.get(image)  # the provider's build, on the engine DOCKER_HOST names
@@ -248,7 +150,7 @@ def test_the_users_commands_build_deploy_change_refuse_and_destroy(
     # pulumi config set memoryIncrementMb 30; pulumi up: a rollout with the new pace, the same image
     pulumi.run("config", "set", "memoryIncrementMb", "30")
     pulumi.run("up", "--yes", "--stack", STACK)
-    container = pulumi.deployment()["spec"]["template"]["spec"]["containers"][0]
+    container = pulumi.deployment(NAMESPACE)["spec"]["template"]["spec"]["containers"][0]
     env = {item["name"]: item.get("value") for item in container["env"]}
     assert env["MEMORY_INCREMENT_MB"] == "30"
     assert container["image"] == image
@@ -256,25 +158,25 @@ def test_the_users_commands_build_deploy_change_refuse_and_destroy(
     fact("config_set_rollout", f"ok memory_increment_mb={start['increment_mib']}")
 
     # a change under workload/: a new build under a new tag, and a rollout that runs it
-    generation = pulumi.deployment()["metadata"]["generation"]
+    generation = pulumi.deployment(NAMESPACE)["metadata"]["generation"]
     _change_the_workload(pulumi, "changed again")
     pulumi.run("up", "--yes", "--stack", STACK)
-    rebuilt = str(pulumi.outputs()["image"])
+    rebuilt = str(pulumi.outputs(STACK)["image"])
     assert rebuilt != image
     assert rebuilt.startswith("oom-killer:"), rebuilt
-    assert pulumi.deployment()["spec"]["template"]["spec"]["containers"][0]["image"] == rebuilt
-    assert pulumi.deployment()["metadata"]["generation"] == generation + 1
+    assert pulumi.deployment(NAMESPACE)["spec"]["template"]["spec"]["containers"][0]["image"] == rebuilt
+    assert pulumi.deployment(NAMESPACE)["metadata"]["generation"] == generation + 1
     cluster.load_image(workload_archive(engine, rebuilt))
     assert _oom_killed(pulumi, rebuilt)["imageID"] == engine.images.get(rebuilt).id
     image = rebuilt
     fact("rebuild_on_change", f"ok image={rebuilt}")
 
     # nothing changed: no build, no rollout
-    generation = pulumi.deployment()["metadata"]["generation"]
+    generation = pulumi.deployment(NAMESPACE)["metadata"]["generation"]
     images = _engine_images(engine)
     pulumi.run("preview", "--expect-no-changes", "--stack", STACK)
     pulumi.run("up", "--yes", "--expect-no-changes", "--stack", STACK)
-    assert pulumi.deployment()["metadata"]["generation"] == generation
+    assert pulumi.deployment(NAMESPACE)["metadata"]["generation"] == generation
     assert _engine_images(engine) == images
     fact("no_change_no_build", "ok")
     fact("no_change_no_rollout", "ok")
@@ -286,7 +188,7 @@ def test_the_users_commands_build_deploy_change_refuse_and_destroy(
     assert refused.returncode != 0
     assert "invalid config oom-killer:memoryIncrementMb=0: " in said, said
     assert "Traceback" not in said, said
-    assert pulumi.deployment()["metadata"]["generation"] == generation
+    assert pulumi.deployment(NAMESPACE)["metadata"]["generation"] == generation
     pulumi.run("config", "set", "memoryIncrementMb", "30")
     # a typo'd key: Pulumi passes undeclared keys through to the program, which refuses them (docs/configuration.md)
     pulumi.run("config", "set", "memoryIncremntMb", "30")
@@ -295,7 +197,7 @@ def test_the_users_commands_build_deploy_change_refuse_and_destroy(
     assert typo.returncode != 0
     assert "invalid config oom-killer:memoryIncremntMb=" in said, said
     assert "did you mean memoryIncrementMb?" in said, said
-    assert pulumi.deployment()["metadata"]["generation"] == generation
+    assert pulumi.deployment(NAMESPACE)["metadata"]["generation"] == generation
     pulumi.run("config", "rm", "memoryIncremntMb")
     fact("bad_config_refused", "ok unknown_key_refused=true")
 
@@ -305,7 +207,7 @@ def test_the_users_commands_build_deploy_change_refuse_and_destroy(
     # make destroy (pulumi destroy): the namespace and all in it are gone, the stack holds nothing, and the local
     # image stays on the engine, the user's to remove (docker rmi)
     pulumi.make("destroy")
-    assert _namespace_gone(pulumi, NAMESPACE), f"namespace {NAMESPACE} still there after pulumi destroy"
+    assert namespace_gone(pulumi, NAMESPACE), f"namespace {NAMESPACE} still there after pulumi destroy"
     state = json.loads(pulumi.run("stack", "export", "--stack", STACK).stdout)
     assert not state["deployment"].get("resources"), state["deployment"].get("resources")
     assert engine.images.get(image).id
@@ -369,7 +271,7 @@ def test_the_provider_pushes_with_a_login_and_the_node_pulls_by_its_repo_digest(
     fact("registry_secret_hidden", "true")
 
     pulumi.run("destroy", "--yes", "--stack", PUSHED_STACK)
-    assert _namespace_gone(pulumi, PUSHED_NAMESPACE), f"namespace {PUSHED_NAMESPACE} still there after destroy"
+    assert namespace_gone(pulumi, PUSHED_NAMESPACE), f"namespace {PUSHED_NAMESPACE} still there after destroy"
 
 
 def _language_host_version() -> str:
