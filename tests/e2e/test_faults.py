@@ -312,3 +312,30 @@ def test_the_control_plane_going_away_during_pulumi_up_fails_it_in_one_line_and_
     verdict = rerun.stdout.strip().splitlines()[-1]
     assert verdict.startswith("verdict=as-predicted"), verdict
     fact("fault_control_plane", f"ok pulumi_said={json.dumps(failure[-1][:160])} verify_said={json.dumps(line[:160])}")
+
+
+def test_a_second_stack_naming_the_first_stacks_namespace_is_refused_and_changes_nothing(
+    stack: Pulumi,
+) -> None:
+    """Two stacks on one cluster that name the same namespace (docs/troubleshooting.md): the second must not take
+    over the first's namespace, which `pulumi destroy` of either would then delete with all it holds."""
+    twin = f"{STACK}-twin"
+    stack.run("stack", "select", "--create", twin)
+    try:
+        stack.run("config", "set", "--stack", twin, "baseImage", os.environ["BASE_IMAGE"])
+        stack.run("config", "set", "--stack", twin, "namespace", NAMESPACE)
+        before = as_json(stack.api, client.CoreV1Api(stack.api).read_namespace(NAMESPACE))["metadata"]
+        taken = stack.run("up", "--yes", "--stack", twin, check=False)
+        output = taken.stdout + taken.stderr
+        after = as_json(stack.api, client.CoreV1Api(stack.api).read_namespace(NAMESPACE))["metadata"]
+        assert taken.returncode != 0, output
+        # What stops it is the label naming the first stack, which the first stack's field manager owns.
+        conflict = "Apply failed with 1 conflict: conflict with"
+        assert conflict in output, output
+        assert ": .metadata.labels.app.kubernetes.io/instance" in output, output
+        assert "Traceback" not in output, output
+        assert after.get("labels") == before.get("labels")
+        assert after.get("uid") == before.get("uid")
+        fact("fault_second_stack_same_namespace", f"refused said={json.dumps(said(output, conflict)[-1][:200])}")
+    finally:
+        stack.run("stack", "select", STACK)
