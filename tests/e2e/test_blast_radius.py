@@ -1,0 +1,742 @@
+"""The blast radius, measured (issue 19): what the hog's kills do to a neighbour, to the node and to the scheduler.
+
+A node of its own joins the cluster for this module (tainted, so no other test's pod lands there; systemReserved
+leaves its pods' cgroup PODS_CGROUP_MIB, and allocatable that less the eviction threshold). On it:
+
+- a neighbour: a Burstable pod (memory request below its limit) in a namespace of its own, running python3 from the
+  hog's image, that fills NEIGHBOUR_HOLD_MIB with a pattern and, every PASS_INTERVAL_MS, writes every page again and
+  checks the whole against the pattern's CRC-32 (exit 3 on a mismatch), printing a line per pass with the pass's
+  duration and the gap since the one before. Its quiet baseline is measured first, before any hog runs;
+- the stack's hog with processModel=supervised (PID 1 restarts the worker after each kill, a kill every second or
+  two, where single's kills wait for the kubelet's back-off), until the kernel has killed it KILLS times;
+- then the stack with `replicas` as many as the node's reported allocatable holds after the neighbour's request,
+  plus one: all but one run and are killed, the extra one stays Pending with "Insufficient memory".
+
+Throughout, the node's MemoryPressure condition is polled, and the kernel's log is read from /dev/kmsg, from before
+the neighbour's baseline to the end. Kills are counted from the kernel's log: its `oom-kill:` lines whose memory
+cgroup is under this node's cgroup root (the machine's other tests kill in cgroups of their own at the same time),
+each attributed to a pod by the pod UID in its cgroup path. The hog's own `event=child_exit signal=SIGKILL` lines
+are read too, and must agree with the kernel's count.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import os
+import re
+import select
+import statistics
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import docker
+import pytest
+from kubernetes import client, utils
+from kubernetes.client.exceptions import ApiException
+from kubernetes.utils import parse_quantity
+
+from oomtools.rehearsal import build_image, declared_pod
+from oomtools.render import Rendered, stack_config
+from tests.e2e.cluster import Cluster, Node, NodeSpec, as_json
+from tests.e2e.conftest import apply_in_dependency_order, fact, render_for_the_node, workload_archive
+from workload import logfmt
+
+pytestmark = pytest.mark.e2e
+
+BLAST = "oom-killer-e2e-blast"
+# Its own address and pods' subnet on the cluster's bridge (the first node has 10.244.0.1 and 10.244.0.0/24,
+# test_fleet's second node 10.244.0.2 and 10.244.1.0/24) and its own kubelet cgroup root.
+BLAST_SPEC_ADDRESS = ("10.244.0.3", "10.244.2.0/24")
+TAINT = ("oom-killer.test/blast", "neighbours", "NoSchedule")
+TOLERATION = f"{TAINT[0]}={TAINT[1]}:{TAINT[2]}"
+# What systemReserved leaves the node's pods cgroup (the kubelet's memory limit on all its pods together). The
+# scheduler's allocatable is this less the kubelet's eviction threshold: read back from the node, never assumed.
+PODS_CGROUP_MIB = 480
+
+HOG_NAMESPACE = "blast-hog"
+NEIGHBOUR_NAMESPACE = "blast-neighbour"
+# A 64 MiB hog, 16 MiB every 200 ms, supervised: a kill every second or two (the dev stack's 128 MiB at 16 MiB a
+# second would take ten seconds a kill), and several of them fit a small node.
+HOG_SETTINGS = {
+    "memoryLimitMb": "64",
+    "memoryIncrementMb": "16",
+    "incrementIntervalMs": "200",
+    "processModel": "supervised",
+    "tolerations": TOLERATION,
+    "nodeSelector": f"kubernetes.io/hostname={BLAST}",
+}
+KILLS = 10  # of the single hog, before the replicas
+KILLS_EACH_WITH_REPLICAS = 2  # of every running replica, after the scale-up
+
+NEIGHBOUR = "neighbour"
+NEIGHBOUR_HOLD_MIB = 64
+NEIGHBOUR_REQUEST_MIB = 96  # what it holds, the interpreter and a margin: its usage stays below its request
+NEIGHBOUR_LIMIT_MIB = 192  # above the request: Burstable, the class the kubelet evicts first among those over request
+PASS_INTERVAL_MS = 200
+BASELINE_PASSES = 15  # the quiet baseline: this many passes before any hog runs (~3.5 s)
+# The bound on the neighbour's slowdown: no gap between two of its passes, while the hogs are killed, may be longer
+# than the baseline's longest by more than this. Why 1 s: what a kill that reached the neighbour would cost is
+# seconds or a restart (its pages reclaimed or refaulted, the node's pods cgroup at its limit and every task in it
+# stalled in reclaim, a node-level OOM kill, an eviction); what sharing two cores costs is CPU time, and this machine
+# runs the hogs' restarts (up to six interpreters starting at once, each capped at 100m) and, in CI, another test
+# suite at the same time: tens to a few hundred milliseconds a pass (measured: docs/safety.md).
+SLOWDOWN_BOUND_MS = 1000
+
+KERNEL_LOG = Path("/dev/kmsg")
+OOM_KILL_LINE = re.compile(
+    r"oom-kill:constraint=(?P<constraint>[^,]*),.*?oom_memcg=(?P<oom_memcg>[^,]*),"
+    r"task_memcg=(?P<task_memcg>[^,]*),task=(?P<task>[^,]*),pid=(?P<pid>\d+)"
+)
+# A pod's (or its container's) cgroup under a node's cgroup root, cgroupfs driver: kubepods[/<qos>]/pod<uid>[/<id>]
+POD_CGROUP = re.compile(
+    r"/kubepods/(?:(?P<qos>burstable|besteffort)/)?pod(?P<uid>[0-9a-f-]{36})(?:/(?P<container>[^/]+))?$"
+)
+
+NEIGHBOUR_SCRIPT = r"""
+import os, signal, sys, time, zlib
+signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+MIB = 1 << 20
+held, interval = int(os.environ["HOLD_MIB"]), int(os.environ["INTERVAL_MS"]) / 1000
+block = (bytes(range(1, 256)) * (MIB // 255 + 1))[:MIB]  # no zero byte, and no two pages alike
+expected = 0
+for _ in range(held):
+    expected = zlib.crc32(block, expected)
+memory = bytearray(block) * held  # every page written
+del block
+
+def rss_mib():
+    with open("/proc/self/status") as status:
+        for text in status:
+            if text.startswith("VmRSS:"):
+                return int(text.split()[1]) // 1024
+
+print(f"event=start held_mib={held} interval_ms={int(interval * 1000)} rss_mib={rss_mib()}", flush=True)
+passes, last = 0, time.monotonic()
+while True:
+    began = time.monotonic()
+    memory[::4096] = memory[::4096]  # write every page again
+    ok = zlib.crc32(memory) == expected  # and read every byte back
+    ended = time.monotonic()
+    passes += 1
+    print(
+        f"event=pass n={passes} t={time.time():.3f} pass_ms={(ended - began) * 1000:.1f}"
+        f" gap_ms={(ended - last) * 1000:.1f} rss_mib={rss_mib()} ok={str(ok).lower()}",
+        flush=True,
+    )
+    if not ok:
+        sys.exit(3)
+    last = ended
+    time.sleep(interval)
+"""
+
+
+# -- the kernel's log ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class OomKill:
+    seq: int
+    constraint: str
+    oom_memcg: str  # the cgroup whose limit was hit
+    task_memcg: str  # the killed task's cgroup
+    task: str
+    pid: int
+
+
+class KernelLog:
+    """The kernel's log from the moment this is made, read from /dev/kmsg by a thread, each record once. A reader
+    left behind by more than the ring buffer holds is told so (EPIPE): `lost` counts the records it missed."""
+
+    def __init__(self) -> None:
+        self.fd = os.open(KERNEL_LOG, os.O_RDONLY | os.O_NONBLOCK)
+        os.lseek(self.fd, 0, os.SEEK_END)  # only what comes from now on
+        self.kills: list[OomKill] = []
+        self.records = 0
+        self.lost = 0
+        self._last_seq: int | None = None
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        while not self._stop.is_set():
+            select.select([self.fd], [], [], 0.2)
+            while True:
+                try:
+                    record = os.read(self.fd, 8192).decode(errors="replace")
+                except BlockingIOError:
+                    break
+                except BrokenPipeError:
+                    with self._lock:
+                        self.lost += 1
+                    continue
+                self._take(record)
+
+    def _take(self, record: str) -> None:
+        prefix, _, message = record.partition(";")
+        fields = prefix.split(",")
+        seq = int(fields[1]) if len(fields) > 1 and fields[1].isdigit() else None
+        found = OOM_KILL_LINE.search(message.splitlines()[0] if message else "")
+        with self._lock:
+            self.records += 1
+            if seq is not None:
+                if self._last_seq is not None and seq > self._last_seq + 1:
+                    self.lost += seq - self._last_seq - 1
+                self._last_seq = seq
+            if found:
+                self.kills.append(
+                    OomKill(
+                        seq or 0,
+                        found["constraint"],
+                        found["oom_memcg"],
+                        found["task_memcg"],
+                        found["task"],
+                        int(found["pid"]),
+                    )
+                )
+
+    def kills_under(self, cgroup_root: str) -> list[OomKill]:
+        """The OOM kills whose limit or victim was in a cgroup under this root."""
+        prefix = f"/{cgroup_root}/"
+        with self._lock:
+            return [k for k in self.kills if (k.oom_memcg + "/").startswith(prefix) or k.task_memcg.startswith(prefix)]
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        os.close(self.fd)
+
+
+def pod_uid(memcg: str) -> str | None:
+    found = POD_CGROUP.search(memcg)
+    return found["uid"] if found else None
+
+
+def kills_by_pod(kills: list[OomKill]) -> dict[str, int]:
+    counted: dict[str, int] = {}
+    for kill in kills:
+        uid = pod_uid(kill.task_memcg) or kill.task_memcg
+        counted[uid] = counted.get(uid, 0) + 1
+    return counted
+
+
+# -- the node -----------------------------------------------------------------------------------------------------
+
+
+def _mib(quantity: str) -> int:
+    return int(parse_quantity(quantity)) // 2**20
+
+
+@pytest.fixture(scope="module")
+def blast_node(cluster: Cluster) -> Iterator[Node]:
+    capacity_mib = _mib(cluster.node()["status"]["capacity"]["memory"])  # the same machine as the first node's
+    address, subnet = BLAST_SPEC_ADDRESS
+    spec = NodeSpec(BLAST, address, subnet, BLAST, f"{capacity_mib - PODS_CGROUP_MIB}Mi", (TAINT,))
+    started = time.monotonic()
+    node = cluster.add_node(spec)
+    try:
+        cluster.wait_ready(name=BLAST)
+        fact("blast_node_ready_s", f"{time.monotonic() - started:.1f}")
+        yield node
+    finally:
+        problems = cluster.remove_node(BLAST)
+        assert not problems, f"the blast node left things behind: {problems}"
+
+
+def _memory_cgroup_root() -> Path:
+    for text in Path("/proc/self/mountinfo").read_text().splitlines():
+        fields = text.split()
+        after = fields[fields.index("-") + 1 :]
+        if after[0] == "cgroup" and "memory" in after[2].split(","):
+            return Path(fields[4])
+    raise AssertionError("no cgroup v1 memory hierarchy mounted")
+
+
+def _pods_cgroup(name: str) -> int:
+    """A file of the node's pods cgroup (v1 memory controller), as a number."""
+    return int((_memory_cgroup_root() / BLAST / "kubepods" / name).read_text())
+
+
+# -- the neighbour ------------------------------------------------------------------------------------------------
+
+
+def _neighbour_objects(image: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    namespace = {
+        "apiVersion": "v1",
+        "kind": "Namespace",
+        "metadata": {"name": NEIGHBOUR_NAMESPACE, "labels": {"pod-security.kubernetes.io/enforce": "restricted"}},
+    }
+    security = {
+        "runAsNonRoot": True,
+        "runAsUser": 65532,
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "capabilities": {"drop": ["ALL"]},
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": NEIGHBOUR, "namespace": NEIGHBOUR_NAMESPACE},
+        "spec": {
+            "nodeSelector": {"kubernetes.io/hostname": BLAST},
+            "tolerations": [{"key": TAINT[0], "operator": "Equal", "value": TAINT[1], "effect": TAINT[2]}],
+            "terminationGracePeriodSeconds": 2,
+            "automountServiceAccountToken": False,
+            "enableServiceLinks": False,
+            "containers": [
+                {
+                    "name": NEIGHBOUR,
+                    "image": image,
+                    "imagePullPolicy": "IfNotPresent",
+                    "command": ["python3", "-S", "-c", NEIGHBOUR_SCRIPT],
+                    "env": [
+                        {"name": "HOLD_MIB", "value": str(NEIGHBOUR_HOLD_MIB)},
+                        {"name": "INTERVAL_MS", "value": str(PASS_INTERVAL_MS)},
+                        {"name": "PYTHONUNBUFFERED", "value": "1"},
+                    ],
+                    "resources": {
+                        "requests": {"memory": f"{NEIGHBOUR_REQUEST_MIB}Mi", "cpu": "100m"},
+                        "limits": {"memory": f"{NEIGHBOUR_LIMIT_MIB}Mi"},
+                    },
+                    "securityContext": security,
+                }
+            ],
+        },
+    }
+    return namespace, pod
+
+
+def _passes(core: client.CoreV1Api) -> list[dict[str, str]]:
+    log = core.read_namespaced_pod_log(NEIGHBOUR, NEIGHBOUR_NAMESPACE)
+    return [entry for entry in map(logfmt.parse, str(log).splitlines()) if entry.get("event") == "pass"]
+
+
+# -- watching -----------------------------------------------------------------------------------------------------
+
+
+class PressureWatch:
+    """The node's MemoryPressure condition, read every second by a thread: every status seen."""
+
+    def __init__(self, core: client.CoreV1Api) -> None:
+        self.core = core
+        self.seen: set[str] = set()
+        self.polls = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+        self._thread.start()
+
+    def _poll(self) -> None:
+        while not self._stop.is_set():
+            with contextlib.suppress(Exception):
+                node: Any = self.core.read_node_status(BLAST)
+                for condition in node.status.conditions or []:
+                    if condition.type == "MemoryPressure":
+                        self.seen.add(str(condition.status))
+                self.polls += 1
+            self._stop.wait(1.0)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+
+def _until(what: str, ready: Callable[[], bool], timeout: float, detail: Callable[[], object] = lambda: "") -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if ready():
+            return
+        time.sleep(0.5)
+    pytest.fail(f"{what} within {timeout:.0f} s: {detail()}")
+
+
+def _hog_pods(core: client.CoreV1Api) -> list[Any]:
+    pods: list[Any] = core.list_namespaced_pod(HOG_NAMESPACE).items
+    return pods
+
+
+def _running(pod: Any) -> bool:
+    statuses = pod.status.container_statuses or []
+    return pod.status.phase == "Running" and bool(statuses) and statuses[0].state.running is not None
+
+
+def _unschedulable(pod: Any) -> str | None:
+    for condition in pod.status.conditions or []:
+        if condition.type == "PodScheduled" and condition.status == "False":
+            return str(condition.message)
+    return None
+
+
+# -- the measurement ----------------------------------------------------------------------------------------------
+
+# Event reasons that would mean harm: an eviction, the kubelet's memory signal crossing its threshold, the node's
+# MemoryPressure turning on, a kill of the whole machine's (SystemOOM: the kernel's log names no cgroup but the root),
+# a pod preempted to make room.
+HARM_REASONS = ("Evicted", "EvictionThresholdMet", "NodeHasInsufficientMemory", "SystemOOM", "Preempted")
+NODE_REASONS = ("EvictionThresholdMet", "NodeHasInsufficientMemory", "SystemOOM")
+
+
+@dataclass
+class Measured:
+    allocatable_mib: int
+    pods_cgroup_mib: int  # the node's pods cgroup's memory limit, as the kubelet set it
+    pods_cgroup_peak_mib: int  # the most its pods were ever charged together, from the node's start
+    pods_cgroup_failcnt: int  # times a charge hit that limit
+    hog_request_mib: int
+    fit: int  # hogs the node's allocatable holds after the neighbour's request
+    baseline: list[dict[str, str]]  # the neighbour's passes before any hog (its first pass left out: no gap)
+    during: list[dict[str, str]]  # its passes while the hogs were killed
+    passes: list[dict[str, str]]  # all of them, to the end
+    kills: list[OomKill]  # the kernel's, under the node's cgroup root, from before the baseline to the end
+    kills_single: int  # of those, before the scale-up
+    kills_at_scale: int
+    hogs: dict[str, str]  # hog pod uid -> name, every one made
+    neighbour: dict[str, Any]  # the neighbour pod at the end, as the API's JSON
+    neighbour_uid: str  # its uid when made
+    running: list[str]  # the hog pods running at the end
+    pending: dict[str, str]  # the hog pods left unscheduled: name -> their PodScheduled message
+    qos: dict[str, str]  # pod name -> QoS class
+    hog_log_kills: dict[str, tuple[int, int, int]]  # uid -> (the kernel's kills before, its log's, the kernel's after)
+    pressure_seen: set[str]  # MemoryPressure statuses seen, polled every second
+    pressure_polls: int
+    pressure_since: float  # the condition's lastTransitionTime at the end, epoch seconds
+    hogs_from: float  # when the first hog was applied, epoch seconds
+    events: dict[str, int]  # harm reason -> count, from the module's start
+    kernel_log_lost: int
+    seconds: float
+
+    @property
+    def replicas(self) -> int:
+        return self.fit + 1
+
+    @property
+    def baseline_ms(self) -> float:
+        return max(float(p["gap_ms"]) for p in self.baseline)
+
+    @property
+    def worst_gap_ms(self) -> float:
+        return max(float(p["gap_ms"]) for p in self.during)
+
+    @property
+    def neighbour_restarts(self) -> int:
+        return sum(int(s["restartCount"]) for s in self.neighbour["status"].get("containerStatuses", []))
+
+    @property
+    def evictions(self) -> int:
+        return self.events["Evicted"] + self.events["Preempted"]
+
+    @property
+    def memory_pressure(self) -> bool:
+        return (
+            self.pressure_seen != {"False"}
+            or self.pressure_since >= self.hogs_from
+            or any(self.events[reason] for reason in NODE_REASONS)
+        )
+
+    def strays(self) -> list[OomKill]:
+        """Kills under the node's root that were not of a hog's own process, in a hog's own pod."""
+        stray = []
+        for kill in self.kills:
+            uid = pod_uid(kill.task_memcg)
+            if uid not in self.hogs or pod_uid(kill.oom_memcg) != uid or kill.constraint != "CONSTRAINT_MEMCG":
+                stray.append(kill)
+        return stray
+
+    def breaches(self) -> list[str]:
+        found = []
+        if self.neighbour_restarts or self.neighbour["metadata"]["uid"] != self.neighbour_uid:
+            found.append("neighbour-restarted")
+        if self.neighbour["status"]["phase"] != "Running" or any(p["ok"] != "true" for p in self.passes):
+            found.append("neighbour-hurt")
+        if self.worst_gap_ms > self.baseline_ms + SLOWDOWN_BOUND_MS:
+            found.append("neighbour-slowed")
+        if self.memory_pressure:
+            found.append("memory-pressure")
+        if self.evictions:
+            found.append("evictions")
+        if self.strays() or self.pods_cgroup_failcnt:
+            found.append("kills-outside-the-hogs")
+        if len(self.pending) != 1 or not all("Insufficient memory" in m for m in self.pending.values()):
+            found.append("node-squeezed")
+        return found
+
+
+def _harm_events(core: client.CoreV1Api, since: float) -> dict[str, int]:
+    """Events of the harm reasons anywhere in the cluster from `since` on; the node's own only of this node (the first
+    node's kubelet reads the same machine's log)."""
+    counted = dict.fromkeys(HARM_REASONS, 0)
+    events: list[Any] = core.list_event_for_all_namespaces().items
+    for event in events:
+        stamp = event.last_timestamp or event.event_time or event.metadata.creation_timestamp
+        if event.reason not in counted or (stamp is not None and stamp.timestamp() < since - 1):
+            continue
+        if event.reason in NODE_REASONS and event.involved_object.name != BLAST:
+            continue
+        counted[event.reason] += 1
+    return counted
+
+
+def _sigkill_lines(core: client.CoreV1Api, name: str) -> int:
+    log = str(core.read_namespaced_pod_log(name, HOG_NAMESPACE))
+    lines = [logfmt.parse(text) for text in log.splitlines()]
+    return sum(1 for entry in lines if entry.get("event") == "child_exit" and entry.get("signal") == "SIGKILL")
+
+
+def _epoch(stamp: str) -> float:
+    return datetime.datetime.fromisoformat(stamp).timestamp()
+
+
+def _memory_requested(core: client.CoreV1Api, leave_out: str) -> int:
+    """Bytes of memory requested by the pods bound to the node that still hold it, but those of one namespace."""
+    pods: list[Any] = core.list_pod_for_all_namespaces(field_selector=f"spec.nodeName={BLAST}").items
+    return sum(
+        int(parse_quantity((container.resources.requests or {}).get("memory", "0")))
+        for pod in pods
+        if pod.status.phase not in ("Succeeded", "Failed") and pod.metadata.namespace != leave_out
+        for container in pod.spec.containers
+    )
+
+
+def _deployment(rendered: Rendered) -> dict[str, Any]:
+    inputs: dict[str, Any] = rendered.one("kubernetes:apps/v1:Deployment").inputs
+    return inputs
+
+
+@pytest.fixture(scope="module")
+def blast(cluster: Cluster, blast_node: Node, engine: docker.DockerClient) -> Iterator[Measured]:
+    began, since = time.monotonic(), time.time()
+    config = {**stack_config("dev"), **HOG_SETTINGS, "namespace": HOG_NAMESPACE}
+    single = render_for_the_node(config, HOG_NAMESPACE)
+    image = build_image(engine, declared_pod(single))
+    blast_node.load_image(workload_archive(engine, image))  # this node only: the first has no use for it
+    api = cluster.api()
+    core, apps = client.CoreV1Api(api), client.AppsV1Api(api)
+    kernel = KernelLog()
+    pressure = PressureWatch(client.CoreV1Api(cluster.api()))  # a client of its own, for its thread
+    try:
+        namespace, pod = _neighbour_objects(image)
+        utils.create_from_dict(api, namespace)
+        utils.create_from_dict(api, pod)
+        neighbour_uid = as_json(api, core.read_namespaced_pod(NEIGHBOUR, NEIGHBOUR_NAMESPACE))["metadata"]["uid"]
+
+        def baseline_done() -> bool:
+            with contextlib.suppress(ApiException):
+                return len(_passes(core)) > BASELINE_PASSES  # the first pass has no gap before it
+            return False
+
+        _until(
+            "the neighbour's quiet baseline",
+            baseline_done,
+            60,
+            lambda: as_json(api, core.read_namespaced_pod(NEIGHBOUR, NEIGHBOUR_NAMESPACE))["status"],
+        )
+
+        # The single hog, until the kernel has killed it KILLS times.
+        hogs_from = time.time()
+        apply_in_dependency_order(api, single)
+        _until(
+            f"{KILLS} kills of the hog",
+            lambda: len(kernel.kills_under(BLAST)) >= KILLS,
+            90,
+            lambda: [(p.metadata.name, p.status.phase) for p in _hog_pods(core)],
+        )
+        kills_single = len(kernel.kills_under(BLAST))
+
+        # As many replicas as the node's allocatable holds after the neighbour's request, and one more: the stack's
+        # Deployment rendered with that `replicas`, applied as pulumi up would (only the count differs).
+        allocatable = int(parse_quantity(cluster.node(BLAST)["status"]["allocatable"]["memory"]))
+        container = _deployment(single)["spec"]["template"]["spec"]["containers"][0]
+        hog_request = int(parse_quantity(container["resources"]["requests"]["memory"]))
+        fit = (allocatable - _memory_requested(core, leave_out=HOG_NAMESPACE)) // hog_request
+        scaled = _deployment(render_for_the_node({**config, "replicas": str(fit + 1)}, HOG_NAMESPACE))
+        assert scaled["spec"]["template"] == _deployment(single)["spec"]["template"]
+        apps.patch_namespaced_deployment(
+            scaled["metadata"]["name"], HOG_NAMESPACE, {"spec": {"replicas": scaled["spec"]["replicas"]}}
+        )
+        at_scale = kills_by_pod(kernel.kills_under(BLAST))
+
+        def all_but_one_killed_and_one_pending() -> bool:
+            pods = _hog_pods(core)
+            running = [p for p in pods if _running(p)]
+            counted = kills_by_pod(kernel.kills_under(BLAST))
+            fresh = [counted.get(p.metadata.uid, 0) - at_scale.get(p.metadata.uid, 0) for p in running]
+            return (
+                len(pods) == fit + 1
+                and len(running) == fit
+                and sum(1 for p in pods if _unschedulable(p)) == 1
+                and min(fresh, default=0) >= KILLS_EACH_WITH_REPLICAS
+            )
+
+        _until(
+            f"{fit} replicas running, each killed {KILLS_EACH_WITH_REPLICAS} times, and one pending",
+            all_but_one_killed_and_one_pending,
+            90,
+            lambda: [(p.metadata.name, p.status.phase, _unschedulable(p)) for p in _hog_pods(core)],
+        )
+        hogs_until = time.time()
+        pressure.close()
+
+        pods = _hog_pods(core)
+        hog_log_kills = {}
+        for hog in pods:
+            if _running(hog) and hog.status.container_statuses[0].restart_count == 0:  # a log of every kill
+                uid = str(hog.metadata.uid)
+                before = kills_by_pod(kernel.kills_under(BLAST)).get(uid, 0)
+                lines = _sigkill_lines(core, hog.metadata.name)
+                hog_log_kills[uid] = (before, lines, kills_by_pod(kernel.kills_under(BLAST)).get(uid, 0))
+        passes = _passes(core)
+        node = cluster.node(BLAST)
+        (condition,) = [c for c in node["status"]["conditions"] if c["type"] == "MemoryPressure"]
+        kills = kernel.kills_under(BLAST)
+        measured = Measured(
+            allocatable_mib=allocatable // 2**20,
+            pods_cgroup_mib=_pods_cgroup("memory.limit_in_bytes") // 2**20,
+            pods_cgroup_peak_mib=_pods_cgroup("memory.max_usage_in_bytes") // 2**20,
+            pods_cgroup_failcnt=_pods_cgroup("memory.failcnt"),
+            hog_request_mib=hog_request // 2**20,
+            fit=fit,
+            baseline=[p for p in passes if int(p["n"]) > 1 and float(p["t"]) < hogs_from],
+            during=[p for p in passes if hogs_from <= float(p["t"]) <= hogs_until],
+            passes=passes,
+            kills=kills,
+            kills_single=kills_single,
+            kills_at_scale=len(kills) - kills_single,
+            hogs={str(p.metadata.uid): str(p.metadata.name) for p in pods},
+            neighbour=as_json(api, core.read_namespaced_pod(NEIGHBOUR, NEIGHBOUR_NAMESPACE)),
+            neighbour_uid=neighbour_uid,
+            running=[str(p.metadata.name) for p in pods if _running(p)],
+            pending={str(p.metadata.name): str(_unschedulable(p)) for p in pods if _unschedulable(p)},
+            qos={str(p.metadata.name): str(p.status.qos_class) for p in pods},
+            hog_log_kills=hog_log_kills,
+            pressure_seen=pressure.seen,
+            pressure_polls=pressure.polls,
+            pressure_since=_epoch(condition["lastTransitionTime"]),
+            hogs_from=hogs_from,
+            events=_harm_events(core, since),
+            kernel_log_lost=kernel.lost,
+            seconds=time.monotonic() - began,
+        )
+        _report(measured)
+        yield measured
+    finally:
+        pressure.close()
+        kernel.close()
+        for name in (HOG_NAMESPACE, NEIGHBOUR_NAMESPACE):
+            with contextlib.suppress(ApiException):
+                core.delete_namespace(name)
+        _until("the module's namespaces gone", lambda: not {HOG_NAMESPACE, NEIGHBOUR_NAMESPACE} & _namespaces(core), 60)
+
+
+def _namespaces(core: client.CoreV1Api) -> set[str]:
+    listed: list[Any] = core.list_namespace().items
+    return {str(namespace.metadata.name) for namespace in listed}
+
+
+def _report(m: Measured) -> None:
+    breaches = m.breaches()
+    verdict = "contained" if not breaches else "breached:" + ",".join(breaches)
+    during = [float(p["gap_ms"]) for p in m.during]
+    quiet = [float(p["gap_ms"]) for p in m.baseline]
+    fact(
+        "blast_radius",
+        f"{verdict} neighbour_restarts={m.neighbour_restarts} evictions={m.evictions} kills={len(m.kills)}"
+        f" kills_single={m.kills_single} kills_at_scale={m.kills_at_scale}"
+        f" kills_outside_hogs={len(m.strays())}"
+        f" neighbour_worst_gap_ms={m.worst_gap_ms:.0f} neighbour_median_gap_ms={statistics.median(during):.0f}"
+        f" baseline_ms={m.baseline_ms:.0f} baseline_median_ms={statistics.median(quiet):.0f}"
+        f" bound_ms={m.baseline_ms + SLOWDOWN_BOUND_MS:.0f}"
+        f" neighbour_passes={len(m.during)} neighbour_held_mib={NEIGHBOUR_HOLD_MIB}"
+        f" memory_pressure={str(m.memory_pressure).lower()} pressure_polls={m.pressure_polls}"
+        f" replicas={m.replicas} running={len(m.running)} pending={len(m.pending)}"
+        f" allocatable_mib={m.allocatable_mib} pods_cgroup_mib={m.pods_cgroup_mib}"
+        f" pods_cgroup_peak_mib={m.pods_cgroup_peak_mib} pods_cgroup_failcnt={m.pods_cgroup_failcnt}"
+        f" hog_mib={m.hog_request_mib}"
+        f" seconds={m.seconds:.0f}",
+    )
+    # Where the kernel's kills were judged: the cgroup whose limit was hit (the hog's container, or its pod, whose
+    # limit on cgroup v1 is the same plus the pause container) and the task it killed.
+    levels: dict[str, int] = {}
+    for kill in m.kills:
+        found = POD_CGROUP.search(kill.oom_memcg)
+        level = "node" if found is None else ("container" if found["container"] else "pod")
+        levels[level] = levels.get(level, 0) + 1
+    fact(
+        "blast_radius_kernel",
+        f"oom_kills={len(m.kills)} hog_pods={len(kills_by_pod(m.kills))} constraint="
+        + ",".join(sorted({kill.constraint for kill in m.kills}))
+        + " oom_memcg="
+        + ",".join(f"{level}:{count}" for level, count in sorted(levels.items()))
+        + " tasks="
+        + ",".join(sorted({kill.task for kill in m.kills}))
+        + f" lost_records={m.kernel_log_lost} neighbour_pass_ms_worst="
+        + f"{max(float(p['pass_ms']) for p in m.during):.0f}"
+        + f" baseline_pass_ms_worst={max(float(p['pass_ms']) for p in m.baseline):.0f}",
+    )
+    for name, message in m.pending.items():
+        fact("blast_radius_pending", f"{name} {message}")
+
+
+# -- the verdicts -------------------------------------------------------------------------------------------------
+
+
+def test_the_node_is_small_tainted_and_the_pods_are_of_the_classes_meant(cluster: Cluster, blast: Measured) -> None:
+    node = cluster.node(BLAST)
+    taints = [t for t in node["spec"].get("taints", []) if not t["key"].startswith("node.kubernetes.io/")]
+    assert taints == [{"key": TAINT[0], "value": TAINT[1], "effect": TAINT[2]}]
+    # "as many as fit, plus one" is a handful of pods
+    assert 2 <= blast.fit <= 8, blast
+    # the kubelet's limit on all its pods is what systemReserved leaves
+    assert blast.pods_cgroup_mib == PODS_CGROUP_MIB
+    assert blast.neighbour["status"]["qosClass"] == "Burstable"
+    assert set(blast.qos.values()) == {"Guaranteed"}, blast.qos
+
+
+def test_the_hog_is_killed_ten_times_and_the_kernel_names_only_its_processes(blast: Measured) -> None:
+    assert blast.kernel_log_lost == 0, "the kernel's log ran over before it was read: its kills are not all known"
+    assert blast.kills_single >= KILLS
+    assert blast.strays() == [], "kills outside the hogs' own cgroups"
+    assert blast.pods_cgroup_failcnt == 0, "the node's pods cgroup hit its limit"
+    assert {kill.task for kill in blast.kills} == {"python3"}
+    assert len(blast.kills) == sum(kills_by_pod(blast.kills).values())
+    # the hog's own log agrees with the kernel's: a child_exit SIGKILL line per kill (the last perhaps not yet written)
+    assert blast.hog_log_kills, "no hog's log could be read whole"
+    for uid, (before, lines, after) in blast.hog_log_kills.items():
+        assert before - 1 <= lines <= after, (blast.hogs[uid], before, lines, after)
+
+
+def test_the_neighbour_is_never_restarted_hurt_or_slowed_past_the_bound(blast: Measured) -> None:
+    assert blast.neighbour["metadata"]["uid"] == blast.neighbour_uid
+    assert blast.neighbour["status"]["phase"] == "Running"
+    assert blast.neighbour_restarts == 0
+    assert [int(p["n"]) for p in blast.passes] == list(range(1, len(blast.passes) + 1))
+    assert all(p["ok"] == "true" for p in blast.passes)
+    assert all(int(p["rss_mib"]) >= NEIGHBOUR_HOLD_MIB for p in blast.passes)
+    assert len(blast.baseline) >= BASELINE_PASSES - 1
+    assert len(blast.during) >= 10
+    assert blast.worst_gap_ms <= blast.baseline_ms + SLOWDOWN_BOUND_MS, (
+        f"the neighbour was slowed: a gap of {blast.worst_gap_ms:.0f} ms against a baseline's worst of"
+        f" {blast.baseline_ms:.0f} ms"
+    )
+
+
+def test_no_memory_pressure_and_no_eviction(blast: Measured) -> None:
+    assert blast.pressure_polls >= 10
+    assert blast.pressure_seen == {"False"}
+    assert blast.pressure_since < blast.hogs_from, "MemoryPressure changed while the hogs ran"
+    assert blast.events == dict.fromkeys(HARM_REASONS, 0)
+
+
+def test_one_replica_more_than_fits_stays_pending_rather_than_squeezing_the_node(blast: Measured) -> None:
+    assert len(blast.running) == blast.fit
+    assert len(blast.pending) == 1, blast.pending
+    (message,) = blast.pending.values()
+    assert "Insufficient memory" in message
+    assert "Insufficient cpu" not in message
+    assert blast.kills_at_scale >= blast.fit * KILLS_EACH_WITH_REPLICAS
+    assert blast.breaches() == []
