@@ -20,6 +20,7 @@ from infra.kube import (
     kubectl_commands,
     labels,
     memory_empty_dir,
+    namespace_labels,
     node_selector,
     predicted_oom_kill_step,
     predicted_seconds_to_oom_kill,
@@ -44,22 +45,22 @@ empty_dir = memory_empty_dir(settings)  # memoryKind=tmpfs or pagecache: the emp
 image = workload_image(settings)
 
 # Namespace: its own, so the damage and the cleanup stay inside it; Pod Security "restricted" enforced.
-namespace = k8s.core.v1.Namespace(
-    "namespace",
-    metadata=k8s.meta.v1.ObjectMetaArgs(
-        name=settings.namespace,
-        labels={
-            **app_labels,
-            "pod-security.kubernetes.io/enforce": "restricted",
-            "pod-security.kubernetes.io/enforce-version": "latest",
-            "pod-security.kubernetes.io/warn": "restricted",
-            "pod-security.kubernetes.io/audit": "restricted",
-        },
-    ),
-    # After the build: an image that cannot be built or pushed (a wrong registry password) leaves the cluster as it was.
-    opts=pulumi.ResourceOptions(depends_on=[image.build] if image.build else None),
+# After the build: an image that cannot be built or pushed (a wrong registry password) leaves the cluster as it was.
+after_build = [image.build] if image.build else []
+namespace = (
+    k8s.core.v1.Namespace(
+        "namespace",
+        metadata=k8s.meta.v1.ObjectMetaArgs(name=settings.namespace, labels=namespace_labels(stack)),
+        opts=pulumi.ResourceOptions(depends_on=after_build or None),
+    )
+    if settings.create_namespace
+    # createNamespace=false: a cluster admin made it (infra/rights.yaml, the same labels); the stack neither creates
+    # nor deletes it, so its deployer needs no right on any cluster-scoped object.
+    else None
 )
-namespace_name = namespace.metadata.name
+namespace_name = namespace.metadata.name if namespace else pulumi.Output.from_input(settings.namespace)
+# What goes into the namespace waits for it, or (an admin's namespace) for the build directly.
+inside = pulumi.ResourceOptions(depends_on=[namespace] if namespace else after_build or None)
 
 # LimitRange: no container in the namespace may outgrow the configured limit, and one without a limit gets it.
 # It acts only when a pod is admitted, so the workload waits for it.
@@ -76,6 +77,7 @@ limit_range = k8s.core.v1.LimitRange(
             )
         ]
     ),
+    opts=inside,
 )
 
 # NetworkPolicy: deny all traffic in and out; the workload needs no network.
@@ -85,6 +87,7 @@ network_policy = k8s.networking.v1.NetworkPolicy(
     spec=k8s.networking.v1.NetworkPolicySpecArgs(
         pod_selector=k8s.meta.v1.LabelSelectorArgs(), policy_types=["Ingress", "Egress"]
     ),
+    opts=inside,
 )
 
 # Registry credentials in the config (registryUsername, registryPassword): the nodes pull the pushed image with them,
@@ -96,6 +99,7 @@ pull_secret = (
         metadata=k8s.meta.v1.ObjectMetaArgs(name=REGISTRY_LOGIN_NAME, namespace=namespace_name, labels=app_labels),
         type="kubernetes.io/dockerconfigjson",
         string_data={".dockerconfigjson": credentials},
+        opts=inside,
     )
     if credentials is not None
     else None
@@ -217,6 +221,7 @@ if settings.prometheus_rule:
             labels={**app_labels, **dict(settings.prometheus_rule_labels)},
         ),
         spec={"groups": rule_groups()},
+        opts=inside,
     )
 
 # Exports: where it runs, what it runs, when the first kill is due, and how to watch it.

@@ -34,6 +34,18 @@ def labels(stack: str) -> dict[str, str]:
     }
 
 
+def namespace_labels(stack: str) -> dict[str, str]:
+    """The namespace's labels: the stack's, and Pod Security "restricted" enforced (warned and audited too).
+    infra/rights.yaml gives an admin's namespace (createNamespace=false) the same ones; a test holds them together."""
+    return {
+        **labels(stack),
+        "pod-security.kubernetes.io/enforce": "restricted",
+        "pod-security.kubernetes.io/enforce-version": "latest",
+        "pod-security.kubernetes.io/warn": "restricted",
+        "pod-security.kubernetes.io/audit": "restricted",
+    }
+
+
 def workload_env(settings: StackSettings) -> dict[str, str]:
     """The workload's environment, by the names the workload reads."""
     env = {

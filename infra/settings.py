@@ -25,6 +25,7 @@ DEFAULTS: Final[dict[str, bool | int | str]] = {
     "memoryCeilingMb": 0,
     "cpuMillicores": 100,
     "namespace": "",  # "": oom-killer-<stack>
+    "createNamespace": True,  # false: deploy into a namespace an admin made (infra/rights.yaml), and leave it there
     "replicas": 1,
     "image": "",
     "imageRepository": "",
@@ -145,6 +146,7 @@ class StackSettings:
     scope: str = "deployment"  # one of SCOPES
     node_selector: tuple[tuple[str, str], ...] = ()  # the labels a node must carry, in order given
     tolerations: tuple[Toleration, ...] = ()
+    create_namespace: bool = True  # false: the namespace is an admin's; the stack neither creates nor deletes it
 
     @property
     def memory_limit(self) -> str:
@@ -239,6 +241,7 @@ def load_settings(config: pulumi.Config | None = None) -> StackSettings:
     interval, ceiling = _integer(config, "incrementIntervalMs"), _integer(config, "memoryCeilingMb")
     cpu, replicas = _integer(config, "cpuMillicores"), _integer(config, "replicas")
     namespace = _text(config, "namespace") or default_namespace(pulumi.get_stack())
+    create_namespace = _boolean(config, "createNamespace")
     platform = _text(config, "platform")
     image, repository = _text(config, "image"), _text(config, "imageRepository")
     username, base_image = _text(config, "registryUsername"), _text(config, "baseImage")
@@ -307,11 +310,14 @@ def load_settings(config: pulumi.Config | None = None) -> StackSettings:
         "must be a DNS label: at most 63 lowercase letters, digits and '-', starting and ending alphanumeric",
     )
     _check(
-        # The stack creates its namespace and deletes it on destroy: never the cluster's own.
+        # The stack creates its namespace and deletes it on destroy: never the cluster's own. Nor, where an admin made
+        # it (createNamespace=false), a shared one: the LimitRange and the deny-all NetworkPolicy hold every pod in it.
         namespace != "default" and not namespace.startswith("kube-"),
         "namespace",
         namespace,
-        "must be a namespace of its own: the stack creates it and `pulumi destroy` deletes it with all it holds",
+        "must be a namespace of its own: the stack creates it and `pulumi destroy` deletes it with all it holds"
+        if create_namespace
+        else "must be a namespace of its own: its LimitRange and deny-all NetworkPolicy hold every pod in it",
     )
     _check(
         platform == "" or _PLATFORM.fullmatch(platform) is not None,
@@ -383,4 +389,5 @@ def load_settings(config: pulumi.Config | None = None) -> StackSettings:
         scope=scope,
         node_selector=_node_selector(config),
         tolerations=_tolerations(config),
+        create_namespace=create_namespace,
     )

@@ -1,0 +1,323 @@
+"""Least privilege (issue 19): the user's commands work with a kubeconfig bound only to infra/rights.yaml, and that
+kubeconfig is refused everywhere else.
+
+A cluster admin applies the manifest, for a namespace of the test's own, renamed as docs/rights.md says (its sed).
+Two users get client certificates from the cluster's CA, one in the deployers' group, one in the verifiers'. With
+the deployer's kubeconfig the real Pulumi CLI runs `pulumi up`, `pulumi preview --refresh --expect-no-changes` and
+`pulumi destroy` on a stack with createNamespace=false; with the verifier's, `oom-killer verify` (make verify's
+command) watches the pod's OOM kill. Then each thing the rights must not allow is tried, and must be a 403 from the
+API: other namespaces' secrets, a privileged pod, writes to nodes and namespaces, the verifier's writes. One thing
+RBAC lets through is stopped by the namespace's Pod Security instead: a Deployment whose pods are privileged.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import docker
+import pytest
+import yaml
+from kubernetes import client, config, utils
+from kubernetes.client.exceptions import ApiException
+
+from tests.conftest import PROJECT
+from tests.e2e.cluster import NODE, Cluster, _kubeconfig, as_json
+from tests.e2e.conftest import fact, workload_archive
+from tests.e2e.pulumi_cli import Pulumi, project_with_cli
+from workload import logfmt
+
+pytestmark = pytest.mark.e2e
+
+STACK = "dev"  # its pace (Pulumi.dev.yaml): a kill 6 to 8 s after the container starts
+NAMESPACE = "oom-killer-rights"
+DEPLOYERS, VERIFIERS = "oom-killer-deployers", "oom-killer-verifiers"
+MANIFEST = PROJECT / "infra" / "rights.yaml"
+# docs/rights.md's command for another namespace, with this test's.
+RENAME = f"s/oom-killer  # namespace$/{NAMESPACE}  # namespace/"
+OOM_TIMEOUT = 90.0
+POD_SECURITY_TIMEOUT = 60.0
+GONE_TIMEOUT = 60.0
+WORKLOAD = "oom-killer"
+ONLY_FOR = "oom-killer.io/only-for"
+COMMAND_TIMEOUT = 120.0  # a command the rights leave waiting (an informer refused its list) fails here, not in 10 min
+
+
+@dataclass
+class Users:
+    deployer: Path  # kubeconfigs
+    verifier: Path
+    admin: Any  # API clients
+    deployer_api: Any
+    verifier_api: Any
+
+
+def _user(cluster: Cluster, stem: str, group: str) -> tuple[Path, Any]:
+    """A client certificate from the cluster's CA for a user in `group`, its kubeconfig and an API client."""
+    assert cluster.authority is not None
+    cluster.authority.issue(stem, f"{stem}-e2e", group)
+    kubeconfig = cluster.workdir / f"{stem}.kubeconfig"
+    _kubeconfig(kubeconfig, cluster.server, cluster.pki, stem)
+    return kubeconfig, config.new_client_from_config(str(kubeconfig))
+
+
+@pytest.fixture(scope="module")
+def users(cluster: Cluster) -> Iterator[Users]:
+    """The manifest applied by the admin for NAMESPACE, and a user bound to each side of it; all of it removed after."""
+    admin = cluster.api()
+    renamed = subprocess.run(["sed", RENAME, str(MANIFEST)], capture_output=True, text=True, check=True).stdout
+    # kubectl apply --selector '!oom-killer.io/only-for': the dev stack's rights, no option's.
+    documents = [d for d in yaml.safe_load_all(renamed) if d and ONLY_FOR not in d["metadata"].get("labels", {})]
+    named = [d["metadata"]["namespace"] for d in documents if "namespace" in d["metadata"]]
+    named += [d["metadata"]["name"] for d in documents if d["kind"] == "Namespace"]
+    assert set(named) == {NAMESPACE}
+    for document in documents:
+        utils.create_from_dict(admin, document)
+    deployer, deployer_api = _user(cluster, "deployer", DEPLOYERS)
+    verifier, verifier_api = _user(cluster, "verifier", VERIFIERS)
+    yield Users(deployer, verifier, admin, deployer_api, verifier_api)
+    rbac = client.RbacAuthorizationV1Api(admin)
+    for document in documents:
+        name = document["metadata"]["name"]
+        if document["kind"] == "ClusterRole":
+            rbac.delete_cluster_role(name)
+        elif document["kind"] == "ClusterRoleBinding":
+            rbac.delete_cluster_role_binding(name)
+    client.CoreV1Api(admin).delete_namespace(NAMESPACE)
+
+
+def _forbidden(what: str, call: Callable[[], object]) -> str:
+    """`call` is refused by the API with 403; returns what was refused."""
+    with pytest.raises(ApiException) as caught:
+        call()
+    assert caught.value.status == 403, f"{what}: {caught.value.status} {caught.value.reason} {caught.value.body}"
+    return what
+
+
+PRIVILEGED_POD_SPEC: dict[str, Any] = {
+    "containers": [{"name": "root", "image": "oom-killer:any", "securityContext": {"privileged": True}}]
+}
+
+
+def _privileged_pod(name: str) -> client.V1Pod:
+    container = client.V1Container(
+        name="root", image="oom-killer:any", security_context=client.V1SecurityContext(privileged=True)
+    )
+    return client.V1Pod(metadata=client.V1ObjectMeta(name=name), spec=client.V1PodSpec(containers=[container]))
+
+
+def _session(leader: int) -> list[int]:
+    """The processes of the session `leader` started (the CLI, its language host and provider plugins)."""
+    members = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # gone meanwhile
+        if int(fields[3]) == leader:  # after the name: state, ppid, pgrp, session
+            members.append(int(stat.parent.name))
+    return members
+
+
+def _run(pulumi: Pulumi, *args: str) -> str:
+    """A Pulumi command as the deployer: it succeeds, within COMMAND_TIMEOUT, and says nothing was forbidden (a
+    refused watch shows only as a warning, or as a wait). Its output."""
+    process = subprocess.Popen(
+        ["pulumi", *args, "--stack", STACK],
+        cwd=pulumi.project,
+        env=pulumi.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,  # its plugins in its session (each in a process group of its own): on a timeout, all go
+    )
+    try:
+        output, _ = process.communicate(timeout=COMMAND_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        for pid in _session(process.pid):
+            os.kill(pid, signal.SIGKILL)
+        output, _ = process.communicate()
+        pytest.fail(f"pulumi {' '.join(args)} still ran after {COMMAND_TIMEOUT:.0f} s:\n{output}")
+    assert process.returncode == 0, f"pulumi {' '.join(args)} failed ({process.returncode}):\n{output}"
+    assert "forbidden" not in output.lower(), output
+    return output
+
+
+def _wait_for_oom_kill(admin: Any) -> dict[str, Any]:
+    core = client.CoreV1Api(admin)
+    deadline = time.monotonic() + OOM_TIMEOUT
+    while time.monotonic() < deadline:
+        for pod in as_json(admin, core.list_namespaced_pod(NAMESPACE))["items"]:
+            for status in pod.get("status", {}).get("containerStatuses", []):
+                terminated = status.get("lastState", {}).get("terminated") or {}
+                if terminated.get("reason") == "OOMKilled":
+                    return dict(status)
+        time.sleep(1)
+    pytest.fail(f"no pod in {NAMESPACE} was OOM-killed within {OOM_TIMEOUT:.0f} s")
+
+
+def _verify(pulumi: Pulumi, users: Users) -> dict[str, str]:
+    """make verify's command with the verifier's kubeconfig: the verdict line."""
+    result = subprocess.run(
+        [
+            str(PROJECT / "venv" / "bin" / "oom-killer"),
+            "verify",
+            "--stack",
+            STACK,
+            "--kubeconfig",
+            str(users.verifier),
+            "--kills",
+            "1",
+            "--timeout",
+            "90s",
+        ],
+        cwd=pulumi.project,
+        env={**pulumi.env, "KUBECONFIG": str(users.verifier)},
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=150,
+    )
+    lines = [logfmt.parse(line) for line in result.stdout.splitlines() if line.strip()]
+    assert result.returncode == 0, (result.stdout, result.stderr)
+    return lines[-1]
+
+
+def _pod_security_refuses_a_privileged_deployment(users: Users) -> str:
+    """The deployer may apply its Deployment by name, with any pod template: Pod Security refuses the pods."""
+    apps = client.AppsV1Api(users.deployer_api)
+    body = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": WORKLOAD, "namespace": NAMESPACE},
+        "spec": {
+            "replicas": 1,
+            "selector": {"matchLabels": {"app": "escalation"}},
+            "template": {"metadata": {"labels": {"app": "escalation"}}, "spec": PRIVILEGED_POD_SPEC},
+        },
+    }
+    apps.patch_namespaced_deployment(
+        WORKLOAD, NAMESPACE, body, field_manager="e2e", _content_type="application/apply-patch+yaml"
+    )
+    core = client.CoreV1Api(users.admin)
+    deadline = time.monotonic() + POD_SECURITY_TIMEOUT
+    try:
+        while time.monotonic() < deadline:
+            for event in as_json(users.admin, core.list_namespaced_event(NAMESPACE))["items"]:
+                involved = event.get("involvedObject", {})
+                message = str(event.get("message", ""))
+                if (
+                    involved.get("kind") == "ReplicaSet"
+                    and event.get("reason") == "FailedCreate"
+                    and "PodSecurity" in message
+                ):
+                    assert not core.list_namespaced_pod(NAMESPACE, label_selector="app=escalation").items
+                    return message
+            time.sleep(0.5)
+        pytest.fail(f"no FailedCreate naming PodSecurity within {POD_SECURITY_TIMEOUT:.0f} s")
+    finally:
+        apps.delete_namespaced_deployment(WORKLOAD, NAMESPACE)
+
+
+@pytest.mark.timeout(300)
+def test_the_users_commands_need_only_the_manifests_rights(
+    users: Users, cluster: Cluster, engine: docker.DockerClient, tmp_path: Path
+) -> None:
+    started = time.monotonic()
+    pulumi = project_with_cli(cluster, tmp_path)
+    pulumi.env["KUBECONFIG"] = str(users.deployer)
+    pulumi.run("stack", "select", "--create", STACK)
+    pulumi.run("config", "set", "baseImage", os.environ["BASE_IMAGE"])
+    pulumi.run("config", "set", "namespace", NAMESPACE)
+    pulumi.run("config", "set", "createNamespace", "false")
+
+    seconds: dict[str, float] = {}
+
+    def timed(phase: str, *args: str) -> str:
+        phase_started = time.monotonic()
+        output = _run(pulumi, *args)
+        seconds[phase] = time.monotonic() - phase_started
+        return output
+
+    # pulumi up, as the deployer: the objects in the admin's namespace, the pod OOM-killed.
+    timed("up", "up", "--yes")
+    image = str(pulumi.outputs(STACK)["image"])
+    cluster.load_image(workload_archive(engine, image))
+    core = client.CoreV1Api(users.admin)
+    # The pod the Deployment made before its image was on the node waits out the pull back-off: a new one starts now.
+    core.delete_collection_namespaced_pod(NAMESPACE)
+    timed("preview", "preview", "--refresh", "--expect-no-changes")
+
+    # make verify's command, as the verifier: the kill as predicted.
+    verify_started = time.monotonic()
+    verdict = _verify(pulumi, users)
+    seconds["verify"] = time.monotonic() - verify_started
+    assert verdict["verdict"] == "as-predicted", verdict
+    status = _wait_for_oom_kill(users.admin)
+    assert status["lastState"]["terminated"]["exitCode"] == 137
+
+    # What the same kubeconfigs may not do: each a 403 from the API.
+    deployer, verifier = client.CoreV1Api(users.deployer_api), client.CoreV1Api(users.verifier_api)
+    core.create_namespaced_secret(
+        NAMESPACE, client.V1Secret(metadata=client.V1ObjectMeta(name="the-admins"), string_data={"k": "v"})
+    )
+    label = {"metadata": {"labels": {"pod-security.kubernetes.io/enforce": "privileged"}}}
+    refused = [
+        _forbidden("deployer lists kube-system's secrets", lambda: deployer.list_namespaced_secret("kube-system")),
+        _forbidden("deployer lists default's secrets", lambda: deployer.list_namespaced_secret("default")),
+        _forbidden("deployer lists its own namespace's secrets", lambda: deployer.list_namespaced_secret(NAMESPACE)),
+        _forbidden("deployer reads another secret", lambda: deployer.read_namespaced_secret("the-admins", NAMESPACE)),
+        _forbidden(
+            "deployer creates a privileged pod",
+            lambda: deployer.create_namespaced_pod(NAMESPACE, _privileged_pod("privileged")),
+        ),
+        _forbidden("deployer patches a node", lambda: deployer.patch_node(NODE, {"metadata": {"labels": {"a": "b"}}})),
+        _forbidden(
+            "deployer creates a namespace",
+            lambda: deployer.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name="mine"))),
+        ),
+        _forbidden("deployer patches its namespace's labels", lambda: deployer.patch_namespace(NAMESPACE, label)),
+        _forbidden(
+            "verifier scales the deployment",
+            lambda: client.AppsV1Api(users.verifier_api).patch_namespaced_deployment_scale(
+                WORKLOAD, NAMESPACE, {"spec": {"replicas": 0}}
+            ),
+        ),
+        _forbidden("verifier deletes the pods", lambda: verifier.delete_collection_namespaced_pod(NAMESPACE)),
+        _forbidden(
+            "verifier creates a config map",
+            lambda: verifier.create_namespaced_config_map(
+                NAMESPACE, client.V1ConfigMap(metadata=client.V1ObjectMeta(name="mine"))
+            ),
+        ),
+        _forbidden("verifier patches a node", lambda: verifier.patch_node(NODE, {"metadata": {"labels": {"a": "b"}}})),
+    ]
+
+    # pulumi destroy, as the deployer: the stack's objects gone, the admin's namespace left.
+    timed("destroy", "destroy", "--yes")
+    # The Deployment goes in the background (foreground deletion: its pods first; skipAwait does not wait for it).
+    apps = client.AppsV1Api(users.admin)
+    deadline = time.monotonic() + GONE_TIMEOUT
+    while apps.list_namespaced_deployment(NAMESPACE).items:
+        assert time.monotonic() < deadline, f"the Deployment was still there {GONE_TIMEOUT:.0f} s after destroy"
+        time.sleep(0.5)
+    assert not core.list_namespaced_limit_range(NAMESPACE).items
+    assert not client.NetworkingV1Api(users.admin).list_namespaced_network_policy(NAMESPACE).items
+    assert as_json(users.admin, core.read_namespace(NAMESPACE))["status"]["phase"] == "Active"
+
+    # The second wall: RBAC lets the deployer apply its Deployment with any pod in it; Pod Security refuses the pods.
+    pod_security = _pod_security_refuses_a_privileged_deployment(users)
+    assert "privileged" in pod_security, pod_security
+    fact("least_privilege_pod_security", pod_security[:240])
+    phases = " ".join(f"{phase}={value:.1f}" for phase, value in seconds.items())
+    fact(
+        "least_privilege",
+        f"ok pulumi_up=true verify={verdict['verdict']} destroy=true refused={len(refused)} "
+        f"pod_security=FailedCreate seconds={time.monotonic() - started:.1f} ({phases})",
+    )
