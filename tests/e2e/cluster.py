@@ -398,9 +398,10 @@ class Cluster:
     # -- what the tests use -----------------------------------------------------------------------------------
 
     def stop_apiserver(self) -> None:
-        """Stop kube-apiserver alone, as a control plane's crash or upgrade does: etcd, the controllers and the
-        nodes run on, and every client's requests fail until `start_apiserver()`."""
-        _terminate(self.state["pids"].pop("kube-apiserver", None), grace=2.0)
+        """Kill kube-apiserver alone, as a control plane's crash does (SIGKILL: no graceful drain, so no request in
+        flight gets through): etcd, the controllers and the nodes run on, and every client's requests fail until
+        `start_apiserver()`."""
+        _terminate(self.state["pids"].pop("kube-apiserver", None), grace=0.0)
         self._save()
 
     def start_apiserver(self) -> None:
@@ -776,7 +777,7 @@ def _terminate(pid: int | None, grace: float = 10.0) -> None:
     if pid is None or not _alive(pid):
         return
     with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGTERM)
+        os.kill(pid, signal.SIGTERM if grace > 0 else signal.SIGKILL)
     deadline = time.monotonic() + grace
     while time.monotonic() < deadline and _alive(pid):
         with contextlib.suppress(ChildProcessError):

@@ -287,8 +287,9 @@ def test_the_control_plane_going_away_during_pulumi_up_fails_it_in_one_line_and_
     stack: Pulumi, cluster: Cluster, engine: docker.DockerClient
 ) -> None:
     stack.run("config", "set", "memoryIncrementMb", "40")
+    change_the_workload(stack, "control plane")  # the build comes first: the API server goes while it runs
     running = start(stack, "up", "--yes", "--stack", STACK)
-    running.wait_for(lambda text: text.startswith("Updating ("), timeout=120)
+    running.wait_for(building, timeout=120)
     cluster.stop_apiserver()
     try:
         code, output = running.finish(timeout=300)
