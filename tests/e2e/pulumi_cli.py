@@ -128,3 +128,22 @@ def namespace_gone(pulumi: Pulumi, namespace: str, timeout: float = 120.0) -> bo
             raise
         time.sleep(1)
     return False
+
+
+def session_processes(leader: int) -> dict[int, str]:
+    """The processes still running in the session a CLI started as its leader (`start_new_session`), pid -> program
+    name: the CLI, its language host and its provider plugins. The plugins run in process groups of their own (so
+    that a terminal's Ctrl-C reaches the CLI alone): a signal to the CLI's group misses them. Zombies left out."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if os.getsid(int(entry.name)) != leader:
+                continue
+            argv0 = (entry / "cmdline").read_bytes().split(b"\0", 1)[0].decode(errors="replace")
+        except (ProcessLookupError, PermissionError, FileNotFoundError):
+            continue
+        if argv0:
+            found[int(entry.name)] = Path(argv0).name
+    return found

@@ -27,7 +27,7 @@ from kubernetes import client
 from oomtools import verify
 from tests.e2e.cluster import Cluster, as_json
 from tests.e2e.conftest import fact, workload_archive
-from tests.e2e.pulumi_cli import Pulumi, project_with_cli
+from tests.e2e.pulumi_cli import Pulumi, project_with_cli, session_processes
 
 pytestmark = pytest.mark.e2e
 
@@ -156,23 +156,6 @@ def verify_line(result: subprocess.CompletedProcess[str]) -> str:
     return lines[0]
 
 
-def plugins_left(session: int) -> list[str]:
-    """`pid:name` of the processes still running in a killed CLI's session (its plugins)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            if os.getsid(int(entry.name)) != session:
-                continue
-            argv0 = (entry / "cmdline").read_bytes().split(b"\0", 1)[0].decode(errors="replace")
-        except (ProcessLookupError, PermissionError, FileNotFoundError):
-            continue
-        if argv0:  # not a zombie waiting for its parent
-            found.append(f"{entry.name}:{Path(argv0).name}")
-    return found
-
-
 @pytest.fixture(scope="module")
 def stack(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Pulumi:
     pulumi = project_with_cli(cluster, tmp_path_factory.mktemp("faults"))
@@ -230,7 +213,7 @@ def test_a_killed_first_pulumi_up_leaves_a_lock_that_pulumi_cancel_removes_and_t
     assert code == -signal.SIGKILL
     # The language host and the providers run in process groups of their own (so that a Ctrl-C reaches the CLI
     # alone): a kill of the CLI's group leaves them running, and they do not end by themselves.
-    left = plugins_left(running.process.pid)
+    left = session_processes(running.process.pid)
 
     locked = pulumi.run("up", "--yes", "--stack", name, check=False)
     said_locked = locked.stdout + locked.stderr
@@ -246,13 +229,13 @@ def test_a_killed_first_pulumi_up_leaves_a_lock_that_pulumi_cancel_removes_and_t
     assert f"The currently running update for '{name}' has been canceled!" in cancelled.stdout, cancelled.stdout
     pulumi.run("up", "--yes", "--stack", name)
     pulumi.run("preview", "--expect-no-changes", "--stack", name)
-    still = plugins_left(running.process.pid)
-    for process in still:
-        os.kill(int(process.split(":", 1)[0]), signal.SIGKILL)
+    still = session_processes(running.process.pid)
+    for pid in still:
+        os.kill(pid, signal.SIGKILL)
     fact(
         "fault_sigkill",
         f"ok said={json.dumps(said(said_locked, 'currently locked'))} then='pulumi cancel; pulumi up' "
-        f"plugins_left={','.join(sorted(p.split(':', 1)[1] for p in left))} still_running_after_s="
+        f"plugins_left={','.join(sorted(left.values()))} still_running_after_s="
         f"{time.monotonic() - running.killed_at:.0f}:{len(still)}",
     )
 

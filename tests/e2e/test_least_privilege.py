@@ -30,7 +30,7 @@ from kubernetes.client.exceptions import ApiException
 from tests.conftest import PROJECT
 from tests.e2e.cluster import NODE, Cluster, _kubeconfig, as_json
 from tests.e2e.conftest import fact, workload_archive
-from tests.e2e.pulumi_cli import Pulumi, project_with_cli
+from tests.e2e.pulumi_cli import Pulumi, project_with_cli, session_processes
 from workload import logfmt
 
 pytestmark = pytest.mark.e2e
@@ -112,19 +112,6 @@ def _privileged_pod(name: str) -> client.V1Pod:
     return client.V1Pod(metadata=client.V1ObjectMeta(name=name), spec=client.V1PodSpec(containers=[container]))
 
 
-def _session(leader: int) -> list[int]:
-    """The processes of the session `leader` started (the CLI, its language host and provider plugins)."""
-    members = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue  # gone meanwhile
-        if int(fields[3]) == leader:  # after the name: state, ppid, pgrp, session
-            members.append(int(stat.parent.name))
-    return members
-
-
 def _run(pulumi: Pulumi, *args: str) -> str:
     """A Pulumi command as the deployer: it succeeds, within COMMAND_TIMEOUT, and says nothing was forbidden (a
     refused watch shows only as a warning, or as a wait). Its output."""
@@ -140,7 +127,7 @@ def _run(pulumi: Pulumi, *args: str) -> str:
     try:
         output, _ = process.communicate(timeout=COMMAND_TIMEOUT)
     except subprocess.TimeoutExpired:
-        for pid in _session(process.pid):
+        for pid in session_processes(process.pid):
             os.kill(pid, signal.SIGKILL)
         output, _ = process.communicate()
         pytest.fail(f"pulumi {' '.join(args)} still ran after {COMMAND_TIMEOUT:.0f} s:\n{output}")
