@@ -18,7 +18,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from pathlib import Path
@@ -76,6 +76,16 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
         terminalreporter.write_line(f"e2e {key}{separator}{value}")
     for text in LINES:
         terminalreporter.write_line(f"e2e {text}")
+
+
+def until(what: str, ready: Callable[[], bool], timeout: float, detail: Callable[[], object] = lambda: "") -> None:
+    """Poll `ready()` every half second; fail saying `what` did not happen in `timeout` s, and what `detail()` says."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if ready():
+            return
+        time.sleep(0.5)
+    pytest.fail(f"{what} within {timeout:.0f} s: {detail()}")
 
 
 def _pause_archive(client: docker.DockerClient) -> bytes:

@@ -33,7 +33,7 @@ import select
 import statistics
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -47,7 +47,7 @@ from kubernetes.utils import parse_quantity
 from oomtools.rehearsal import build_image, declared_pod
 from oomtools.render import Rendered, stack_config
 from tests.e2e.cluster import Cluster, Node, NodeSpec, as_json
-from tests.e2e.conftest import apply_in_dependency_order, fact, render_for_the_node, workload_archive
+from tests.e2e.conftest import apply_in_dependency_order, fact, render_for_the_node, until, workload_archive
 from workload import logfmt
 
 pytestmark = pytest.mark.e2e
@@ -373,15 +373,6 @@ class PressureWatch:
         self._thread.join(timeout=5)
 
 
-def _until(what: str, ready: Callable[[], bool], timeout: float, detail: Callable[[], object] = lambda: "") -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if ready():
-            return
-        time.sleep(0.5)
-    pytest.fail(f"{what} within {timeout:.0f} s: {detail()}")
-
-
 def _hog_pods(core: client.CoreV1Api) -> list[Any]:
     pods: list[Any] = core.list_namespaced_pod(HOG_NAMESPACE).items
     return pods
@@ -564,7 +555,7 @@ def blast(cluster: Cluster, blast_node: Node, engine: docker.DockerClient) -> It
                 return len(_passes(core)) > BASELINE_PASSES  # the first pass has no gap before it
             return False
 
-        _until(
+        until(
             "the neighbour's quiet baseline",
             baseline_done,
             60,
@@ -578,7 +569,7 @@ def blast(cluster: Cluster, blast_node: Node, engine: docker.DockerClient) -> It
         def hog_kills() -> dict[str, int]:
             return {str(p.metadata.uid): oom_kills_in_pod(str(p.metadata.uid)) for p in _hog_pods(core)}
 
-        _until(
+        until(
             f"{KILLS} kills of the hog",
             lambda: sum(hog_kills().values()) >= KILLS,
             90,
@@ -611,7 +602,7 @@ def blast(cluster: Cluster, blast_node: Node, engine: docker.DockerClient) -> It
                 and min(fresh, default=0) >= KILLS_EACH_WITH_REPLICAS
             )
 
-        _until(
+        until(
             f"{fit} replicas running, each killed {KILLS_EACH_WITH_REPLICAS} times, and one pending",
             all_but_one_killed_and_one_pending,
             90,
@@ -673,7 +664,7 @@ def blast(cluster: Cluster, blast_node: Node, engine: docker.DockerClient) -> It
         for name in (HOG_NAMESPACE, NEIGHBOUR_NAMESPACE):
             with contextlib.suppress(ApiException):
                 core.delete_namespace(name)
-        _until("the module's namespaces gone", lambda: not {HOG_NAMESPACE, NEIGHBOUR_NAMESPACE} & _namespaces(core), 60)
+        until("the module's namespaces gone", lambda: not {HOG_NAMESPACE, NEIGHBOUR_NAMESPACE} & _namespaces(core), 60)
 
 
 def _namespaces(core: client.CoreV1Api) -> set[str]:

@@ -139,14 +139,7 @@ def said(output: str, *words: str) -> list[str]:
 
 def make_verify(pulumi: Pulumi, args: str, stack: str = STACK) -> subprocess.CompletedProcess[str]:
     """`make verify STACK=... ARGS="..."` in the project, as the README gives it."""
-    return subprocess.run(
-        ["make", "--no-print-directory", "verify", f"STACK={stack}", f"ARGS={args}"],
-        cwd=pulumi.project,
-        env=pulumi.env,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    return pulumi.make("verify", f"STACK={stack}", f"ARGS={args}", check=False)
 
 
 def verify_line(result: subprocess.CompletedProcess[str]) -> str:

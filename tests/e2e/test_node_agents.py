@@ -19,7 +19,7 @@ from oomtools import verify
 from oomtools.rehearsal import build_image, declared_pod
 from oomtools.render import stack_config
 from tests.e2e.cluster import Cluster
-from tests.e2e.conftest import apply_in_dependency_order, fact, render_for_the_node, workload_archive
+from tests.e2e.conftest import apply_in_dependency_order, fact, render_for_the_node, until, workload_archive
 from workload import logfmt
 
 pytestmark = pytest.mark.e2e
@@ -41,15 +41,6 @@ def _restart_count(core: client.CoreV1Api) -> tuple[str, int] | None:
 
 def _count_at_least(seen: list[tuple[str, int]], count: int) -> Callable[[], bool]:
     return lambda: bool(seen) and seen[-1][1] >= count
-
-
-def _until(what: str, ready: Callable[[], bool], timeout: float, seen: list[tuple[str, int]]) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if ready():
-            return
-        time.sleep(0.5)
-    pytest.fail(f"{what} within {timeout:.0f} s; restart counts seen: {seen[-5:]}")
 
 
 @pytest.mark.timeout(420)
@@ -95,17 +86,22 @@ def test_the_kill_loop_goes_on_through_a_kubelet_and_a_containerd_restart(
     sampler.start()
     try:
         for part, kills_before in (("kubelet", 1), ("containerd", 2)):
-            _until(
+            until(
                 f"{kills_before} kill(s) before the {part} restart",
                 _count_at_least(seen, kills_before),
                 120,
-                seen,
+                lambda: f"restart counts seen: {seen[-5:]}",
             )
             started = time.monotonic()
             cluster.first.restart(part)
             cluster.wait_ready(timeout=60)
             # the loop goes on: another kill after the restart
-            _until(f"a kill after the {part} restart", _count_at_least(seen, kills_before + 1), 150, seen)
+            until(
+                f"a kill after the {part} restart",
+                _count_at_least(seen, kills_before + 1),
+                150,
+                lambda: f"restart counts seen: {seen[-5:]}",
+            )
             fact(f"agents_{part}_restart_to_next_restart_s", f"{time.monotonic() - started:.1f}")
         watcher.join(timeout=300)
     finally:
