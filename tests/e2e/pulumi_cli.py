@@ -63,7 +63,9 @@ class Pulumi:
         """A make target as the README gives it, with its variables (`STACK=...`, `ARGS=...`);
         PULUMI_SKIP_CONFIRMATIONS answers the one prompt (--yes)."""
         result = subprocess.run(
-            ["make", target, *variables],
+            # Under `make e2e` this make is a sub-make, which would print its Entering/Leaving directory lines around
+            # the target's own output.
+            ["make", "--no-print-directory", target, *variables],
             cwd=self.project,
             env={**self.env, "PULUMI_SKIP_CONFIRMATIONS": "true"},
             capture_output=True,
