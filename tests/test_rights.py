@@ -159,6 +159,73 @@ def verifier_uncovered(docs: list[Document]) -> list[str]:
     ]
 
 
+Grant = tuple[str, str, str | None, str]  # API group, resource, resource name (None: the whole kind), verb
+
+
+def granted(roles: list[Document]) -> set[Grant]:
+    """Every (group, resource, name, verb) these roles' rules grant, one per combination a rule lists."""
+    return {
+        (group, resource, name, verb)
+        for rule in rules_of(roles)
+        for group in rule.get("apiGroups", [])
+        for resource in rule.get("resources", [])
+        for name in rule.get("resourceNames") or [None]
+        for verb in rule.get("verbs", [])
+    }
+
+
+def deployer_needs(config_name: str, namespace: str) -> set[Grant]:
+    """What the user's commands do to the objects this config declares into the namespace (createNamespace=false):
+    each verb of BY_NAME on each object by its name, and the informer's list and watch on the kind of each object
+    destroy waits for."""
+    config, secrets = CONFIGS[config_name]
+    declared = render({**config, "namespace": namespace, "createNamespace": "false"}, secrets=secrets)
+    needs: set[Grant] = set()
+    for manifest in declared.kubernetes_objects():
+        group, resource = manifest["apiVersion"].rpartition("/")[0], plural(manifest["kind"])
+        needs |= {(group, resource, manifest["metadata"]["name"], verb) for verb in BY_NAME}
+        if manifest["metadata"].get("annotations", {}).get(SKIP_AWAIT) != "true":
+            needs |= {(group, resource, None, verb) for verb in WAITED_FOR}
+    return needs
+
+
+def deployer_excess(docs: list[Document], options: set[str]) -> dict[str, set[Grant]]:
+    """Rights and needs that differ, for the documents an admin applies for these options: what the deployer is
+    granted that no config using only these options needs (`extra`: an over-grant, or a grant on a whole kind where
+    one by name does), and what such a config needs that is not granted (`missing`). Exact: both empty."""
+    namespace = the_namespace(docs)["metadata"]["name"]
+    chosen = selected(docs, options)
+    bound_here = {
+        d["roleRef"]["name"] for d in chosen if d["kind"] == "RoleBinding" and d["metadata"]["namespace"] == namespace
+    }
+    roles = [r for r in roles_bound_to(chosen, DEPLOYERS, "RoleBinding") if r["metadata"]["name"] in bound_here]
+    have = granted(roles)
+    needs = set().union(*(deployer_needs(name, namespace) for name, used in OPTIONS.items() if used <= options))
+    return {"extra": have - needs, "missing": needs - have}
+
+
+def verifier_needs() -> tuple[set[Grant], set[Grant]]:
+    """make verify's calls as grants: those in the stack's namespace, and those cluster-wide. It reads the workload by
+    its name, and pods, their logs and events by listing (names it cannot know in advance)."""
+    here: set[Grant] = set()
+    everywhere: set[Grant] = set()
+    for group, resource, verb, namespaced in VERIFY_CALLS.values():
+        name = "oom-killer" if resource in ("deployments", "daemonsets") else None
+        (here if namespaced else everywhere).add((group, resource, name, verb))
+    return here, everywhere
+
+
+def verifier_excess(docs: list[Document]) -> dict[str, set[Grant]]:
+    """The verifier's grants against make verify's calls, in its namespace and cluster-wide: exact, both empty."""
+    here, everywhere = verifier_needs()
+    have_here = granted(roles_bound_to(docs, VERIFIERS, "RoleBinding"))
+    have_everywhere = granted(roles_bound_to(docs, VERIFIERS, "ClusterRoleBinding"))
+    return {
+        "extra": (have_here - here) | (have_everywhere - everywhere),
+        "missing": (here - have_here) | (everywhere - have_everywhere),
+    }
+
+
 def wildcards(docs: list[Document]) -> list[str]:
     return [text for doc in docs for text in strings(doc) if "*" in text]
 
@@ -228,6 +295,18 @@ def test_an_options_rights_are_in_its_own_documents_and_only_there(option: str) 
     docs = [d for d in documents() if d["metadata"].get("labels", {}).get(ONLY_FOR) == option]
     assert sorted(d["kind"] for d in docs) == ["ClusterRole", "RoleBinding"]
     assert {resource for rule in rules_of(docs) for resource in rule["resources"]} == {plural(k) for k in own_kinds}
+
+
+@pytest.mark.parametrize("options", sorted(map(sorted, OPTIONS.values())))
+def test_the_deployer_is_granted_exactly_what_the_configs_of_its_options_need(options: list[str]) -> None:
+    """Not a deny-list: any right beyond what the program's objects need (create on pods, a ConfigMap, a Role, a
+    grant on a whole kind where one by name does) is an extra, and fails."""
+    assert deployer_excess(documents(), set(options)) == {"extra": set(), "missing": set()}
+
+
+def test_the_verifier_is_granted_exactly_what_make_verify_calls() -> None:
+    assert verify_calls() == set(VERIFY_CALLS), "a call of oomtools/verify not in VERIFY_CALLS: give it its right"
+    assert verifier_excess(documents()) == {"extra": set(), "missing": set()}
 
 
 def test_the_base_documents_give_no_right_on_secrets() -> None:
@@ -329,6 +408,38 @@ def test_each_check_catches_a_manifest_broken_its_way() -> None:
     def nodes_patched(docs: list[Document]) -> None:
         role(docs, "oom-killer-node-reader")["rules"][0]["verbs"].append("patch")
 
+    def deployer_creates(resource: str, group: str = "") -> Callable[[list[Document]], None]:
+        def change(docs: list[Document]) -> None:
+            role(docs, "oom-killer-deployer")["rules"].append(
+                {"apiGroups": [group], "resources": [resource], "verbs": ["create"]}
+            )
+
+        return change
+
+    def limit_range_by_kind(docs: list[Document]) -> None:
+        del role(docs, "oom-killer-deployer")["rules"][0]["resourceNames"]
+
+    def verifier_reads_secrets(docs: list[Document]) -> None:
+        role(docs, "oom-killer-verifier")["rules"].append(
+            {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]}
+        )
+
+    for resource, group in [
+        ("pods", ""),
+        ("configmaps", ""),
+        ("serviceaccounts", ""),
+        ("roles", "rbac.authorization.k8s.io"),
+        ("rolebindings", "rbac.authorization.k8s.io"),
+    ]:
+        assert deployer_excess(broken(deployer_creates(resource, group)), set())["extra"] == {
+            (group, resource, None, "create")
+        }
+    assert ("", "limitranges", None, "delete") in deployer_excess(broken(limit_range_by_kind), set())["extra"]
+    assert deployer_excess(broken(no_daemon_sets), set())["missing"] == {
+        ("apps", "daemonsets", "oom-killer", verb) for verb in BY_NAME
+    }
+    assert verifier_excess(broken(verifier_reads_secrets))["extra"] == {("", "secrets", None, "get")}
+    assert verifier_excess(broken(no_logs))["missing"] == {("", "pods/log", None, "get")}
     assert uncovered(broken(no_daemon_sets), "node") == [f"DaemonSet/oom-killer: {verb}" for verb in BY_NAME]
     assert uncovered(broken(no_watch), "dev") == ["LimitRange/*: watch", "NetworkPolicy/*: watch"]
     assert namespace_label_drift(broken(pod_security_off))

@@ -5,14 +5,18 @@ A cluster admin applies the manifest, for a namespace of the test's own, renamed
 Two users get client certificates from the cluster's CA, one in the deployers' group, one in the verifiers'. With
 the deployer's kubeconfig the real Pulumi CLI runs `pulumi up`, `pulumi preview --refresh --expect-no-changes` and
 `pulumi destroy` on a stack with createNamespace=false; with the verifier's, `oom-killer verify` (make verify's
-command) watches the pod's OOM kill. Then each thing the rights must not allow is tried, and must be a 403 from the
-API: other namespaces' secrets, a privileged pod, writes to nodes and namespaces, the verifier's writes. One thing
+command) watches the pod's OOM kill. Then each thing the rights must not allow is tried, and must be a 403 from
+RBAC itself (its wording, not an admission plugin's): other namespaces' secrets, a privileged pod, objects the program
+never declares that Pod Security has nothing against (a restricted pod, a ConfigMap, a ServiceAccount, a Role), writes
+to nodes and namespaces, the verifier's writes. tests/test_rights.py holds each role's rules equal to what the
+program and make verify need, so an extra grant fails there before it reaches a cluster. One thing
 RBAC lets through is stopped by the namespace's Pod Security instead: a Deployment whose pods are privileged.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import time
@@ -92,12 +96,38 @@ def users(cluster: Cluster) -> Iterator[Users]:
     client.CoreV1Api(admin).delete_namespace(NAMESPACE)
 
 
+# How the API server words a refusal by RBAC (the authorizer), as against one by an admission plugin such as Pod
+# Security (`violates PodSecurity`), which refuses with 403 too: only this wording proves the rights themselves said no.
+RBAC_REFUSAL = re.compile(r'User "[^"]+" cannot \w+ resource "[^"]+"')
+
+
 def _forbidden(what: str, call: Callable[[], object]) -> str:
-    """`call` is refused by the API with 403; returns what was refused."""
+    """`call` is refused by RBAC with 403 (not by an admission plugin after RBAC let it through); returns what was
+    refused."""
     with pytest.raises(ApiException) as caught:
         call()
     assert caught.value.status == 403, f"{what}: {caught.value.status} {caught.value.reason} {caught.value.body}"
+    body = str(caught.value.body)
+    assert RBAC_REFUSAL.search(body), f"{what}: refused, but not by RBAC: {body}"
+    assert "PodSecurity" not in body, f"{what}: refused by Pod Security, not by RBAC: {body}"
     return what
+
+
+def _restricted_pod(name: str) -> client.V1Pod:
+    """A pod Pod Security `restricted` admits (non-root, no privilege escalation, no capabilities, RuntimeDefault
+    seccomp): refused only if RBAC refuses it, so it shows an over-grant the privileged pod cannot."""
+    container = client.V1Container(
+        name="plain",
+        image="oom-killer:any",
+        security_context=client.V1SecurityContext(
+            run_as_non_root=True,
+            run_as_user=65532,
+            allow_privilege_escalation=False,
+            capabilities=client.V1Capabilities(drop=["ALL"]),
+            seccomp_profile=client.V1SeccompProfile(type="RuntimeDefault"),
+        ),
+    )
+    return client.V1Pod(metadata=client.V1ObjectMeta(name=name), spec=client.V1PodSpec(containers=[container]))
 
 
 PRIVILEGED_POD_SPEC: dict[str, Any] = {
@@ -263,6 +293,29 @@ def test_the_users_commands_need_only_the_manifests_rights(
         _forbidden(
             "deployer creates a privileged pod",
             lambda: deployer.create_namespaced_pod(NAMESPACE, _privileged_pod("privileged")),
+        ),
+        # What the program never declares, each a plain object Pod Security has nothing against: RBAC alone says no.
+        _forbidden(
+            "deployer creates a restricted pod",
+            lambda: deployer.create_namespaced_pod(NAMESPACE, _restricted_pod("plain")),
+        ),
+        _forbidden(
+            "deployer creates a config map",
+            lambda: deployer.create_namespaced_config_map(
+                NAMESPACE, client.V1ConfigMap(metadata=client.V1ObjectMeta(name="mine"))
+            ),
+        ),
+        _forbidden(
+            "deployer creates a service account",
+            lambda: deployer.create_namespaced_service_account(
+                NAMESPACE, client.V1ServiceAccount(metadata=client.V1ObjectMeta(name="mine"))
+            ),
+        ),
+        _forbidden(
+            "deployer creates a role",
+            lambda: client.RbacAuthorizationV1Api(users.deployer_api).create_namespaced_role(
+                NAMESPACE, client.V1Role(metadata=client.V1ObjectMeta(name="mine"), rules=[])
+            ),
         ),
         _forbidden("deployer patches a node", lambda: deployer.patch_node(NODE, {"metadata": {"labels": {"a": "b"}}})),
         _forbidden(
