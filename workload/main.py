@@ -9,6 +9,7 @@ import time
 
 from workload import logfmt
 from workload.cgroup import MemoryCgroup, discover
+from workload.kinds import memory_kind, process_model
 from workload.memory import (
     FILE_PREFIX,
     FILE_SUFFIX,
@@ -146,7 +147,7 @@ def bad_setting(error: SettingsError) -> int:
 
 def check_memory_dir(settings: Settings) -> None:
     """Raise SettingsError where MEMORY_DIR is missing or on the wrong kind of filesystem for MEMORY_KIND."""
-    if settings.memory_kind == "anonymous":
+    if not memory_kind(settings.memory_kind).writes_files:
         return
     directory = settings.memory_dir
     if not os.path.isdir(directory) or not os.access(directory, os.W_OK | os.X_OK):
@@ -167,7 +168,8 @@ def main(env: dict[str, str] | None = None) -> int:
         return bad_setting(error)
 
     worker = environment.get(WORKER_VARIABLE) == "1"
-    if settings.process_model == "supervised" and not worker:
+    kind = memory_kind(settings.memory_kind)
+    if process_model(settings.process_model).interpreters > 1 and not worker:
         from workload.supervise import supervise  # only PID 1 of the supervised model needs it
 
         return supervise(settings, environment)
@@ -182,20 +184,21 @@ def main(env: dict[str, str] | None = None) -> int:
 
     cgroup = discover()
     limit = cgroup.limit_bytes if cgroup is not None else None
-    if settings.memory_kind == "pagecache" and settings.ceiling_mib is None:
-        if limit is None:
+    if kind.holds_at_limits and settings.ceiling_mib is None:
+        # Page cache is reclaimed, not killed: it holds at a multiple of the limit, never fills the disk.
+        settings.ceiling_mib = kind.hold_ceiling_mib(None, None if limit is None else limit // MIB)
+        if settings.ceiling_mib is None:
             say(
                 logfmt.line(
                     level="error",
                     event="refused",
-                    reason="MEMORY_KIND=pagecache holds at MEMORY_CEILING_MB or twice the memory limit, and there "
-                    "is neither: it would fill the disk",
+                    reason=f"MEMORY_KIND={kind.name} holds at MEMORY_CEILING_MB or {kind.holds_at_limits} times "
+                    "the memory limit, and there is neither: it would fill the disk",
                     fix="set MEMORY_CEILING_MB, or run it under a memory limit",
                 ),
                 error=True,
             )
             return EXIT_BAD_SETTINGS
-        settings.ceiling_mib = 2 * limit // MIB  # page cache is reclaimed, not killed: hold at twice the limit
     if limit is None and settings.ceiling_mib is None and not settings.allow_unlimited:
         say(
             logfmt.line(
@@ -236,7 +239,7 @@ def main(env: dict[str, str] | None = None) -> int:
         reclaimable,
         stat.get("inactive_file"),
     )
-    if settings.memory_kind == "pagecache":
+    if not kind.killed:
         kill = None  # page cache is reclaimed at the limit: no kill comes
     throttle = predict_throttle(high, charged, settings.increment_mib, settings.ceiling_mib)
     start: dict[str, object] = {
@@ -280,11 +283,11 @@ def main(env: dict[str, str] | None = None) -> int:
     while received is None and (size_mib := next_step_mib(settings, allocated_mib)):
         began = time.monotonic()
         try:
-            if settings.memory_kind == "anonymous":
+            if not kind.writes_files:
                 blocks.append(allocate(size_mib * MIB))
             else:
                 name = f"{FILE_PREFIX}{os.getpid()}-{step + 1}{FILE_SUFFIX}"
-                write_file(settings.memory_dir, name, size_mib * MIB, sync=settings.memory_kind == "pagecache")
+                write_file(settings.memory_dir, name, size_mib * MIB, sync=kind.sync)
         except OSError as error:
             say(
                 logfmt.line(

@@ -5,6 +5,8 @@ from __future__ import annotations
 import mmap
 import os
 
+from workload.kinds import memory_kind
+
 MIB = 1 << 20
 PAGE_SIZE = mmap.PAGESIZE
 
@@ -59,10 +61,11 @@ def filesystem_of(path: str, mountinfo: str) -> str:
 
 def memory_dir_problem(kind: str, fstype: str) -> str | None:
     """Why this kind cannot fill a directory on a filesystem of this type, or None when it can."""
-    if kind == "tmpfs" and fstype != "tmpfs":
-        return f"is on {fstype or 'an unknown filesystem'}, not a tmpfs: MEMORY_KIND=tmpfs fills memory, never a disk"
-    if kind == "pagecache" and fstype in MEMORY_FILESYSTEMS:
-        return f"is on {fstype}, whose pages cannot be reclaimed: MEMORY_KIND=pagecache needs a disk filesystem"
+    wants_memory = memory_kind(kind).needs_memory_filesystem
+    if wants_memory and fstype != "tmpfs":
+        return f"is on {fstype or 'an unknown filesystem'}, not a tmpfs: MEMORY_KIND={kind} fills memory, never a disk"
+    if wants_memory is False and fstype in MEMORY_FILESYSTEMS:
+        return f"is on {fstype}, whose pages cannot be reclaimed: MEMORY_KIND={kind} needs a disk filesystem"
     return None
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from workload.kinds import MEMORY_KINDS, PROCESS_MODELS, memory_kind
+
 DEFAULT_INCREMENT_MIB = 10
 DEFAULT_INTERVAL_MS = 1000
 DEFAULT_TERMINATION_MESSAGE_PATH = "/dev/termination-log"
@@ -11,11 +13,6 @@ DEFAULT_TERMINATION_MESSAGE_PATH = "/dev/termination-log"
 MAX_INCREMENT_MIB = 1024 * 1024
 MAX_CEILING_MIB = 1024 * 1024
 MAX_INTERVAL_MS = 24 * 60 * 60 * 1000
-
-# What the hog fills, and who runs it (README: "Memory kinds and process models").
-MEMORY_KINDS = ("anonymous", "tmpfs", "pagecache")
-PROCESS_MODELS = ("single", "supervised")
-DEFAULT_TMPFS_DIR = "/dev/shm"  # noqa: S108 (the tmpfs every container has; the hog writes only its own files)
 
 
 class SettingsError(ValueError):
@@ -109,11 +106,10 @@ def parse_settings(env: dict[str, str]) -> Settings:
 
     kind = _choice(env, "MEMORY_KIND", MEMORY_KINDS)
     model = _choice(env, "PROCESS_MODEL", PROCESS_MODELS)
-    memory_dir = env.get("MEMORY_DIR", "").strip()
-    if kind == "tmpfs":
-        memory_dir = memory_dir or DEFAULT_TMPFS_DIR
-    if kind == "pagecache" and not memory_dir:
-        raise SettingsError("MEMORY_DIR", "", "must name a directory on a disk filesystem for MEMORY_KIND=pagecache")
+    described = memory_kind(kind)
+    memory_dir = env.get("MEMORY_DIR", "").strip() or described.default_dir
+    if described.writes_files and not memory_dir:
+        raise SettingsError("MEMORY_DIR", "", f"must name a directory on a disk filesystem for MEMORY_KIND={kind}")
     if memory_dir and not memory_dir.startswith("/"):
         raise SettingsError("MEMORY_DIR", memory_dir, "must be an absolute path")
 
@@ -124,7 +120,7 @@ def parse_settings(env: dict[str, str]) -> Settings:
         allow_unlimited=allow_raw.strip() == "1",
         termination_message_path=env.get("TERMINATION_MESSAGE_PATH", "").strip() or DEFAULT_TERMINATION_MESSAGE_PATH,
         memory_kind=kind,
-        memory_dir=memory_dir if kind != "anonymous" else "",
+        memory_dir=memory_dir if described.writes_files else "",
         process_model=model,
     )
 

@@ -13,6 +13,7 @@ import sys
 
 from workload import logfmt
 from workload.cgroup import discover, oom_kill_count
+from workload.kinds import memory_kind
 from workload.memory import MIB, allocate, remove_own_files
 from workload.settings import Settings
 
@@ -92,7 +93,7 @@ def supervise(settings: Settings, environment: dict[str, str]) -> int:
     _say(**start)
     children = 0
     while True:
-        reserve = allocate(RESERVE_BYTES) if settings.memory_kind == "tmpfs" else None
+        reserve = allocate(RESERVE_BYTES) if memory_kind(settings.memory_kind).keeps_charge_after_death else None
         # The child starts with no signal blocked, as a process started by a runtime does.
         child = os.posix_spawn(command[0], command, child_environment, setsigmask=())
         children += 1
