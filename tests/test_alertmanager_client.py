@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from oomtools import alerts as prom
+from oomtools import alert_client as prom
 from oomtools.verify.detectors import Delivery
 from tests.conftest import tool_on_path
 from tests.servers import alertmanager_argv, free_port, prometheus_argv

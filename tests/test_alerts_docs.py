@@ -14,6 +14,7 @@ import yaml
 
 from infra.monitoring import rule_groups
 from oomtools import alerts
+from oomtools.promql_scope import scope_expr
 from tests.conftest import PROJECT
 from tests.test_readme import page, section
 
@@ -55,7 +56,7 @@ def test_the_scoped_expression_shown_is_the_generators() -> None:
     regex = re.search(r"--watch-namespaces '([^']+)'", text)
     assert regex is not None
     (rule,) = [r for r in rule_groups()[0]["rules"] if r["alert"] == "ContainerCrashLooping"]
-    assert shown == alerts.scope_expr(rule["expr"], regex.group(1))
+    assert shown == scope_expr(rule["expr"], regex.group(1))
 
 
 def test_the_alertmanager_configuration_shown_is_the_tested_example() -> None:

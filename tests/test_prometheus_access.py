@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from oomtools import alerts as prom
+from oomtools import alert_client as prom
 
 TOKEN = "a-test-token"  # noqa: S105 (the loopback test server's own)
 ANSWERS = {

@@ -20,6 +20,7 @@ import yaml
 from infra.kube import APP
 from infra.monitoring import RULES_FILE, rule_groups
 from oomtools import alerts
+from oomtools.promql_scope import scope_expr
 from oomtools.render import render
 from tests.test_alerts import RULE_TESTS, promtool
 from tests.test_prometheus_rule import PROMETHEUS_RULE, crd_schema
@@ -182,12 +183,12 @@ def test_a_bad_option_is_exit_2_in_one_line_naming_it(argv: list[str], message: 
     ],
 )
 def test_scoping_adds_the_namespace_matcher_to_each_series_selector_and_nothing_else(expr: str, scoped: str) -> None:
-    assert alerts.scope_expr(expr, "a|b") == scoped
+    assert scope_expr(expr, "a|b") == scoped
 
 
 def test_a_regex_is_written_as_promql_reads_it() -> None:
-    assert alerts.scope_expr("up", 'team\\.a"') == 'up{namespace=~"team\\\\.a\\""}'
-    assert alerts.scope_expr("up", "kube-.*", ignore=True) == 'up{namespace!~"kube-.*"}'
+    assert scope_expr("up", 'team\\.a"') == 'up{namespace=~"team\\\\.a\\""}'
+    assert scope_expr("up", "kube-.*", ignore=True) == 'up{namespace!~"kube-.*"}'
 
 
 @pytest.mark.parametrize(("option", "operator"), [("--watch-namespaces", "=~"), ("--ignore-namespaces", "!~")])

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from oomtools import verify
-from oomtools.alerts import Access, AlertRecord
+from oomtools.alert_client import Access, AlertRecord
 from oomtools.arguments import Parser
 from workload.predict import KillRange
 

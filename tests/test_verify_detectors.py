@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from oomtools import verify
-from oomtools.alerts import DEFAULT_ALERTS, Routed
+from oomtools.alert_client import DEFAULT_ALERTS, Routed
 from oomtools.verify import detectors
 from oomtools.verify.detectors import CONTAINER, UNREAD, WORKER, Coverage, Delivery, Kill
 from oomtools.verify.judge import Check, coverage_checks

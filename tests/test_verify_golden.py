@@ -25,7 +25,7 @@ from typing import Any
 
 import pytest
 
-from oomtools import alerts as prom
+from oomtools import alert_client as prom
 from oomtools import demo, rehearsal, verify
 
 GOLDEN = Path(__file__).parent / "golden" / "verdicts.txt"

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from infra.monitoring import RULES_FILE
-from oomtools import alerts as prom
+from oomtools import alert_client as prom
 from tests.conftest import require
 from tests.promtime import compress
 from tests.servers import free_port, prometheus_argv

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Final
 from oomtools.arguments import Parser, UsageError, exit_codes
 
 if TYPE_CHECKING:  # imported where used: --help, bad arguments and completion need neither Prometheus nor a cluster
-    from oomtools import alerts as prom
+    from oomtools import alert_client as prom
 
 EXIT_AS_PREDICTED: Final = 0
 EXIT_NOT_AS_PREDICTED: Final = 1
@@ -125,7 +125,7 @@ def configure(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    from oomtools import alerts as prom
+    from oomtools import alert_client as prom
 
     try:
         args = configure(Parser(prog="oom-killer verify")).parse_args(argv)
@@ -157,7 +157,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 def prometheus_access(args: argparse.Namespace) -> prom.Access:
     """How to reach Prometheus: its token (read from the file, which keeps it out of `ps` and shell history), the CA
     bundle that signed its certificate, or no certificate check."""
-    from oomtools import alerts as prom
+    from oomtools import alert_client as prom
 
     token = None
     if args.prometheus_token_file is not None:

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TextIO
 
 if TYPE_CHECKING:
-    from oomtools import alerts as prom
+    from oomtools import alert_client as prom
 
 from oomtools.verify import fleet
 from oomtools.verify.arguments import (
@@ -43,7 +43,7 @@ from oomtools.verify.report import _alert_line, coverage_line, coverage_table, v
 
 
 def run(args: argparse.Namespace, out: TextIO, err: TextIO, clock: Callable[[], float] = time.time) -> int:
-    from oomtools import alerts as prom
+    from oomtools import alert_client as prom
 
     access = prometheus_access(args)
     outputs = stack_outputs(args.stack, args.outputs)
@@ -137,7 +137,7 @@ def read_coverage(
     --prometheus, Alertmanager with --alertmanager (read until they show the last kills, or --detector-grace)."""
     from kubernetes.client.exceptions import ApiException
 
-    from oomtools import alerts as prom
+    from oomtools import alert_client as prom
 
     def events() -> list[Any] | None:
         try:

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
 if TYPE_CHECKING:
-    from oomtools import alerts as prom
+    from oomtools import alert_client as prom
     from oomtools.verify.observe import Observed
 
 YES: Final = "yes"

@@ -9,7 +9,7 @@ from workload import logfmt
 from workload.predict import KillRange
 
 if TYPE_CHECKING:  # annotations only: observe imports this module, Prometheus' client is imported where used
-    from oomtools import alerts as prom
+    from oomtools import alert_client as prom
     from oomtools.verify.detectors import Coverage
     from oomtools.verify.observe import Death, Observed
 

@@ -19,7 +19,7 @@ from oomtools.verify.report import _alert_line
 from workload import logfmt
 
 if TYPE_CHECKING:  # imported where used: --help, bad arguments and completion need neither Prometheus nor a cluster
-    from oomtools import alerts as prom
+    from oomtools import alert_client as prom
     from oomtools.verify.detectors import Delivery
     from oomtools.verify.judge import Prediction
 
@@ -366,7 +366,7 @@ def record_worker_kills(
 
 def check_prometheus(url: str, access: prom.Access, names: tuple[str, ...], err: TextIO) -> None:
     """Say which Prometheus answers, and which of the alerts asked for it has no rule for."""
-    from oomtools import alerts as prom
+    from oomtools import alert_client as prom
 
     try:
         version = prom.check_reachable(url, access)
@@ -385,7 +385,7 @@ def check_prometheus(url: str, access: prom.Access, names: tuple[str, ...], err:
 
 def poll_alertmanager(url: str, namespace: str, delivery: Delivery, now: float, say: Callable[[str], None]) -> None:
     """Take in what Alertmanager holds for the namespace; say each alert it holds for its receivers the first time."""
-    from oomtools import alerts as prom
+    from oomtools import alert_client as prom
 
     try:
         held = prom.alertmanager_alerts(url, namespace)
@@ -397,7 +397,7 @@ def poll_alertmanager(url: str, namespace: str, delivery: Delivery, now: float, 
 
 def check_alertmanager(url: str, err: TextIO) -> None:
     """Say which Alertmanager answers."""
-    from oomtools import alerts as prom
+    from oomtools import alert_client as prom
 
     try:
         version = prom.alertmanager_version(url)
@@ -430,7 +430,7 @@ def watch(
     stack went) or --timeout is up."""
     from kubernetes.client.exceptions import ApiException
 
-    from oomtools import alerts as prom
+    from oomtools import alert_client as prom
 
     names = tuple(record.name for record in records)
     observed = Observed()

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 from workload import logfmt
 
 if TYPE_CHECKING:  # for the annotations only: Prometheus' client is imported where used, and observe imports this
-    from oomtools import alerts as prom
+    from oomtools import alert_client as prom
     from oomtools.verify.detectors import Coverage
     from oomtools.verify.judge import Check, Prediction
     from oomtools.verify.observe import Observed

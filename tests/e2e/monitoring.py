@@ -29,7 +29,7 @@ import yaml
 from kubernetes import client, utils
 
 from infra.monitoring import RULES_FILE
-from oomtools import alerts as prom
+from oomtools import alert_client as prom
 from tests.conftest import tool_on_path
 from tests.e2e.cluster import BIN, Cluster, http_ok
 from tests.promtime import compress

@@ -26,7 +26,7 @@ import docker
 import pytest
 from kubernetes import client
 
-from oomtools import alerts as prom
+from oomtools import alert_client as prom
 from oomtools import verify
 from oomtools.rehearsal import build_image, declared_pod
 from oomtools.render import Rendered, stack_config
