@@ -23,7 +23,7 @@ from typing import Any, Final, TextIO
 import yaml
 
 from infra.monitoring import PROMETHEUS_RULE_API_VERSION, PROMETHEUS_RULE_NAME, RULES_FILE, parse_labels, rule_groups
-from oomtools.promql_scope import check_namespace_regex, scope_expr
+from oomtools.promql_scope import UnscopableExpr, check_namespace_regex, scope_expr
 
 MANIFEST_FILE: Final = RULES_FILE.with_name("oom-killer.prometheusrule.yaml")
 REGENERATE: Final = "venv/bin/python -m oomtools.alerts --output alerts/oom-killer.prometheusrule.yaml"
@@ -40,7 +40,10 @@ def scoped_groups(groups: list[dict[str, Any]], namespaces: str, ignore: bool = 
     scoped = copy.deepcopy(groups)
     for group in scoped:
         for rule in group["rules"]:
-            rule["expr"] = scope_expr(rule["expr"], namespaces, ignore)
+            try:
+                rule["expr"] = scope_expr(rule["expr"], namespaces, ignore)
+            except UnscopableExpr as error:
+                raise UnscopableExpr(f"{rule.get('alert') or rule.get('record')}'s expression: {error}") from None
     return scoped
 
 
