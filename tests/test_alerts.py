@@ -8,12 +8,13 @@ import subprocess
 
 import yaml
 
+from oomtools.alert_catalogue import NAMES
 from tests.conftest import PROJECT, tool_on_path
 
 ALERTS = PROJECT / "alerts"
 RULES = ALERTS / "oom-killer.rules.yaml"
 RULE_TESTS = ALERTS / "oom-killer.rules.test.yaml"
-ALERT_NAMES = {"ContainerOOMKilled", "ContainerCrashLooping", "ContainerOOMKillWithoutRestart"}
+ALERT_NAMES = set(NAMES)
 
 
 def promtool() -> str:
