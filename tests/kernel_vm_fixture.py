@@ -20,8 +20,8 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import require
 from tests.kernel_vm import Boot, VmUnavailable, boot, missing_tools
+from tests.support import require
 
 # The parameter pytest-repeat gives each repetition of a test (0 to N-1); absent without --count.
 REPEAT_PARAMETER = "__pytest_repeat_step_number"

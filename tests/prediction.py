@@ -12,7 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.conftest import PROJECT
+from tests.support import PROJECT
 from workload.memory import MIB
 from workload.predict import GROWTH_BASE_BYTES, GROWTH_DIVISOR
 

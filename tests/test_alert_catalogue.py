@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from oomtools import alert_catalogue as catalogue
-from tests.conftest import PROJECT
+from tests.support import PROJECT
 
 RULES = PROJECT / "alerts" / "oom-killer.rules.yaml"
 

@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from infra.monitoring import rule_groups
-from tests.conftest import PROJECT, tool_on_path
+from tests.support import PROJECT, tool_on_path
 
 EXAMPLE = PROJECT / "alerts" / "alertmanager.example.yaml"
 KUBE_POD_CRASH_LOOPING_FOR_MINUTES = 15  # kubernetes-mixin's KubePodCrashLooping, as kube-prometheus-stack ships it

@@ -9,7 +9,7 @@ import subprocess
 import yaml
 
 from oomtools.alert_catalogue import NAMES
-from tests.conftest import PROJECT, tool_on_path
+from tests.support import PROJECT, tool_on_path
 
 ALERTS = PROJECT / "alerts"
 RULES = ALERTS / "oom-killer.rules.yaml"

@@ -15,7 +15,7 @@ import yaml
 from infra.monitoring import rule_groups
 from oomtools import alerts
 from oomtools.promql_scope import scope_expr
-from tests.conftest import PROJECT
+from tests.support import PROJECT
 from tests.test_readme import page, section
 
 TEXT = page("alerts.md")

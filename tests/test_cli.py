@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 from oomtools import demo, verify
-from tests.conftest import PROJECT, require
+from tests.support import PROJECT, require
 
 COMMAND = Path(sys.executable).parent / "oom-killer"
 REINSTALL = "venv/bin/pip install --no-deps -e . (make demo does it)"

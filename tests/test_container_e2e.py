@@ -17,8 +17,8 @@ import pytest
 
 from oomtools import demo
 from oomtools.rehearsal import DeclaredPod, build_image, rehearse, stack_pod, start
-from tests.conftest import CONTAINER_LIMIT_MIB, require
 from tests.prediction import assert_killed_in_announced_range, drop_page_cache
+from tests.support import CONTAINER_LIMIT_MIB, require
 from workload import logfmt
 
 LIMIT_MIB = CONTAINER_LIMIT_MIB  # the limit of dev_pod (tests/conftest.py)

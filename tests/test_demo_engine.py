@@ -13,7 +13,7 @@ import pytest
 from infra.settings import BASELINE_MAX_MIB
 from oomtools import demo
 from oomtools.rehearsal import DeclaredPod, rehearse, stack_pod
-from tests.conftest import CONTAINER_LIMIT_MIB
+from tests.support import CONTAINER_LIMIT_MIB
 from workload import logfmt
 
 LIMIT_MIB = CONTAINER_LIMIT_MIB  # the limit of dev_pod (tests/conftest.py)

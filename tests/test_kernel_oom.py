@@ -18,7 +18,6 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import PROJECT, require
 from tests.memcg import CgroupUnavailable, MemoryCgroup
 from tests.prediction import (
     assert_killed_in_announced_range,
@@ -26,6 +25,7 @@ from tests.prediction import (
     drop_page_cache,
     warm_page_cache,
 )
+from tests.support import PROJECT, require
 from workload import logfmt
 from workload.cgroup import discover
 

@@ -16,9 +16,9 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import PROJECT
 from tests.kernel_vm import Boot
 from tests.prediction import assert_killed_in_announced_range, assert_one_step_where_nothing_is_reclaimable
+from tests.support import PROJECT
 from workload import logfmt
 
 # `vm`: what the VM's driver reported, from one boot shared by every v2 module (each module's LAYOUTS together).

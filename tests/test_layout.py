@@ -5,7 +5,7 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-from tests.conftest import PROJECT
+from tests.support import PROJECT
 
 
 def imported_modules(path: Path) -> set[str]:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import PROJECT, require
+from tests.support import PROJECT, require
 
 OOM_KILLER = Path(sys.executable).parent / "oom-killer"  # the command this virtualenv has installed
 TOOLS_PREREQUISITES = ("requirements.txt", "requirements-tools.txt", "pyproject.toml")

@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from oomtools.render import KIND_ORDER, Rendered, render, stack_config
-from tests.conftest import PROJECT, require
+from tests.support import PROJECT, require
 
 # The oldest and the newest Kubernetes the project supports.
 VERSIONS = ["1.31.0", "1.37.0"]

@@ -29,7 +29,7 @@ from infra.settings import (
 )
 from oomtools import render as render_module
 from oomtools.render import Rendered, render, stack_config
-from tests.conftest import PROJECT, require
+from tests.support import PROJECT, require
 from workload.memory import MIB
 from workload.predict import STARTUP_SECONDS_MAX, predict_kill
 from workload.settings import MAX_CEILING_MIB, SettingsError, parse_settings

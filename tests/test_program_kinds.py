@@ -16,7 +16,7 @@ import yaml
 from infra.kube import MEMORY_DIR, PAGECACHE_ROOM_MIB
 from infra.settings import ConfigError
 from oomtools.render import Rendered, render, stack_config
-from tests.conftest import PROJECT, require
+from tests.support import PROJECT, require
 from tests.test_manifests import VERSIONS, checkov_command
 from tests.test_program import DEPLOYMENT, LIMIT_RANGE, assert_refused_and_nothing_declared, container, env_of
 

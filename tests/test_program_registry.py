@@ -14,7 +14,7 @@ from pulumi.runtime import rpc
 
 from infra.image import REGISTRY_LOGIN_NAME
 from oomtools.render import render
-from tests.conftest import PROJECT
+from tests.support import PROJECT
 from tests.test_program import DEPLOYMENT, IMAGE
 
 CREDENTIALS_OBJECT = "kubernetes:core/v1:Secret"

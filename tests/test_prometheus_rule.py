@@ -14,7 +14,7 @@ import yaml
 from infra.monitoring import RULES_FILE, parse_labels, rule_groups
 from infra.settings import ConfigError
 from oomtools.render import Rendered, render
-from tests.conftest import PROJECT, require
+from tests.support import PROJECT, require
 from tests.test_readme import page
 
 PROMETHEUS_RULE = "kubernetes:monitoring.coreos.com/v1:PrometheusRule"

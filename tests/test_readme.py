@@ -10,7 +10,7 @@ import yaml
 
 from oomtools import cli, demo, verify
 from oomtools.render import render
-from tests.conftest import PROJECT
+from tests.support import PROJECT
 from workload.settings import parse_settings
 
 README = (PROJECT / "README.md").read_text()

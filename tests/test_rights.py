@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from oomtools.render import render, stack_config
-from tests.conftest import PROJECT
+from tests.support import PROJECT
 from tests.test_manifests import VERSIONS
 from tests.test_program_rights import CONFIGS
 

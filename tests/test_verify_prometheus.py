@@ -22,9 +22,9 @@ import pytest
 
 from infra.monitoring import RULES_FILE
 from oomtools import alert_client as prom
-from tests.conftest import require
 from tests.promtime import compress
 from tests.servers import free_port, prometheus_argv
+from tests.support import require
 
 SPEED = 12
 LOOP_PERIOD = 4.0  # a kill every 4 s: killed, 1 s back-off, restarted, killed 3 s later

@@ -32,7 +32,6 @@ from kubernetes import client, utils
 
 from oomtools.rehearsal import build_image, declared_pod
 from oomtools.render import Rendered, render, stack_config
-from tests.conftest import require
 from tests.e2e.cluster import (
     BIN,
     CNI_PLUGINS,
@@ -44,6 +43,7 @@ from tests.e2e.cluster import (
     stop_command,
 )
 from tests.servers import free_port
+from tests.support import require
 
 REGISTRY = "/usr/bin/docker-registry"
 

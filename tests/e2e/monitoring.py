@@ -30,10 +30,10 @@ from kubernetes import client, utils
 
 from infra.monitoring import RULES_FILE
 from oomtools import alert_client as prom
-from tests.conftest import tool_on_path
 from tests.e2e.cluster import BIN, Cluster, http_ok
 from tests.promtime import compress
 from tests.servers import alertmanager_argv, free_port, prometheus_argv
+from tests.support import tool_on_path
 
 SPEED = 10
 SCRAPE_INTERVAL_S = 30 / SPEED  # kube-prometheus' scrape and evaluation interval

@@ -21,8 +21,8 @@ import pytest
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from tests.conftest import PROJECT, require
 from tests.e2e.cluster import BIN, Cluster, as_json
+from tests.support import PROJECT, require
 
 PROJECT_FILES = (
     "Pulumi.yaml",

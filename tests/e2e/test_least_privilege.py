@@ -31,10 +31,10 @@ import yaml
 from kubernetes import client, config, utils
 from kubernetes.client.exceptions import ApiException
 
-from tests.conftest import PROJECT
 from tests.e2e.cluster import NODE, Cluster, _kubeconfig, as_json
 from tests.e2e.conftest import fact, workload_archive
 from tests.e2e.pulumi_cli import Pulumi, project_with_cli, session_processes
+from tests.support import PROJECT
 from workload import logfmt
 
 pytestmark = pytest.mark.e2e

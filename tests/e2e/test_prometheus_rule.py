@@ -14,9 +14,9 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from oomtools.render import render, stack_config
-from tests.conftest import PROJECT, require
 from tests.e2e.cluster import Cluster
 from tests.e2e.conftest import Deployed, fact
+from tests.support import PROJECT, require
 
 pytestmark = pytest.mark.e2e
 
