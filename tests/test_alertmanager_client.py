@@ -6,6 +6,7 @@ own that counts its scrapes.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
 import math
@@ -24,8 +25,8 @@ import pytest
 
 from oomtools import alert_client as prom
 from oomtools.verify.detectors import Delivery
+from tests.conftest import tool_on_path
 from tests.servers import alertmanager_argv, free_port, prometheus_argv
-from tests.support import tool_on_path
 
 SHOP_POD = {"namespace": "shop", "pod": "web-6f7d-abc", "container": "web"}
 OTHER_POD = {"namespace": "other", "pod": "api-5b8c-xyz", "container": "api"}
@@ -52,6 +53,18 @@ def wait_ready(url: str, process: subprocess.Popen[bytes], log: Path) -> None:
             pass
         time.sleep(0.1)
     pytest.fail(f"not ready in 15 s: {log.read_text()[-2000:]}")
+
+
+@contextlib.contextmanager
+def running(argv: list[str], url: str, log_path: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """The server argv starts, its output in log_path, once url answers ready; stopped after."""
+    with log_path.open("w") as log:
+        process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            wait_ready(url, process, log_path)
+            yield process
+        finally:
+            stop(process)
 
 
 def stop(process: subprocess.Popen[bytes]) -> None:
@@ -88,19 +101,9 @@ def alertmanager(tmp_path: Path) -> Iterator[tuple[str, str]]:
         f"      - url: http://127.0.0.1:{free_port()}/hook\n"
     )
     url = f"http://127.0.0.1:{port}"
-    log_path = tmp_path / "alertmanager.log"
-    log = log_path.open("w")
-    process = subprocess.Popen(
-        alertmanager_argv(binary, tmp_path / "alertmanager.yml", tmp_path / "data", port),
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    try:
-        wait_ready(url, process, log_path)
+    argv = alertmanager_argv(binary, tmp_path / "alertmanager.yml", tmp_path / "data", port)
+    with running(argv, url, tmp_path / "alertmanager.log"):
         yield url, binary
-    finally:
-        stop(process)
-        log.close()
 
 
 def iso(moment: datetime.datetime) -> str:
@@ -274,27 +277,20 @@ def prometheus(tmp_path: Path) -> Iterator[tuple[str, CountingExporter]]:
     )
     url = f"http://127.0.0.1:{port}"
     log_path = tmp_path / "prometheus.log"
-    log = log_path.open("w")
-    process = subprocess.Popen(
-        prometheus_argv(binary, tmp_path / "prometheus.yml", tmp_path / "data", port),
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
+    argv = prometheus_argv(binary, tmp_path / "prometheus.yml", tmp_path / "data", port)
     try:
-        wait_ready(url, process, log_path)
-        for _ in range(200):
-            if len(exporter.scraped_at) >= 10:
-                break
-            assert process.poll() is None, log_path.read_text()[-2000:]
-            time.sleep(0.1)
-        else:
-            pytest.fail("Prometheus never scraped the exporter ten times")
-        yield url, exporter
+        with running(argv, url, log_path) as process:
+            for _ in range(200):
+                if len(exporter.scraped_at) >= 10:
+                    break
+                assert process.poll() is None, log_path.read_text()[-2000:]
+                time.sleep(0.1)
+            else:
+                pytest.fail("Prometheus never scraped the exporter ten times")
+            yield url, exporter
     finally:
-        stop(process)
         exporter.server.shutdown()
         exporter.server.server_close()
-        log.close()
 
 
 def test_samples_are_the_raw_scrapes_of_the_selected_series_in_the_window_oldest_first(
