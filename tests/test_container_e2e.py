@@ -16,10 +16,11 @@ import docker.errors
 import pytest
 
 from oomtools import demo
-from oomtools.rehearsal import DeclaredPod, build_image, rehearse, stack_pod, start
+from oomtools.rehearsal import DeclaredPod, build_image, rehearse, run_options, stack_pod, start
 from tests.prediction import assert_killed_in_announced_range, drop_page_cache
 from tests.support import CONTAINER_LIMIT_MIB, require
-from workload import logfmt
+from workload import cgroup, logfmt
+from workload.memory import MIB
 
 LIMIT_MIB = CONTAINER_LIMIT_MIB  # the limit of dev_pod (tests/conftest.py)
 
@@ -91,6 +92,60 @@ def test_the_declared_container_is_oom_killed_with_exit_137(engine: docker.Docke
     assert LIMIT_MIB - increment - baseline <= last <= LIMIT_MIB
     assert_killed_in_announced_range(start_line, len(steps))
     assert logfmt.parse(outcome.termination_message.strip()) == steps[-1]
+
+
+def memory_stat_of(pid: int) -> dict[str, int]:
+    """The memory.stat of a process's v1 memory cgroup, as the host sees it: its /proc/<pid>/cgroup path mapped
+    through this host's own mounts by the workload's tested parser, not by hand."""
+    path, _ = cgroup.parse_proc_cgroup(Path(f"/proc/{pid}/cgroup").read_text())
+    require(path is not None, "no v1 memory cgroup on this host (this layer reads the v1 charge)")
+    assert path is not None
+    mounts = cgroup.parse_mountinfo(Path("/proc/self/mountinfo").read_text())
+    memory_mounts = [m for m in mounts if m.fstype == "cgroup" and "memory" in m.super_options]
+    found = cgroup.locate("/", memory_mounts, path, pid)
+    assert found is not None, (path, pid)
+    return cgroup.parse_memory_stat((Path(found[0]) / "memory.stat").read_text(), 1)
+
+
+def test_a_cold_start_charges_the_container_its_own_files_as_the_hog_reports_and_the_kill_is_announced(
+    engine: docker.DockerClient, base_pod: DeclaredPod, tmp_path: Path
+) -> None:
+    """A node's real first run: the page cache dropped after the container exists (the engine has copied the image's
+    files for it) and before the hog starts, so the interpreter's own files are read by the container and charged to
+    it. The hog's reclaimable_mib is what the cgroup's own memory.stat says beside it, and the kill still comes in
+    the range it announced from that charge."""
+    require(os.geteuid() == 0, "dropping the page cache needs root")
+    termination_file = tmp_path / "termination-log"
+    termination_file.touch()
+    termination_file.chmod(0o666)
+    container = engine.containers.create(**run_options(base_pod, termination_file))
+    try:
+        drop_page_cache()
+        container.start()
+        container.reload()
+        pid = int(container.attrs["State"]["Pid"])
+        stream = container.logs(stream=True, follow=True)
+        pending = b""
+        start_line: dict[str, str] = {}
+        while not start_line:
+            pending += next(stream)
+            for raw in pending.split(b"\n")[:-1]:
+                if raw.startswith(b"event=start "):
+                    start_line = logfmt.parse(raw.decode())
+                    stat = memory_stat_of(pid)  # beside it: the hog sleeps its interval before its first step
+            pending = pending.rsplit(b"\n", 1)[-1] if b"\n" in pending else pending
+        # The same arithmetic as the hog's (workload/main.py): file pages but shared memory, which cannot be dropped.
+        charged_files = max(stat.get("file", 0) - stat.get("shmem", 0), 0) / MIB
+        reported = int(start_line["reclaimable_mib"])
+        assert reported >= 1, f"no file of its own charged to it: not a cold start ({start_line})"
+        assert abs(reported - charged_files) <= 1, f"hog {reported} MiB, memory.stat {charged_files:.1f} MiB"
+        result = container.wait(timeout=60)
+        container.reload()
+        assert (container.attrs["State"]["OOMKilled"], result["StatusCode"]) == (True, 137)
+        steps = steps_of(container.logs().decode().splitlines())
+        assert_killed_in_announced_range(start_line, len(steps))
+    finally:
+        container.remove(force=True)
 
 
 def test_a_ceiling_below_the_limit_keeps_running_and_docker_stop_ends_it_with_0(
