@@ -95,7 +95,7 @@ lint: $(BIN)/.installed
 pytest: $(BIN)/.installed $(CHECKOV_VENV)/.installed
 	CHECKOV=$(CHECKOV_VENV)/bin/checkov $(BIN)/python -m pytest -m "not e2e"
 
-## e2e: the real thing: a single-node Kubernetes built from the upstream release's Go modules (once per machine),
+## e2e: the real thing: a Kubernetes cluster built from the upstream release's Go modules (once per machine),
 ## the stack's objects applied to it and its pod OOM-killed by a real kubelet, and your own Pulumi commands run on
 ## it with the CLI and plugins built the same way (root, Linux, Go, Docker engine).
 ## E2E_KEEP=1 leaves the cluster running and prints its kubeconfig and the command that stops it.

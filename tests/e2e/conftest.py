@@ -1,64 +1,52 @@
-"""The cluster fixture for every end-to-end test, and the `e2e ...` lines `make e2e` ends with.
+"""The cluster fixture for every end-to-end test, and the `e2e ...` lines `make e2e` ends with (helpers are in
+tests/e2e/support.py).
 
 The cluster is built (cached per machine) and started once per session, the stack's image and a locally made
-pause image are loaded into its containerd, and it is stopped at the end unless E2E_KEEP=1, when it is left
-running and the lines say how to reach it and how to stop it.
+pause image are loaded into its containerd, and it is stopped at the end by the very command `E2E_KEEP=1` prints
+(so that command is proven on every run), unless E2E_KEEP=1, when it is left running and the lines say how to
+reach it and how to stop it.
 """
 
 from __future__ import annotations
 
-import fcntl
-import io
 import os
 import secrets
 import shutil
 import subprocess
-import tarfile
 import tempfile
 import time
-import urllib.error
-import urllib.request
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterator
 from http import HTTPStatus
 from pathlib import Path
 
 import bcrypt
 import docker
-import docker.errors
 import pytest
 import yaml
-from kubernetes import client, utils
 
 from oomtools.rehearsal import build_image, declared_pod
-from oomtools.render import Rendered, render, stack_config
-from tests.e2e.cluster import (
-    BIN,
-    CNI_PLUGINS,
-    PAUSE_IMAGE,
-    RUNC,
-    Cluster,
-    ClusterError,
-    build,
-    stop_command,
+from oomtools.render import stack_config
+from tests.e2e.cluster import Cluster, stop_command
+from tests.e2e.harness.nodes import CNI_PLUGINS, RUNC
+from tests.e2e.harness.state import BIN, ClusterError, build
+from tests.e2e.support import (
+    FACTS,
+    LINES,
+    Deployed,
+    Registry,
+    apply_in_dependency_order,
+    fact,
+    one_cluster_at_a_time,
+    pause_archive,
+    registry_status,
+    render_for_the_node,
+    workload_archive,
 )
 from tests.servers import free_port
 from tests.support import require
 
 REGISTRY = "/usr/bin/docker-registry"
-
-FACTS: dict[str, str] = {}
-LINES: list[str] = []
-
-
-def fact(key: str, value: str) -> None:
-    """One line of `make e2e`'s closing report: `e2e <key>=<value>`."""
-    FACTS[key] = value
-
-
-def line(text: str) -> None:
-    """One line of the closing report that is one of many of a kind: `e2e <text>` (e.g. one per alert)."""
-    LINES.append(text)
+LAST = "test_alert_chain.py"
 
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
@@ -78,58 +66,6 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
         terminalreporter.write_line(f"e2e {text}")
 
 
-def until(what: str, ready: Callable[[], bool], timeout: float, detail: Callable[[], object] = lambda: "") -> None:
-    """Poll `ready()` every half second; fail saying `what` did not happen in `timeout` s, and what `detail()` says."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if ready():
-            return
-        time.sleep(0.5)
-    pytest.fail(f"{what} within {timeout:.0f} s: {detail()}")
-
-
-def _pause_archive(client: docker.DockerClient) -> bytes:
-    """The pod sandbox image, made here from the pause binary (no registry is reachable for the real one)."""
-    with tempfile.TemporaryDirectory() as context:
-        shutil.copy(BIN / "pause", Path(context) / "pause")
-        (Path(context) / "Dockerfile").write_text(
-            'FROM scratch\nCOPY pause /pause\nUSER 65535:65535\nENTRYPOINT ["/pause"]\n'
-        )
-        client.images.build(path=context, tag=PAUSE_IMAGE, rm=True, pull=False)
-    return workload_archive(client, PAUSE_IMAGE)
-
-
-def workload_archive(client: docker.DockerClient, reference: str) -> bytes:
-    """`docker save` of the image by this very name (Image.save names it by its first tag, whichever that is)."""
-    return b"".join(client.api.get_image(reference))
-
-
-def _check_archive(archive: bytes) -> None:
-    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
-        assert "manifest.json" in tar.getnames(), "docker save gave no manifest.json"
-
-
-LOCK = Path("/run/lock/oom-killer-e2e.lock")
-_held: list[object] = []  # the lock's open file, held for the session
-
-
-def _one_cluster_at_a_time() -> None:
-    """The cluster's bridge, node names and addresses are the machine's: a second session (a second make e2e, or
-    one test file run beside it) waits here for the first to end, rather than breaking it."""
-    if _held:
-        return
-    handle = LOCK.open("w")
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        print(f"e2e: another session holds the test cluster ({LOCK}); waiting for it to end", flush=True)
-        fcntl.flock(handle, fcntl.LOCK_EX)
-    _held.append(handle)
-
-
-LAST = "test_alert_chain.py"
-
-
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """The alert chain runs last. cAdvisor's `container_oom_events_total` comes from the kubelet reading the kernel's
     log, whose `oom-kill:` lines the kernel prints under a rate limit the whole machine shares (10 in 5 s): the
@@ -142,7 +78,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 def pytest_collection_finish(session: pytest.Session) -> None:
     """Wait for the machine's cluster before the first test, where no test's timeout runs yet."""
     if any("cluster" in getattr(item, "fixturenames", ()) for item in session.items):
-        _one_cluster_at_a_time()
+        one_cluster_at_a_time()
 
 
 @pytest.fixture(scope="session")
@@ -152,14 +88,13 @@ def cluster(engine: docker.DockerClient) -> Iterator[Cluster]:
     require((CNI_PLUGINS / "bridge").exists(), f"no CNI plugins in {CNI_PLUGINS} (containernetworking-plugins)")
     require(shutil.which("go") is not None or (BIN / "kubelet").exists(), "no Go toolchain to build the cluster")
     build()
-    _one_cluster_at_a_time()
+    one_cluster_at_a_time()
     workdir = Path(tempfile.mkdtemp(prefix="oom-killer-e2e."))
     started = Cluster(workdir)
     keep = os.environ.get("E2E_KEEP") == "1"
     try:
         started.start()
-        pause = _pause_archive(engine)
-        _check_archive(pause)
+        pause = pause_archive(engine, BIN / "pause")
         started.load_image(pause)
         started.node_images.append(pause)  # a node that joins later gets it too: no pod starts without it
         started.wait_ready()
@@ -171,60 +106,17 @@ def cluster(engine: docker.DockerClient) -> Iterator[Cluster]:
         fact("kubeconfig", str(started.kubeconfig))
         fact("stop", stop_command(workdir))
         return
-    problems = started.stop()
-    assert not problems, f"the cluster left things behind: {problems}"
+    # Stopped by the line a kept cluster's user is given, run as they would run it: from another folder, in another
+    # process that knows the cluster only by its state file.
+    began = time.monotonic()
+    stopped = subprocess.run(  # noqa: S602 (our own line, as a user pastes it)
+        stop_command(workdir), shell=True, cwd=tempfile.gettempdir(), capture_output=True, text=True, check=False
+    )
+    fact("stop_s", f"{time.monotonic() - began:.1f}")
+    if stopped.returncode != 0:
+        Cluster(workdir).stop()  # whatever the line left, so that the next session finds the machine as it was
+    assert stopped.returncode == 0, f"the printed stop command failed ({stopped.returncode}):\n{stopped.stderr[-3000:]}"
     shutil.rmtree(workdir, ignore_errors=True)
-
-
-@dataclass
-class Deployed:
-    """The dev stack's objects as applied to the test cluster: its pod is OOM-killed over and over from then on."""
-
-    rendered: Rendered
-    api: client.ApiClient
-    namespace: str
-    selector: str
-    limit_mib: int
-    applied_order: list[str] = field(default_factory=list)
-
-    @property
-    def core(self) -> client.CoreV1Api:
-        return client.CoreV1Api(self.api)
-
-
-def render_for_the_node(config: dict[str, str], stack_name: str) -> Rendered:
-    """The stack under mocks with this config, built FROM BASE_IMAGE where that is set (CI's Debian-made base)."""
-    if os.environ.get("BASE_IMAGE"):
-        config = {**config, "baseImage": os.environ["BASE_IMAGE"]}
-    return render(config, stack_name=stack_name)
-
-
-def dependency_order(rendered: Rendered) -> list[str]:
-    """Resource names so that each comes after what it depends on (as the engine would create them)."""
-    order: list[str] = []
-
-    def visit(name: str) -> None:
-        for dependency in rendered.dependencies.get(name, []):
-            visit(dependency)
-        if name not in order:
-            order.append(name)
-
-    for resource in rendered.kubernetes_resources():  # the program's order, not the mock's: ties come out the same
-        visit(resource.name)
-    return order
-
-
-def apply_in_dependency_order(api: client.ApiClient, rendered: Rendered) -> list[str]:
-    """Create the stack's Kubernetes objects with a Kubernetes client as the engine would, each after what it depends
-    on; return their kinds in the order created."""
-    by_name = {resource.name: resource for resource in rendered.resources}
-    applied = []
-    for name in dependency_order(rendered):
-        resource = by_name[name]
-        if resource.type.startswith("kubernetes:"):
-            utils.create_from_dict(api, resource.inputs)
-            applied.append(str(resource.inputs["kind"]))
-    return applied
 
 
 @pytest.fixture(scope="session")
@@ -249,13 +141,6 @@ def deployed(cluster: Cluster, engine: docker.DockerClient) -> Iterator[Deployed
     )
     if os.environ.get("E2E_KEEP") == "1":
         fact("namespace", namespace)
-
-
-@dataclass(frozen=True)
-class Registry:
-    address: str  # host:port, on loopback
-    username: str
-    password: str
 
 
 @pytest.fixture(scope="session")
@@ -284,7 +169,7 @@ def registry(cluster: Cluster) -> Iterator[Registry]:
     address = f"127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 30
-        while _registry_status(address) != HTTPStatus.UNAUTHORIZED:  # up, and asking for a login
+        while registry_status(address) != HTTPStatus.UNAUTHORIZED:  # up, and asking for a login
             assert process.poll() is None, (workdir / "registry.log").read_text()[-2000:]
             assert time.monotonic() < deadline, "the registry did not answer in 30 s"
             time.sleep(0.2)
@@ -293,14 +178,3 @@ def registry(cluster: Cluster) -> Iterator[Registry]:
     finally:
         process.terminate()
         process.wait(timeout=10)
-
-
-def _registry_status(address: str) -> int | None:
-    """The status of the registry's API root (401 when it wants a login); None while nothing answers."""
-    try:
-        with urllib.request.urlopen(f"http://{address}/v2/", timeout=2) as response:
-            return int(response.status)
-    except urllib.error.HTTPError as error:
-        return error.code
-    except OSError:
-        return None

@@ -30,7 +30,9 @@ from kubernetes import client, utils
 
 from infra.monitoring import RULES_FILE
 from oomtools import alert_client as prom
-from tests.e2e.cluster import BIN, Cluster, http_ok
+from tests.e2e.cluster import Cluster
+from tests.e2e.harness.control_plane import http_ok
+from tests.e2e.harness.state import BIN
 from tests.promtime import compress
 from tests.servers import alertmanager_argv, free_port, prometheus_argv
 from tests.support import tool_on_path

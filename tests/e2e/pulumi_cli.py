@@ -21,7 +21,8 @@ import pytest
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from tests.e2e.cluster import BIN, Cluster, as_json
+from tests.e2e.cluster import Cluster, as_json
+from tests.e2e.harness.state import BIN
 from tests.support import PROJECT, require
 
 PROJECT_FILES = (

@@ -31,8 +31,8 @@ from oomtools import verify
 from oomtools.rehearsal import build_image, declared_pod
 from oomtools.render import Rendered, stack_config
 from tests.e2e.cluster import Cluster
-from tests.e2e.conftest import apply_in_dependency_order, fact, line, render_for_the_node, workload_archive
 from tests.e2e.monitoring import GROUP_INTERVAL_S, SCRAPE_INTERVAL_S, SPEED, Chain, start_chain
+from tests.e2e.support import apply_in_dependency_order, fact, line, render_for_the_node, workload_archive
 from workload import logfmt
 
 pytestmark = pytest.mark.e2e

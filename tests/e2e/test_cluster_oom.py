@@ -17,8 +17,9 @@ import pytest
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from tests.e2e.cluster import PAUSE_IMAGE, Cluster, as_json
-from tests.e2e.conftest import Deployed, fact
+from tests.e2e.cluster import Cluster, as_json
+from tests.e2e.harness.nodes import PAUSE_IMAGE
+from tests.e2e.support import Deployed, fact
 from tests.prediction import assert_killed_in_announced_range
 from workload import logfmt
 

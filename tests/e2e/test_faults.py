@@ -26,8 +26,8 @@ from kubernetes import client
 
 from oomtools import verify
 from tests.e2e.cluster import Cluster, as_json
-from tests.e2e.conftest import fact, workload_archive
 from tests.e2e.pulumi_cli import Pulumi, project_with_cli, session_processes
+from tests.e2e.support import fact, workload_archive
 
 pytestmark = pytest.mark.e2e
 

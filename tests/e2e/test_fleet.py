@@ -19,7 +19,6 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import docker
@@ -29,8 +28,9 @@ from kubernetes import client
 from oomtools import verify
 from oomtools.rehearsal import build_image, declared_pod
 from oomtools.render import Rendered, stack_config
-from tests.e2e.cluster import Cluster, Node, NodeSpec
-from tests.e2e.conftest import apply_in_dependency_order, fact, line, render_for_the_node, workload_archive
+from tests.e2e.cluster import Cluster
+from tests.e2e.harness.nodes import Node
+from tests.e2e.support import apply_in_dependency_order, fact, line, render_for_the_node, workload_archive
 from workload import logfmt
 
 pytestmark = pytest.mark.e2e
@@ -38,7 +38,6 @@ pytestmark = pytest.mark.e2e
 TAINT = ("oom-killer.test/pool", "tainted", "NoSchedule")
 TOLERATION = "oom-killer.test/pool=tainted:NoSchedule"
 ALLOCATABLE_MIB = 320  # on the second node: a 128 MiB hog fits, a 512 MiB one does not
-EVICTION_HARD_MIB = 100  # the recipe's evictionHard memory.available, which allocatable leaves out too
 SECOND = "oom-killer-e2e-2"
 
 # name: settings beyond the dev stack's, and what the fleet's verdict must be
@@ -49,24 +48,12 @@ CASES: dict[str, tuple[dict[str, str], str]] = {
 }
 
 
-def _mem_total_mib() -> int:
-    for text in Path("/proc/meminfo").read_text().splitlines():
-        if text.startswith("MemTotal:"):
-            return int(text.split()[1]) // 1024
-    raise AssertionError("no MemTotal in /proc/meminfo")
-
-
 @pytest.fixture(scope="module")
 def second_node(cluster: Cluster) -> Iterator[Node]:
-    reserved = _mem_total_mib() - ALLOCATABLE_MIB - EVICTION_HARD_MIB
-    spec = NodeSpec(SECOND, "10.244.0.2", "10.244.1.0/24", SECOND, f"{reserved}Mi", (TAINT,))
     started = time.monotonic()
-    node = cluster.add_node(spec)
-    cluster.wait_ready(name=SECOND)
-    fact("fleet_second_node_ready_s", f"{time.monotonic() - started:.1f}")
-    yield node
-    problems = cluster.remove_node(SECOND)
-    assert not problems, f"the second node left things behind: {problems}"
+    with cluster.pool(SECOND, (TAINT,), ALLOCATABLE_MIB) as node:
+        fact("fleet_second_node_ready_s", f"{time.monotonic() - started:.1f}")
+        yield node
 
 
 @dataclass

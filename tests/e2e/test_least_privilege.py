@@ -31,9 +31,10 @@ import yaml
 from kubernetes import client, config, utils
 from kubernetes.client.exceptions import ApiException
 
-from tests.e2e.cluster import NODE, Cluster, _kubeconfig, as_json
-from tests.e2e.conftest import fact, workload_archive
+from tests.e2e.cluster import NODE, Cluster, as_json
+from tests.e2e.harness.control_plane import write_kubeconfig
 from tests.e2e.pulumi_cli import Pulumi, project_with_cli, session_processes
+from tests.e2e.support import fact, workload_archive
 from tests.support import PROJECT
 from workload import logfmt
 
@@ -67,7 +68,7 @@ def _user(cluster: Cluster, stem: str, group: str) -> tuple[Path, Any]:
     assert cluster.authority is not None
     cluster.authority.issue(stem, f"{stem}-e2e", group)
     kubeconfig = cluster.workdir / f"{stem}.kubeconfig"
-    _kubeconfig(kubeconfig, cluster.server, cluster.pki, stem)
+    write_kubeconfig(kubeconfig, cluster.server, cluster.pki, stem)
     return kubeconfig, config.new_client_from_config(str(kubeconfig))
 
 

@@ -15,7 +15,7 @@ from kubernetes import client
 
 from oomtools import verify
 from tests.e2e.cluster import Cluster, as_json
-from tests.e2e.conftest import Deployed, fact
+from tests.e2e.support import Deployed, fact
 from workload import logfmt
 
 pytestmark = pytest.mark.e2e

@@ -19,7 +19,7 @@ from oomtools import verify
 from oomtools.rehearsal import build_image, declared_pod
 from oomtools.render import stack_config
 from tests.e2e.cluster import Cluster
-from tests.e2e.conftest import apply_in_dependency_order, fact, render_for_the_node, until, workload_archive
+from tests.e2e.support import apply_in_dependency_order, fact, render_for_the_node, until, workload_archive
 from workload import logfmt
 
 pytestmark = pytest.mark.e2e

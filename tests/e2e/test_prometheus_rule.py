@@ -15,7 +15,7 @@ from kubernetes.client.exceptions import ApiException
 
 from oomtools.render import render, stack_config
 from tests.e2e.cluster import Cluster
-from tests.e2e.conftest import Deployed, fact
+from tests.e2e.support import Deployed, fact
 from tests.support import PROJECT, require
 
 pytestmark = pytest.mark.e2e

@@ -24,9 +24,10 @@ import pytest
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from tests.e2e.cluster import BIN, Cluster, as_json
-from tests.e2e.conftest import Registry, fact, workload_archive
+from tests.e2e.cluster import Cluster, as_json
+from tests.e2e.harness.state import BIN
 from tests.e2e.pulumi_cli import Pulumi, namespace_gone, project_with_cli
+from tests.e2e.support import Registry, fact, workload_archive
 from workload import logfmt
 
 pytestmark = pytest.mark.e2e
