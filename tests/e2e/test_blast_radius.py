@@ -46,16 +46,14 @@ from kubernetes.utils import parse_quantity
 
 from oomtools.rehearsal import build_image, declared_pod
 from oomtools.render import Rendered, stack_config
-from tests.e2e.cluster import Cluster, Node, NodeSpec, as_json
-from tests.e2e.conftest import apply_in_dependency_order, fact, render_for_the_node, until, workload_archive
+from tests.e2e.cluster import Cluster, as_json
+from tests.e2e.harness.nodes import EVICTION_HARD_MIB, Node
+from tests.e2e.support import apply_in_dependency_order, fact, render_for_the_node, until, workload_archive
 from workload import logfmt
 
 pytestmark = pytest.mark.e2e
 
 BLAST = "oom-killer-e2e-blast"
-# Its own address and pods' subnet on the cluster's bridge (the first node has 10.244.0.1 and 10.244.0.0/24,
-# test_fleet's second node 10.244.0.2 and 10.244.1.0/24) and its own kubelet cgroup root.
-BLAST_SPEC_ADDRESS = ("10.244.0.3", "10.244.2.0/24")
 TAINT = ("oom-killer.test/blast", "neighbours", "NoSchedule")
 TOLERATION = f"{TAINT[0]}={TAINT[1]}:{TAINT[2]}"
 # What systemReserved leaves the node's pods cgroup (the kubelet's memory limit on all its pods together). The
@@ -242,24 +240,12 @@ def kills_by_pod(kills: list[OomKill]) -> dict[str, int]:
 # -- the node -----------------------------------------------------------------------------------------------------
 
 
-def _mib(quantity: str) -> int:
-    return int(parse_quantity(quantity)) // 2**20
-
-
 @pytest.fixture(scope="module")
 def blast_node(cluster: Cluster) -> Iterator[Node]:
-    capacity_mib = _mib(cluster.node()["status"]["capacity"]["memory"])  # the same machine as the first node's
-    address, subnet = BLAST_SPEC_ADDRESS
-    spec = NodeSpec(BLAST, address, subnet, BLAST, f"{capacity_mib - PODS_CGROUP_MIB}Mi", (TAINT,))
     started = time.monotonic()
-    node = cluster.add_node(spec)
-    try:
-        cluster.wait_ready(name=BLAST)
+    with cluster.pool(BLAST, (TAINT,), PODS_CGROUP_MIB - EVICTION_HARD_MIB) as node:
         fact("blast_node_ready_s", f"{time.monotonic() - started:.1f}")
         yield node
-    finally:
-        problems = cluster.remove_node(BLAST)
-        assert not problems, f"the blast node left things behind: {problems}"
 
 
 def _memory_cgroup_root() -> Path:
