@@ -3,10 +3,11 @@
 A node of its own joins the cluster for this module (tainted, so no other test's pod lands there; systemReserved
 leaves its pods' cgroup PODS_CGROUP_MIB, and allocatable that less the eviction threshold). On it:
 
-- a neighbour: a Burstable pod (memory request below its limit) in a namespace of its own, running python3 from the
-  hog's image, that fills NEIGHBOUR_HOLD_MIB with a pattern and, every PASS_INTERVAL_MS, writes every page again and
-  checks the whole against the pattern's CRC-32 (exit 3 on a mismatch), printing a line per pass with the pass's
-  duration and the gap since the one before. Its quiet baseline is measured first, before any hog runs;
+- a neighbour: a Burstable pod (memory request below its limit) in a namespace of its own, running neighbour.py with
+  the python3 of the hog's image, that fills NEIGHBOUR_HOLD_MIB with a pattern and, every PASS_INTERVAL_MS, writes
+  every page again and checks the whole against the pattern's CRC-32 (exit 3 on a mismatch), printing a line per
+  pass with the pass's duration and the gap since the one before. Its quiet baseline is measured first, before any
+  hog runs;
 - the stack's hog with processModel=supervised (PID 1 restarts the worker after each kill, a kill every second or
   two, where single's kills wait for the kubelet's back-off), until the kernel has killed it KILLS times;
 - then the stack with `replicas` as many as the node's reported allocatable holds after the neighbour's request,
@@ -20,18 +21,14 @@ tests kill in cgroups of their own at the same time), and CI saw two kills of a 
 what it does name: each `oom-kill:` line under this node's cgroup root must be of a hog's process in the hog's own
 pod, and every `Killed process` line (never rate-limited) a memory cgroup's kill, none the whole machine's. The
 neighbour's container counter must stay 0. The hog's own `event=child_exit signal=SIGKILL` lines must agree with
-its counter.
+its counter. The instruments (the kernel's log and counters, the node's condition, the reads of pods and events) are
+in instruments.py.
 """
 
 from __future__ import annotations
 
 import contextlib
-import datetime
-import os
-import re
-import select
 import statistics
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -46,8 +43,29 @@ from kubernetes.utils import parse_quantity
 
 from oomtools.rehearsal import build_image, declared_pod
 from oomtools.render import Rendered, stack_config
+from tests.e2e import neighbour
 from tests.e2e.cluster import Cluster, as_json
 from tests.e2e.harness.nodes import EVICTION_HARD_MIB, Node
+from tests.e2e.instruments import (
+    HARM_REASONS,
+    NODE_REASONS,
+    POD_CGROUP,
+    KernelLog,
+    OomKill,
+    PressureWatch,
+    epoch,
+    harm_events,
+    kills_by_pod,
+    memory_requested,
+    namespaces,
+    oom_kills_in_pod,
+    pod_uid,
+    pods_cgroup,
+    pods_in,
+    running,
+    sigkill_lines,
+    unschedulable,
+)
 from tests.e2e.support import apply_in_dependency_order, fact, render_for_the_node, until, workload_archive
 from workload import logfmt
 
@@ -88,154 +106,7 @@ BASELINE_PASSES = 15  # the quiet baseline: this many passes before any hog runs
 # runs the hogs' restarts (up to six interpreters starting at once, each capped at 100m) and, in CI, another test
 # suite at the same time: tens to a few hundred milliseconds a pass (measured: docs/safety.md).
 SLOWDOWN_BOUND_MS = 1000
-
-KERNEL_LOG = Path("/dev/kmsg")
-OOM_KILL_LINE = re.compile(
-    r"oom-kill:constraint=(?P<constraint>[^,]*),.*?oom_memcg=(?P<oom_memcg>[^,]*),"
-    r"task_memcg=(?P<task_memcg>[^,]*),task=(?P<task>[^,]*),pid=(?P<pid>\d+)"
-)
-SUPPRESSED = re.compile(r"oom_kill_process: (?P<count>\d+) callbacks suppressed")
-# A pod's (or its container's) cgroup under a node's cgroup root, cgroupfs driver: kubepods[/<qos>]/pod<uid>[/<id>]
-POD_CGROUP = re.compile(
-    r"/kubepods/(?:(?P<qos>burstable|besteffort)/)?pod(?P<uid>[0-9a-f-]{36})(?:/(?P<container>[^/]+))?$"
-)
-
-NEIGHBOUR_SCRIPT = r"""
-import os, signal, sys, time, zlib
-signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-MIB = 1 << 20
-held, interval = int(os.environ["HOLD_MIB"]), int(os.environ["INTERVAL_MS"]) / 1000
-block = (bytes(range(1, 256)) * (MIB // 255 + 1))[:MIB]  # no zero byte, and no two pages alike
-expected = 0
-for _ in range(held):
-    expected = zlib.crc32(block, expected)
-memory = bytearray(block) * held  # every page written
-del block
-
-def rss_mib():
-    with open("/proc/self/status") as status:
-        for text in status:
-            if text.startswith("VmRSS:"):
-                return int(text.split()[1]) // 1024
-
-print(f"event=start held_mib={held} interval_ms={int(interval * 1000)} rss_mib={rss_mib()}", flush=True)
-passes, last = 0, time.monotonic()
-while True:
-    began = time.monotonic()
-    memory[::4096] = memory[::4096]  # write every page again
-    ok = zlib.crc32(memory) == expected  # and read every byte back
-    ended = time.monotonic()
-    passes += 1
-    print(
-        f"event=pass n={passes} t={time.time():.3f} pass_ms={(ended - began) * 1000:.1f}"
-        f" gap_ms={(ended - last) * 1000:.1f} rss_mib={rss_mib()} ok={str(ok).lower()}",
-        flush=True,
-    )
-    if not ok:
-        sys.exit(3)
-    last = ended
-    time.sleep(interval)
-"""
-
-
-# -- the kernel's log ---------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class OomKill:
-    seq: int
-    constraint: str
-    oom_memcg: str  # the cgroup whose limit was hit
-    task_memcg: str  # the killed task's cgroup
-    task: str
-    pid: int
-
-
-class KernelLog:
-    """The kernel's log from the moment this is made, read from /dev/kmsg by a thread, each record once. A reader
-    left behind by more than the ring buffer holds is told so (EPIPE): `lost` counts the records it missed."""
-
-    def __init__(self) -> None:
-        self.fd = os.open(KERNEL_LOG, os.O_RDONLY | os.O_NONBLOCK)
-        os.lseek(self.fd, 0, os.SEEK_END)  # only what comes from now on
-        self.kills: list[OomKill] = []
-        self.killed: list[str] = []  # each `...: Killed process` line's cause ("Memory cgroup out of memory", ...)
-        self.suppressed = 0  # oom-kill summaries the kernel's rate limit left out, where it says so
-        self.records = 0
-        self.lost = 0
-        self._last_seq: int | None = None
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._read, daemon=True)
-        self._thread.start()
-
-    def _read(self) -> None:
-        while not self._stop.is_set():
-            select.select([self.fd], [], [], 0.2)
-            while True:
-                try:
-                    record = os.read(self.fd, 8192).decode(errors="replace")
-                except BlockingIOError:
-                    break
-                except BrokenPipeError:
-                    with self._lock:
-                        self.lost += 1
-                    continue
-                self._take(record)
-
-    def _take(self, record: str) -> None:
-        prefix, _, message = record.partition(";")
-        fields = prefix.split(",")
-        seq = int(fields[1]) if len(fields) > 1 and fields[1].isdigit() else None
-        found = OOM_KILL_LINE.search(message.splitlines()[0] if message else "")
-        with self._lock:
-            self.records += 1
-            if seq is not None:
-                if self._last_seq is not None and seq > self._last_seq + 1:
-                    self.lost += seq - self._last_seq - 1
-                self._last_seq = seq
-            cause, killed, _ = message.partition(": Killed process ")
-            if killed:
-                self.killed.append(cause.strip())
-            suppressed = SUPPRESSED.search(message)
-            if suppressed:
-                self.suppressed += int(suppressed["count"])
-            if found:
-                self.kills.append(
-                    OomKill(
-                        seq or 0,
-                        found["constraint"],
-                        found["oom_memcg"],
-                        found["task_memcg"],
-                        found["task"],
-                        int(found["pid"]),
-                    )
-                )
-
-    def kills_under(self, cgroup_root: str) -> list[OomKill]:
-        """The OOM kills whose limit or victim was in a cgroup under this root."""
-        prefix = f"/{cgroup_root}/"
-        with self._lock:
-            return [k for k in self.kills if (k.oom_memcg + "/").startswith(prefix) or k.task_memcg.startswith(prefix)]
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
-        os.close(self.fd)
-
-
-def pod_uid(memcg: str) -> str | None:
-    found = POD_CGROUP.search(memcg)
-    return found["uid"] if found else None
-
-
-def kills_by_pod(kills: list[OomKill]) -> dict[str, int]:
-    counted: dict[str, int] = {}
-    for kill in kills:
-        uid = pod_uid(kill.task_memcg) or kill.task_memcg
-        counted[uid] = counted.get(uid, 0) + 1
-    return counted
-
+NEIGHBOUR_PROGRAM = Path(neighbour.__file__).read_text()  # its source, run by the image's python3 with -c
 
 # -- the node -----------------------------------------------------------------------------------------------------
 
@@ -246,33 +117,6 @@ def blast_node(cluster: Cluster) -> Iterator[Node]:
     with cluster.pool(BLAST, (TAINT,), PODS_CGROUP_MIB - EVICTION_HARD_MIB) as node:
         fact("blast_node_ready_s", f"{time.monotonic() - started:.1f}")
         yield node
-
-
-def _memory_cgroup_root() -> Path:
-    for text in Path("/proc/self/mountinfo").read_text().splitlines():
-        fields = text.split()
-        after = fields[fields.index("-") + 1 :]
-        if after[0] == "cgroup" and "memory" in after[2].split(","):
-            return Path(fields[4])
-    raise AssertionError("no cgroup v1 memory hierarchy mounted")
-
-
-def oom_kills_in_pod(uid: str) -> int:
-    """The kernel's count of OOM kills of the pod's processes: the sum of its container cgroups' `oom_kill` (cgroup
-    v1 counts each kill in the victim's own cgroup only, at the kill). A container cgroup goes with a container
-    restart, so this holds for pods whose containers never restarted (the supervised hogs; the neighbour)."""
-    total = 0
-    for control in (_memory_cgroup_root() / BLAST / "kubepods").glob(f"**/pod{uid}/*/memory.oom_control"):
-        with contextlib.suppress(FileNotFoundError):
-            for text in control.read_text().splitlines():
-                if text.startswith("oom_kill "):
-                    total += int(text.split()[1])
-    return total
-
-
-def _pods_cgroup(name: str) -> int:
-    """A file of the node's pods cgroup (v1 memory controller), as a number."""
-    return int((_memory_cgroup_root() / BLAST / "kubepods" / name).read_text())
 
 
 # -- the neighbour ------------------------------------------------------------------------------------------------
@@ -307,7 +151,7 @@ def _neighbour_objects(image: str) -> tuple[dict[str, Any], dict[str, Any]]:
                     "name": NEIGHBOUR,
                     "image": image,
                     "imagePullPolicy": "IfNotPresent",
-                    "command": ["python3", "-S", "-c", NEIGHBOUR_SCRIPT],
+                    "command": ["python3", "-S", "-c", NEIGHBOUR_PROGRAM],
                     "env": [
                         {"name": "HOLD_MIB", "value": str(NEIGHBOUR_HOLD_MIB)},
                         {"name": "INTERVAL_MS", "value": str(PASS_INTERVAL_MS)},
@@ -330,59 +174,7 @@ def _passes(core: client.CoreV1Api) -> list[dict[str, str]]:
     return [entry for entry in map(logfmt.parse, str(log).splitlines()) if entry.get("event") == "pass"]
 
 
-# -- watching -----------------------------------------------------------------------------------------------------
-
-
-class PressureWatch:
-    """The node's MemoryPressure condition, read every second by a thread: every status seen."""
-
-    def __init__(self, core: client.CoreV1Api) -> None:
-        self.core = core
-        self.seen: set[str] = set()
-        self.polls = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._poll, daemon=True)
-        self._thread.start()
-
-    def _poll(self) -> None:
-        while not self._stop.is_set():
-            with contextlib.suppress(Exception):
-                node: Any = self.core.read_node_status(BLAST)
-                for condition in node.status.conditions or []:
-                    if condition.type == "MemoryPressure":
-                        self.seen.add(str(condition.status))
-                self.polls += 1
-            self._stop.wait(1.0)
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
-
-
-def _hog_pods(core: client.CoreV1Api) -> list[Any]:
-    pods: list[Any] = core.list_namespaced_pod(HOG_NAMESPACE).items
-    return pods
-
-
-def _running(pod: Any) -> bool:
-    statuses = pod.status.container_statuses or []
-    return pod.status.phase == "Running" and bool(statuses) and statuses[0].state.running is not None
-
-
-def _unschedulable(pod: Any) -> str | None:
-    for condition in pod.status.conditions or []:
-        if condition.type == "PodScheduled" and condition.status == "False":
-            return str(condition.message)
-    return None
-
-
 # -- the measurement ----------------------------------------------------------------------------------------------
-
-# Event reasons that would mean harm: an eviction, the kubelet's memory signal crossing its threshold, the node's
-# MemoryPressure turning on, a kill of the whole machine's (SystemOOM: the kernel's log names no cgroup but the root),
-# a pod preempted to make room.
-HARM_REASONS = ("Evicted", "EvictionThresholdMet", "NodeHasInsufficientMemory", "SystemOOM", "Preempted")
-NODE_REASONS = ("EvictionThresholdMet", "NodeHasInsufficientMemory", "SystemOOM")
 
 
 @dataclass
@@ -478,42 +270,6 @@ class Measured:
         return found
 
 
-def _harm_events(core: client.CoreV1Api, since: float) -> dict[str, int]:
-    """Events of the harm reasons anywhere in the cluster from `since` on; the node's own only of this node (the first
-    node's kubelet reads the same machine's log)."""
-    counted = dict.fromkeys(HARM_REASONS, 0)
-    events: list[Any] = core.list_event_for_all_namespaces().items
-    for event in events:
-        stamp = event.last_timestamp or event.event_time or event.metadata.creation_timestamp
-        if event.reason not in counted or (stamp is not None and stamp.timestamp() < since - 1):
-            continue
-        if event.reason in NODE_REASONS and event.involved_object.name != BLAST:
-            continue
-        counted[event.reason] += 1
-    return counted
-
-
-def _sigkill_lines(core: client.CoreV1Api, name: str) -> int:
-    log = str(core.read_namespaced_pod_log(name, HOG_NAMESPACE))
-    lines = [logfmt.parse(text) for text in log.splitlines()]
-    return sum(1 for entry in lines if entry.get("event") == "child_exit" and entry.get("signal") == "SIGKILL")
-
-
-def _epoch(stamp: str) -> float:
-    return datetime.datetime.fromisoformat(stamp).timestamp()
-
-
-def _memory_requested(core: client.CoreV1Api, leave_out: str) -> int:
-    """Bytes of memory requested by the pods bound to the node that still hold it, but those of one namespace."""
-    pods: list[Any] = core.list_pod_for_all_namespaces(field_selector=f"spec.nodeName={BLAST}").items
-    return sum(
-        int(parse_quantity((container.resources.requests or {}).get("memory", "0")))
-        for pod in pods
-        if pod.status.phase not in ("Succeeded", "Failed") and pod.metadata.namespace != leave_out
-        for container in pod.spec.containers
-    )
-
-
 def _deployment(rendered: Rendered) -> dict[str, Any]:
     inputs: dict[str, Any] = rendered.one("kubernetes:apps/v1:Deployment").inputs
     return inputs
@@ -529,7 +285,7 @@ def blast(cluster: Cluster, blast_node: Node, engine: docker.DockerClient) -> It
     api = cluster.api()
     core, apps = client.CoreV1Api(api), client.AppsV1Api(api)
     kernel = KernelLog()
-    pressure = PressureWatch(client.CoreV1Api(cluster.api()))  # a client of its own, for its thread
+    pressure = PressureWatch(client.CoreV1Api(cluster.api()), BLAST)  # a client of its own, for its thread
     try:
         namespace, pod = _neighbour_objects(image)
         utils.create_from_dict(api, namespace)
@@ -553,13 +309,15 @@ def blast(cluster: Cluster, blast_node: Node, engine: docker.DockerClient) -> It
         apply_in_dependency_order(api, single)
 
         def hog_kills() -> dict[str, int]:
-            return {str(p.metadata.uid): oom_kills_in_pod(str(p.metadata.uid)) for p in _hog_pods(core)}
+            return {
+                str(p.metadata.uid): oom_kills_in_pod(BLAST, str(p.metadata.uid)) for p in pods_in(core, HOG_NAMESPACE)
+            }
 
         until(
             f"{KILLS} kills of the hog",
             lambda: sum(hog_kills().values()) >= KILLS,
             90,
-            lambda: [(p.metadata.name, p.status.phase) for p in _hog_pods(core)],
+            lambda: [(p.metadata.name, p.status.phase) for p in pods_in(core, HOG_NAMESPACE)],
         )
         kills_single = sum(hog_kills().values())
 
@@ -568,7 +326,7 @@ def blast(cluster: Cluster, blast_node: Node, engine: docker.DockerClient) -> It
         allocatable = int(parse_quantity(cluster.node(BLAST)["status"]["allocatable"]["memory"]))
         container = _deployment(single)["spec"]["template"]["spec"]["containers"][0]
         hog_request = int(parse_quantity(container["resources"]["requests"]["memory"]))
-        fit = (allocatable - _memory_requested(core, leave_out=HOG_NAMESPACE)) // hog_request
+        fit = (allocatable - memory_requested(core, BLAST, leave_out=HOG_NAMESPACE)) // hog_request
         scaled = _deployment(render_for_the_node({**config, "replicas": str(fit + 1)}, HOG_NAMESPACE))
         assert scaled["spec"]["template"] == _deployment(single)["spec"]["template"]
         apps.patch_namespaced_deployment(
@@ -577,14 +335,14 @@ def blast(cluster: Cluster, blast_node: Node, engine: docker.DockerClient) -> It
         at_scale = hog_kills()
 
         def all_but_one_killed_and_one_pending() -> bool:
-            pods = _hog_pods(core)
-            running = [p for p in pods if _running(p)]
+            pods = pods_in(core, HOG_NAMESPACE)
+            running = [p for p in pods if running(p)]
             counted = hog_kills()
             fresh = [counted.get(p.metadata.uid, 0) - at_scale.get(p.metadata.uid, 0) for p in running]
             return (
                 len(pods) == fit + 1
                 and len(running) == fit
-                and sum(1 for p in pods if _unschedulable(p)) == 1
+                and sum(1 for p in pods if unschedulable(p)) == 1
                 and min(fresh, default=0) >= KILLS_EACH_WITH_REPLICAS
             )
 
@@ -592,19 +350,19 @@ def blast(cluster: Cluster, blast_node: Node, engine: docker.DockerClient) -> It
             f"{fit} replicas running, each killed {KILLS_EACH_WITH_REPLICAS} times, and one pending",
             all_but_one_killed_and_one_pending,
             90,
-            lambda: [(p.metadata.name, p.status.phase, _unschedulable(p)) for p in _hog_pods(core)],
+            lambda: [(p.metadata.name, p.status.phase, unschedulable(p)) for p in pods_in(core, HOG_NAMESPACE)],
         )
         hogs_until = time.time()
         pressure.close()
 
-        pods = _hog_pods(core)
+        pods = pods_in(core, HOG_NAMESPACE)
         hog_log_kills = {}
         for hog in pods:
-            if _running(hog) and hog.status.container_statuses[0].restart_count == 0:  # a log of every kill
+            if running(hog) and hog.status.container_statuses[0].restart_count == 0:  # a log of every kill
                 uid = str(hog.metadata.uid)
-                before = oom_kills_in_pod(uid)
-                lines = _sigkill_lines(core, hog.metadata.name)
-                hog_log_kills[uid] = (before, lines, oom_kills_in_pod(uid))
+                before = oom_kills_in_pod(BLAST, uid)
+                lines = sigkill_lines(core, hog.metadata.name, HOG_NAMESPACE)
+                hog_log_kills[uid] = (before, lines, oom_kills_in_pod(BLAST, uid))
         passes = _passes(core)
         node = cluster.node(BLAST)
         (condition,) = [c for c in node["status"]["conditions"] if c["type"] == "MemoryPressure"]
@@ -612,9 +370,9 @@ def blast(cluster: Cluster, blast_node: Node, engine: docker.DockerClient) -> It
         kills_counted = hog_kills()
         measured = Measured(
             allocatable_mib=allocatable // 2**20,
-            pods_cgroup_mib=_pods_cgroup("memory.limit_in_bytes") // 2**20,
-            pods_cgroup_peak_mib=_pods_cgroup("memory.max_usage_in_bytes") // 2**20,
-            pods_cgroup_failcnt=_pods_cgroup("memory.failcnt"),
+            pods_cgroup_mib=pods_cgroup(BLAST, "memory.limit_in_bytes") // 2**20,
+            pods_cgroup_peak_mib=pods_cgroup(BLAST, "memory.max_usage_in_bytes") // 2**20,
+            pods_cgroup_failcnt=pods_cgroup(BLAST, "memory.failcnt"),
             hog_request_mib=hog_request // 2**20,
             fit=fit,
             baseline=[p for p in passes if int(p["n"]) > 1 and float(p["t"]) < hogs_from],
@@ -624,21 +382,21 @@ def blast(cluster: Cluster, blast_node: Node, engine: docker.DockerClient) -> It
             killed_causes=list(kernel.killed),
             kills_suppressed=kernel.suppressed,
             kills_counted=kills_counted,
-            neighbour_oom_kills=oom_kills_in_pod(neighbour_uid),
+            neighbour_oom_kills=oom_kills_in_pod(BLAST, neighbour_uid),
             kills_single=kills_single,
             kills_at_scale=sum(kills_counted.values()) - kills_single,
             hogs={str(p.metadata.uid): str(p.metadata.name) for p in pods},
             neighbour=as_json(api, core.read_namespaced_pod(NEIGHBOUR, NEIGHBOUR_NAMESPACE)),
             neighbour_uid=neighbour_uid,
-            running=[str(p.metadata.name) for p in pods if _running(p)],
-            pending={str(p.metadata.name): str(_unschedulable(p)) for p in pods if _unschedulable(p)},
+            running=[str(p.metadata.name) for p in pods if running(p)],
+            pending={str(p.metadata.name): str(unschedulable(p)) for p in pods if unschedulable(p)},
             qos={str(p.metadata.name): str(p.status.qos_class) for p in pods},
             hog_log_kills=hog_log_kills,
             pressure_seen=pressure.seen,
             pressure_polls=pressure.polls,
-            pressure_since=_epoch(condition["lastTransitionTime"]),
+            pressure_since=epoch(condition["lastTransitionTime"]),
             hogs_from=hogs_from,
-            events=_harm_events(core, since),
+            events=harm_events(core, since, BLAST),
             kernel_log_lost=kernel.lost,
             seconds=time.monotonic() - began,
         )
@@ -650,12 +408,7 @@ def blast(cluster: Cluster, blast_node: Node, engine: docker.DockerClient) -> It
         for name in (HOG_NAMESPACE, NEIGHBOUR_NAMESPACE):
             with contextlib.suppress(ApiException):
                 core.delete_namespace(name)
-        until("the module's namespaces gone", lambda: not {HOG_NAMESPACE, NEIGHBOUR_NAMESPACE} & _namespaces(core), 60)
-
-
-def _namespaces(core: client.CoreV1Api) -> set[str]:
-    listed: list[Any] = core.list_namespace().items
-    return {str(namespace.metadata.name) for namespace in listed}
+        until("the module's namespaces gone", lambda: not {HOG_NAMESPACE, NEIGHBOUR_NAMESPACE} & namespaces(core), 60)
 
 
 def _report(m: Measured) -> None:
