@@ -10,12 +10,10 @@ import pulumi_kubernetes as k8s
 from infra.cancellation import exit_quietly_when_interrupted
 from infra.image import REGISTRY_LOGIN_NAME, pull_credentials, workload_image
 from infra.kube import (
-    CONTAINER,
     MEMORY_DIR,
     MEMORY_VOLUME,
     RUN_AS,
     TERMINATION_MESSAGE_PATH,
-    WORKLOAD,
     ephemeral_storage,
     kubectl_commands,
     labels,
@@ -27,6 +25,7 @@ from infra.kube import (
     workload_env,
 )
 from infra.monitoring import PROMETHEUS_RULE_API_VERSION, PROMETHEUS_RULE_NAME, rule_groups
+from infra.names import CONTAINER, WORKLOAD
 from infra.settings import load_settings
 
 exit_quietly_when_interrupted()  # a failed or cancelled update ends with the engine's one line, no traceback of ours
@@ -229,7 +228,7 @@ pulumi.export("namespace", namespace_name)
 pulumi.export("workloadKind", "DaemonSet" if settings.scope == "node" else "Deployment")
 pulumi.export("workloadName", workload.metadata.name)
 if settings.scope == "deployment":
-    pulumi.export("deploymentName", workload.metadata.name)  # what `oom-killer verify` reads
+    pulumi.export("deploymentName", workload.metadata.name)  # the name of stacks before scope=node (workloadName)
 pulumi.export("image", image.reference)
 pulumi.export("memoryLimit", settings.memory_limit)
 pulumi.export("predictedSecondsToOomKill", predicted_seconds_to_oom_kill(settings))

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 from typing import Final
 
-from infra.settings import BASELINE_MAX_MIB, BASELINE_MIN_MIB, StackSettings
+from infra.names import APP, STOPPED_NODE_SELECTOR
+from infra.settings import StackSettings
+from workload.kinds import memory_kind, process_model
 from workload.memory import MIB
 from workload.predict import STARTUP_SECONDS_MAX, KillRange, predict_kill
 from workload.settings import DEFAULT_TERMINATION_MESSAGE_PATH
 
-APP: Final = "oom-killer"
-CONTAINER: Final = "oom-killer"
-WORKLOAD: Final = "oom-killer"  # the Deployment's name, or the DaemonSet's (scope=node)
 RUN_AS: Final = 65532  # the Dockerfile's USER: numeric, so runAsNonRoot is checked without a passwd file
 TERMINATION_MESSAGE_PATH: Final = DEFAULT_TERMINATION_MESSAGE_PATH  # the workload's default, said explicitly
 # Where a tmpfs or pagecache hog writes: the emptyDir's mount, passed to it as MEMORY_DIR.
@@ -20,9 +19,6 @@ MEMORY_VOLUME: Final = "memory"
 # Room on the pagecache emptyDir (and in the container's ephemeral-storage) above what the hog writes: its logs
 # count against the same ephemeral-storage limit.
 PAGECACHE_ROOM_MIB: Final = 64
-# scope=node with replicas=0: a label no node carries, in the pod's nodeSelector, so that the DaemonSet runs no pod
-# and its objects stay, as a Deployment scaled to 0 does.
-STOPPED_NODE_SELECTOR: Final = {"oom-killer.io/stopped": "true"}
 
 
 def labels(stack: str) -> dict[str, str]:
@@ -55,10 +51,10 @@ def workload_env(settings: StackSettings) -> dict[str, str]:
     }
     if settings.memory_ceiling_mb:
         env["MEMORY_CEILING_MB"] = str(settings.memory_ceiling_mb)
-    if settings.memory_kind != "anonymous":
+    if memory_kind(settings.memory_kind).writes_files:
         env["MEMORY_KIND"] = settings.memory_kind
         env["MEMORY_DIR"] = MEMORY_DIR
-    if settings.process_model != "single":
+    if process_model(settings.process_model).interpreters > 1:
         env["PROCESS_MODEL"] = settings.process_model
     return env
 
@@ -71,11 +67,6 @@ def node_selector(settings: StackSettings) -> dict[str, str] | None:
     return selector or None
 
 
-def pagecache_mib(settings: StackSettings) -> int:
-    """What a pagecache hog writes before it holds: the ceiling, or twice the limit (the workload's own rule)."""
-    return settings.memory_ceiling_mb or 2 * settings.memory_limit_mb
-
-
 def memory_empty_dir(settings: StackSettings) -> dict[str, str] | None:
     """The emptyDir (medium, sizeLimit) a tmpfs or pagecache hog writes into; None for anonymous memory.
 
@@ -83,16 +74,19 @@ def memory_empty_dir(settings: StackSettings) -> dict[str, str] | None:
     first, never ENOSPC). pagecache: on the node's disk, sized for what the hog writes and its logs, so that the
     kubelet never evicts the pod for its disk (the same quantity is the container's ephemeral-storage).
     """
-    if settings.memory_kind == "tmpfs":
-        return {"medium": "Memory", "sizeLimit": settings.memory_limit}
-    if settings.memory_kind == "pagecache":
-        return {"medium": "", "sizeLimit": f"{pagecache_mib(settings) + PAGECACHE_ROOM_MIB}Mi"}
-    return None
+    kind = memory_kind(settings.memory_kind)
+    if kind.empty_dir_medium is None:
+        return None
+    if not kind.on_node_disk:
+        return {"medium": kind.empty_dir_medium, "sizeLimit": settings.memory_limit}
+    # What it writes before it holds (the workload's own rule), and room for its logs.
+    written = kind.hold_ceiling_mib(settings.memory_ceiling_mb, settings.memory_limit_mb) or settings.memory_limit_mb
+    return {"medium": "", "sizeLimit": f"{written + PAGECACHE_ROOM_MIB}Mi"}
 
 
 def ephemeral_storage(settings: StackSettings) -> str | None:
     """The container's ephemeral-storage request and limit (pagecache only): the emptyDir's size."""
-    if settings.memory_kind != "pagecache":
+    if not memory_kind(settings.memory_kind).on_node_disk:
         return None
     empty_dir = memory_empty_dir(settings)
     return None if empty_dir is None else empty_dir["sizeLimit"]
@@ -103,20 +97,20 @@ def predicted_oom_kill(settings: StackSettings) -> KillRange | None:
 
     What the cgroup is charged before the first step depends on the node: up to BASELINE_MAX_MIB an interpreter
     where this container reads the interpreter's files first (page cache the kernel takes back before it kills),
-    as little as BASELINE_MIN_MIB that it cannot take back. The earliest step counts the whole of the larger
-    charge, the latest only the smaller. The settings' rules leave a ceiling room for the largest baseline.
+    as little as BASELINE_MIN_MIB that it cannot take back (workload/kinds.py). The earliest step counts the whole of
+    the larger charge, the latest only the smaller; supervised, two interpreters are charged before the worker's
+    first step. The settings' rules leave a ceiling room for the largest baseline.
     """
-    if settings.memory_kind == "pagecache":
+    if not memory_kind(settings.memory_kind).killed:
         return None  # page cache is reclaimed at the limit: no kill comes
-    # Supervised, two interpreters are charged before the worker's first step: the supervisor and the worker.
-    interpreters = 2 if settings.process_model == "supervised" else 1
+    model = process_model(settings.process_model)
     return predict_kill(
         settings.memory_limit_mb * MIB,
-        interpreters * BASELINE_MAX_MIB * MIB,
+        model.baseline_max_mib * MIB,
         settings.memory_increment_mb,
         settings.increment_interval_ms,
         settings.memory_ceiling_mb or None,
-        reclaimable_bytes=interpreters * (BASELINE_MAX_MIB - BASELINE_MIN_MIB) * MIB,
+        reclaimable_bytes=(model.baseline_max_mib - model.baseline_min_mib) * MIB,
     )
 
 

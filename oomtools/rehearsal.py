@@ -24,7 +24,7 @@ import docker
 import docker.errors
 from docker.models.containers import Container
 
-from infra.kube import STOPPED_NODE_SELECTOR
+from infra.names import STOPPED_NODE_SELECTOR
 from oomtools.render import PROJECT_DIR, Rendered, render, stack_config
 
 DEPLOYMENT = "kubernetes:apps/v1:Deployment"

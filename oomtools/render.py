@@ -9,6 +9,8 @@ a pushed image). The tests and `make demo` read the declared objects from here, 
 from __future__ import annotations
 
 import hashlib
+import json
+import os
 import runpy
 import signal
 from dataclasses import dataclass, field
@@ -20,7 +22,7 @@ import yaml
 from pulumi.runtime import mocks, settings, stack
 from pulumi.runtime.sync_await import _sync_await
 
-from infra.settings import PROJECT
+from infra.names import PROJECT
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 PROGRAM = PROJECT_DIR / "__main__.py"
@@ -149,15 +151,26 @@ def render(config: dict[str, str], stack_name: str = "dev", secrets: frozenset[s
     rendered = Rendered()
     monitor = _Monitor(rendered)
     mocks.set_mocks(monitor.mocks, project=PROJECT, stack=stack_name, preview=False, monitor=monitor)
-    pulumi.runtime.set_all_config(
-        {f"{PROJECT}:{key}": value for key, value in config.items()},
-        [f"{PROJECT}:{key}" for key in secrets],
-    )
+    full = {f"{PROJECT}:{key}": value for key, value in config.items()}
+    secret_keys = [f"{PROJECT}:{key}" for key in secrets]
+    pulumi.runtime.set_all_config(full, secret_keys)
     settings.SETTINGS.rpc_manager.clear()
     settings.SETTINGS.outputs.clear()
+    # The engine hands a program its config in PULUMI_CONFIG (and the secret keys' names beside it), which is what
+    # the program lists its keys from: so does this, over what the environment already holds.
+    previous = {name: os.environ.get(name) for name in ("PULUMI_CONFIG", "PULUMI_CONFIG_SECRET_KEYS")}
+    os.environ["PULUMI_CONFIG"] = json.dumps({**pulumi.runtime.get_config_env(), **full})
+    os.environ["PULUMI_CONFIG_SECRET_KEYS"] = json.dumps(
+        sorted({*pulumi.runtime.get_config_secret_keys_env(), *secret_keys})
+    )
     try:
         _sync_await(stack.run_pulumi_func(_run_program))
     finally:
+        for name, value in previous.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
         root = settings.get_root_resource()
         exports = dict(root.outputs) if isinstance(root, stack.Stack) else {}
         settings.set_root_resource(None)  # type: ignore[arg-type]

@@ -10,11 +10,11 @@ import docker
 import docker.errors
 import pytest
 
-from infra.settings import BASELINE_MAX_MIB
 from oomtools import demo
 from oomtools.rehearsal import DeclaredPod, rehearse, stack_pod
 from tests.support import CONTAINER_LIMIT_MIB
 from workload import logfmt
+from workload.kinds import BASELINE_MAX_MIB
 
 LIMIT_MIB = CONTAINER_LIMIT_MIB  # the limit of dev_pod (tests/conftest.py)
 

@@ -19,17 +19,16 @@ from pulumi.runtime import rpc
 from infra.image import context_tag
 from infra.kube import predicted_oom_kill_step, predicted_seconds_to_oom_kill
 from infra.settings import (
-    BASELINE_MAX_MIB,
-    BASELINE_MIN_MIB,
     DEFAULTS,
-    MAX_MIB,
     ConfigError,
     StackSettings,
     load_settings,
 )
+from infra.table import MAX_MIB
 from oomtools import render as render_module
 from oomtools.render import Rendered, render, stack_config
 from tests.support import PROJECT, require
+from workload.kinds import BASELINE_MAX_MIB, BASELINE_MIN_MIB
 from workload.memory import MIB
 from workload.predict import STARTUP_SECONDS_MAX, predict_kill
 from workload.settings import MAX_CEILING_MIB, SettingsError, parse_settings

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from infra.kube import STOPPED_NODE_SELECTOR
+from infra.names import STOPPED_NODE_SELECTOR
 from infra.settings import ConfigError
 from oomtools import demo
 from oomtools.rehearsal import declared_pod

@@ -17,8 +17,8 @@ import jsonschema
 import pytest
 import yaml
 
-from infra.kube import APP
 from infra.monitoring import RULES_FILE, rule_groups
+from infra.names import APP
 from oomtools import alerts
 from oomtools.promql_scope import scope_expr
 from oomtools.render import render

@@ -1,0 +1,540 @@
+"""The stack's settings as one table: a row per config key (its type, default, bounds, choices, parser, whether it is
+a secret, and what it does, in a line for Pulumi.yaml and in a cell for docs/configuration.md), then the rules
+between keys, each by name. Each key is written here once; infra/settings.py reads the stack's config through it,
+`oom-killer demo --set` checks a value with it, and Pulumi.yaml's config block and the docs' table are generated
+from it (`python -m oomtools.config_files --write`; `make test` fails while either is stale).
+
+Stdlib only (the labels' parser is imported when a value is parsed): the command's argument checks and shell
+completion read it without Pulumi.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Final
+
+from infra.names import PROJECT
+from workload.kinds import (
+    BASELINE_MAX_MIB,
+    MEMORY_KINDS,
+    PROCESS_MODELS,
+    SINGLE,
+    SUPERVISED,
+    memory_kind,
+    process_model,
+)
+from workload.settings import MAX_CEILING_MIB, MAX_INTERVAL_MS
+
+MAX_MIB: Final = MAX_CEILING_MIB  # 1 TiB, the workload's own bound: past this a value is a typo, not a test
+# Docker refuses a smaller memory limit ("Minimum memory limit allowed is 6MB"), and runc under a kubelet too.
+RUNTIME_MIN_LIMIT_MIB: Final = 6
+MIN_LIMIT_MIB: Final = max(RUNTIME_MIN_LIMIT_MIB, BASELINE_MAX_MIB + 1)  # room for the baseline and a 1 MiB step
+MAX_REPLICAS: Final = 100
+MAX_CPU_MILLICORES: Final = 64_000
+SCOPES: Final = ("deployment", "node")  # a Deployment of `replicas` pods, or a DaemonSet of one pod per node
+TAINT_EFFECTS: Final = ("NoSchedule", "PreferNoSchedule", "NoExecute")
+# What the supervised model's bounds say of its interpreters (the limit less the baseline of each).
+_SUPERVISED_ROOM: Final = f"less {SUPERVISED.baseline_max_mib} with processModel=supervised (two interpreters)"
+
+# RFC 1123 label, as Kubernetes requires of a namespace name.
+_DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
+# os/arch[/variant], as docker build --platform takes it.
+_PLATFORM = re.compile(r"[a-z0-9]+/[a-z0-9_]+(/[a-z0-9]+)?")
+
+Value = bool | int | str | tuple[Any, ...]
+
+
+class Invalid(ValueError):
+    """A value the table refuses: the key, the value as the refusal shows it, and why (one line)."""
+
+    def __init__(self, key: str, value: object, reason: str) -> None:
+        super().__init__(config_refusal(key, value, reason))
+        self.key = key
+        self.value = value
+        self.reason = reason
+
+
+def config_refusal(key: str, value: object, reason: str) -> str:
+    """The one line a refused config value gets, from the program (`pulumi up`) and from `--set` alike."""
+    return f"invalid config {PROJECT}:{key}={value!r}: {reason}"
+
+
+@dataclass(frozen=True)
+class Toleration:
+    """One toleration, from kubectl taint's syntax: `key=value:Effect` (operator Equal), `key:Effect` (Exists);
+    without `:Effect`, every effect."""
+
+    key: str
+    value: str | None  # None: operator Exists
+    effect: str  # "": every effect
+
+    @property
+    def operator(self) -> str:
+        return "Exists" if self.value is None else "Equal"
+
+
+def parse_label_pairs(text: str) -> tuple[tuple[str, str], ...]:
+    """`key=value,...` (Kubernetes labels) in the order given; ValueError says what is wrong."""
+    from infra.monitoring import parse_labels  # the labels' syntax; it brings yaml, so only when a value is parsed
+
+    return tuple(parse_labels(text).items())
+
+
+def parse_tolerations(text: str) -> tuple[Toleration, ...]:
+    """`key=value:Effect,key:Effect,key=value,key` into tolerations; ValueError says what is wrong.
+
+    Keys and values are label keys and values: a taint's are the same syntax, so the labels' parser checks them.
+    """
+    tolerations = []
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        rest, colon, effect = (part.strip() for part in item.partition(":"))
+        if colon and effect not in TAINT_EFFECTS:
+            raise ValueError(f"{effect!r} (for {rest}) is not an effect: {', '.join(TAINT_EFFECTS)}")
+        equals = "=" in rest
+        ((key, value),) = parse_label_pairs(rest if equals else f"{rest}=")
+        tolerations.append(Toleration(key, value if equals else None, effect))
+    return tuple(tolerations)
+
+
+def _no_white_space(text: str) -> bool:
+    return re.search(r"\s", text) is None
+
+
+_IMAGE_REFERENCE: Final = ((_no_white_space, "an image reference has no white space"),)
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One config key: what it takes and what it does."""
+
+    key: str
+    default: bool | int | str
+    summary: str  # Pulumi.yaml's description: plain text, one paragraph
+    doc: str  # the docs' table cell: Markdown
+    lowest: int = 0  # integers: the bounds, both included
+    highest: int = 0
+    bounds_note: str = ""  # after the bounds in a refusal: the unit, or why
+    choices: tuple[str, ...] = ()
+    parser: Callable[[str], Value] | None = None  # text into the value StackSettings holds; ValueError says why not
+    parser_says: str = ""  # what a refusal of the parser's says first
+    checks: tuple[tuple[Callable[[str], bool], str], ...] = ()  # (holds for a good text, what a refusal says)
+    secret: bool = False  # stored encrypted (pulumi config set --secret): a plaintext value is refused
+
+    @property
+    def type(self) -> str:
+        """Its type as Pulumi.yaml declares it."""
+        if isinstance(self.default, bool):
+            return "boolean"
+        return "integer" if isinstance(self.default, int) else "string"
+
+    @property
+    def field(self) -> str:
+        """Its name in StackSettings: memoryIncrementMb is memory_increment_mb."""
+        return re.sub(r"[A-Z]", lambda upper: f"_{upper.group().lower()}", self.key)
+
+    @property
+    def default_text(self) -> str:
+        """The default as the config would hold it."""
+        return str(self.default).lower() if isinstance(self.default, bool) else str(self.default)
+
+    def values(self) -> tuple[str, ...]:
+        """The values a shell may complete: the choices, or a boolean's two."""
+        return ("true", "false") if self.type == "boolean" else self.choices
+
+    def parse(self, raw: str | None) -> Value:
+        """The value of this key's text (None: unset, the default); Invalid says why not, naming key and value.
+
+        Integers and booleans as Pulumi's own Config.get_int and get_bool read them; text with white space at the
+        ends removed.
+        """
+        text = self.default_text if raw is None else raw
+        if self.type == "integer":
+            try:
+                number = int(text)
+            except ValueError:
+                raise Invalid(self.key, text, "must be a whole number") from None
+            if not self.lowest <= number <= self.highest:
+                raise Invalid(self.key, number, f"must be from {self.lowest} to {self.highest}{self.bounds_note}")
+            return number
+        if self.type == "boolean":
+            if text in ("true", "True", "false", "False"):
+                return text.lower() == "true"
+            raise Invalid(self.key, text, "must be true or false")
+        text = text.strip()
+        if self.choices and text not in self.choices:
+            raise Invalid(self.key, text, f"must be one of {', '.join(self.choices)}")
+        for holds, reason in self.checks:
+            if not holds(text):
+                raise Invalid(self.key, text, reason)
+        if self.parser is None:
+            return text
+        try:
+            return self.parser(text)
+        except ValueError as error:
+            raise Invalid(self.key, text, f"{self.parser_says}: {error}") from error
+
+
+ROWS: Final = (
+    Setting(
+        "memoryIncrementMb",
+        10,
+        f"MiB the workload adds (and writes) per step, from 1; at most memoryLimitMb less {BASELINE_MAX_MIB} (the "
+        f"interpreter's baseline), {_SUPERVISED_ROOM}.",
+        "MiB the workload adds (and writes, so it is resident) per step; at most `memoryLimitMb` less "
+        f"{BASELINE_MAX_MIB}, less {SUPERVISED.baseline_max_mib} with `processModel=supervised`",
+        lowest=1,
+        highest=MAX_MIB,
+        bounds_note=" (MiB)",
+    ),
+    Setting(
+        "memoryLimitMb",
+        256,
+        "The container's memory limit and request in MiB (Guaranteed QoS); also the namespace LimitRange's max. "
+        f"From {MIN_LIMIT_MIB}, room for the interpreter (up to {BASELINE_MAX_MIB} MiB) and a step, to {MAX_MIB}.",
+        f"the container's memory limit and request, in MiB, from {MIN_LIMIT_MIB} (room for the interpreter and a "
+        f"step; runtimes refuse less than {RUNTIME_MIN_LIMIT_MIB}) to {MAX_MIB}; also the LimitRange's default and max",
+        lowest=MIN_LIMIT_MIB,
+        highest=MAX_MIB,
+        bounds_note=f" (MiB): the interpreter alone takes up to {BASELINE_MAX_MIB} MiB (and container runtimes "
+        f"refuse less than {RUNTIME_MIN_LIMIT_MIB})",
+    ),
+    Setting(
+        "incrementIntervalMs",
+        1000,
+        f"Milliseconds between steps, from 0 (as fast as it can) to {MAX_INTERVAL_MS} (a day).",
+        f"milliseconds between steps; `0` grows as fast as it can; at most {MAX_INTERVAL_MS} (a day)",
+        lowest=0,
+        highest=MAX_INTERVAL_MS,
+    ),
+    Setting(
+        "memoryCeilingMb",
+        0,
+        "Stop growing at this many MiB and hold, never killed (0 means no ceiling); at most memoryLimitMb less "
+        f"{BASELINE_MAX_MIB}, room for the interpreter's baseline, {_SUPERVISED_ROOM}. With memoryKind=pagecache, "
+        f"which is never killed, up to {MAX_MIB} (0 holds at twice the limit).",
+        'stop growing at this many MiB and hold, never killed (a "near the limit" test); at most `memoryLimitMb` '
+        f"less {BASELINE_MAX_MIB}, less {SUPERVISED.baseline_max_mib} with `processModel=supervised`; with "
+        f"`memoryKind=pagecache` up to {MAX_MIB}; `0` means none",
+        lowest=0,
+        highest=MAX_MIB,
+        bounds_note=" (MiB)",
+    ),
+    Setting(
+        "cpuMillicores",
+        100,
+        f"The container's CPU request and limit in millicores, from 1 to {MAX_CPU_MILLICORES}.",
+        f"the container's CPU request and limit, in millicores, from 1 to {MAX_CPU_MILLICORES}",
+        lowest=1,
+        highest=MAX_CPU_MILLICORES,
+    ),
+    Setting(
+        "namespace",
+        "",
+        "The namespace the stack creates for the workload (and deletes on destroy), or with createNamespace=false an "
+        "existing one of its own it deploys into; never default or kube-*. Empty means oom-killer-<stack> (the dev "
+        "stack sets oom-killer).",
+        "the namespace the stack creates, and deletes on destroy (with `createNamespace=false`: an existing one of "
+        "its own it deploys into); never `default` or `kube-*`; empty means `oom-killer-<stack>` (the dev stack sets "
+        "`oom-killer`)",
+        checks=(
+            (
+                lambda text: text == "" or (len(text) <= 63 and _DNS_LABEL.fullmatch(text) is not None),
+                "must be a DNS label: at most 63 lowercase letters, digits and '-', starting and ending alphanumeric",
+            ),
+        ),
+    ),
+    Setting(
+        "createNamespace",
+        True,
+        "Create the namespace (and delete it on destroy). false deploys into an existing namespace, as a cluster "
+        "admin made it with infra/rights.yaml, and leaves it on destroy; the deployer then needs no right on any "
+        "cluster-scoped object (docs/rights.md).",
+        "`true`: the stack creates `namespace`, with Pod Security `restricted`, and `pulumi destroy` deletes it. "
+        "`false`: it declares no Namespace and deploys into the one a cluster admin made (`infra/rights.yaml`, with "
+        "the same labels), which `pulumi destroy` leaves; the deployer then needs no right on any cluster-scoped "
+        "object ([rights it needs](rights.md))",
+    ),
+    Setting(
+        "replicas",
+        1,
+        f"How many pods to run, from 0 (keeps the objects and stops the pods) to {MAX_REPLICAS}; with scope=node only "
+        "1 (a pod per node) or 0.",
+        f"how many pods, at most {MAX_REPLICAS}; `0` keeps the objects and stops the pods; with `scope=node` only `1` "
+        "(a pod per node) or `0`",
+        lowest=0,
+        highest=MAX_REPLICAS,
+    ),
+    Setting(
+        "image",
+        "",
+        "A prebuilt image to run instead of building one (e.g. registry.example.com/oom-killer:1.0).",
+        "a prebuilt image to run instead of building one",
+        checks=_IMAGE_REFERENCE,
+    ),
+    Setting(
+        "imageRepository",
+        "",
+        "Where to push the built image (e.g. ghcr.io/acme/oom-killer); empty builds it locally and pushes nothing.",
+        "where to push the build, e.g. `ghcr.io/acme/oom-killer`; empty builds locally and pushes nothing",
+        checks=(
+            *_IMAGE_REFERENCE,
+            (
+                lambda text: ":" not in text.rpartition("/")[2] and "@" not in text,
+                "is a repository without a tag or digest (the program tags each build itself)",
+            ),
+        ),
+    ),
+    Setting(
+        "registryUsername",
+        "",
+        "Username for imageRepository's registry; empty uses your docker login.",
+        "user for `imageRepository`'s registry; empty uses the credentials of your `docker login`",
+    ),
+    Setting(
+        "registryPassword",
+        "",
+        "Password or token for imageRepository's registry; set it with --secret (the program refuses it in plaintext).",
+        "password or token for that registry; set it with `--secret` (a plaintext one is refused)",
+        secret=True,
+    ),
+    Setting(
+        "platform",
+        "",
+        "The platform the image is built for (os/arch), matching your nodes; required with imageRepository. Empty "
+        "builds a local image for the Docker engine's own platform.",
+        "the platform the image is built for, your nodes' `os/arch`; required with `imageRepository`; empty builds a "
+        "local image for the Docker engine's own platform",
+        checks=(
+            (
+                lambda text: text == "" or _PLATFORM.fullmatch(text) is not None,
+                "must be os/arch, e.g. linux/amd64, or empty (a local build: the Docker engine's own)",
+            ),
+        ),
+    ),
+    Setting(
+        "baseImage",
+        "",
+        "The Dockerfile's BASE_IMAGE (any image with python3 >= 3.11); empty keeps the pinned official slim image.",
+        "the Dockerfile's `BASE_IMAGE` (any image with `python3` 3.11+); empty keeps the pinned official slim image",
+        checks=_IMAGE_REFERENCE,
+    ),
+    Setting(
+        "memoryKind",
+        MEMORY_KINDS[0],
+        "What the workload fills: anonymous (its own heap, killed at the limit), tmpfs (files in an emptyDir with "
+        "medium Memory, charged to the limit and killed there), or pagecache (files in an emptyDir on disk: page "
+        "cache, reclaimed at the limit, never killed; holds at memoryCeilingMb or twice the limit).",
+        "what the workload fills: `anonymous` (its own heap), `tmpfs` (files in an `emptyDir` with `medium: Memory` "
+        "at `/data`, sized at the limit), `pagecache` (files in an `emptyDir` on the node's disk at `/data`; the "
+        "container gets a matching `ephemeral-storage` request and limit); see [memory kinds and process "
+        "models](memory-kinds.md). With `pagecache`, `memoryCeilingMb` may exceed the limit (`0`: hold at twice the "
+        "limit)",
+        choices=MEMORY_KINDS,
+    ),
+    Setting(
+        "processModel",
+        PROCESS_MODELS[0],
+        f"{SINGLE.name} ({SINGLE.runs}) or {SUPERVISED.name} ({SUPERVISED.runs}: with cgroup v2's "
+        "memory.oom.group=1 the whole container dies instead).",
+        "`single` (PID 1 is the hog) or `supervised` (PID 1 runs the hog as a worker and restarts it after each "
+        "kill, as gunicorn or php-fpm do); supervised needs room for two interpreters: step and ceiling at most "
+        f"`memoryLimitMb` less {SUPERVISED.baseline_max_mib}",
+        choices=PROCESS_MODELS,
+    ),
+    Setting(
+        "prometheusRule",
+        False,
+        "Declare the alerts of alerts/oom-killer.rules.yaml as a monitoring.coreos.com/v1 PrometheusRule in the "
+        "stack's namespace (needs the Prometheus Operator's CRD in the cluster).",
+        "declare the alerts of `alerts/oom-killer.rules.yaml` as a `monitoring.coreos.com/v1` `PrometheusRule` in "
+        "the stack's namespace (needs the Prometheus Operator's CRD; see [checking your alerts](alerts.md))",
+    ),
+    Setting(
+        "prometheusRuleLabels",
+        "",
+        "Labels for the PrometheusRule, key=value,... as the Prometheus Operator's ruleSelector matches them (e.g. "
+        "release=kube-prometheus-stack); only with prometheusRule.",
+        "the `PrometheusRule`'s labels, `key=value,...`, for the Operator's `ruleSelector` (e.g. "
+        "`release=kube-prometheus-stack`); only with `prometheusRule`",
+        parser=parse_label_pairs,
+        parser_says="must be key=value,... (Kubernetes labels)",
+    ),
+    Setting(
+        "scope",
+        SCOPES[0],
+        "deployment (a Deployment of replicas pods) or node (a DaemonSet: one pod on every node the pod may go to, "
+        "with nodeSelector and tolerations, replaced one node at a time; replicas 1, or 0 to stop the pods).",
+        "`deployment`: a Deployment of `replicas` pods, wherever the scheduler puts them; `node`: a DaemonSet of the "
+        "same pod, one on every node it may go to (`nodeSelector`, `tolerations`), replaced one node at a time "
+        "(`RollingUpdate`, `maxUnavailable: 1`). With `node`, `replicas` is `1`, or `0` to keep the objects and stop "
+        'the pods: the pod\'s `nodeSelector` then also asks for the label `oom-killer.io/stopped: "true"`, which no '
+        "node carries",
+        choices=SCOPES,
+    ),
+    Setting(
+        "nodeSelector",
+        "",
+        "Labels the pod's node must carry, key=value,... (the pod template's nodeSelector, e.g. pool=oom-lab), for "
+        "either scope.",
+        "labels the pod's node must carry, `key=value,...` (e.g. `pool=oom-lab`), as the pod's `nodeSelector`, for "
+        "either scope",
+        parser=parse_label_pairs,
+        parser_says="must be key=value,... (labels the nodes carry)",
+    ),
+    Setting(
+        "tolerations",
+        "",
+        "Taints the pod tolerates, comma-separated in kubectl taint's syntax: key=value:Effect (Equal), key:Effect "
+        "(Exists), key=value or key (every effect); Effect is NoSchedule, PreferNoSchedule or NoExecute.",
+        "taints the pod tolerates, comma-separated in `kubectl taint`'s syntax: `key=value:Effect` (operator "
+        "`Equal`), `key:Effect` (operator `Exists`), `key=value` or `key` (every effect); `Effect` is `NoSchedule`, "
+        "`PreferNoSchedule` or `NoExecute`. For either scope, e.g. `dedicated=oom-lab:NoSchedule`",
+        parser=parse_tolerations,
+        parser_says="must be key=value:Effect, key:Effect, key=value or key, comma-separated",
+    ),
+)
+SETTINGS: Final = {row.key: row for row in ROWS}
+
+
+def nearest_setting(key: str) -> str | None:
+    """The declared setting a mistyped key most likely meant (`memoryIncremntMb`: memoryIncrementMb), or None."""
+    by_lower = {name.lower(): name for name in SETTINGS}
+    found = difflib.get_close_matches(key.lower(), by_lower, n=1)
+    return by_lower[found[0]] if found else None
+
+
+def default_namespace(stack: str) -> str:
+    """The namespace a stack gets when it names none: `oom-killer-<stack>`, so two stacks on one cluster do not
+    collide (the dev stack names `oom-killer` in Pulumi.dev.yaml). The stack name made a DNS label, as far as it goes.
+    """
+    label = re.sub(r"[^a-z0-9-]+", "-", f"{PROJECT}-{stack}".lower())
+    return label[:63].strip("-")
+
+
+# The rules between keys: each reads the values (by config key, parsed, the namespace resolved) and says why it
+# refuses the value of its key, or None.
+Values = Mapping[str, Any]
+_COUNTED: Final = {2: "two", 3: "three"}
+
+
+def _interpreters(count: int) -> str:
+    return f"for each of {_COUNTED.get(count, str(count))} interpreters"
+
+
+def _step_leaves_room(values: Values) -> str | None:
+    model, limit = process_model(values["processModel"]), values["memoryLimitMb"]
+    room = model.room_mib(limit)
+    if values["memoryIncrementMb"] <= room:
+        return None
+    if model.interpreters == 1:
+        return (
+            f"must be at most {room}: memoryLimitMb ({limit}) less up to {BASELINE_MAX_MIB} MiB the interpreter "
+            "takes, or the container is killed before its first step"
+        )
+    return (
+        f"must be at most {room} for processModel={model.name}: memoryLimitMb ({limit}) less up to "
+        f"{BASELINE_MAX_MIB} MiB {_interpreters(model.interpreters)}, or the worker is killed before its first step"
+    )
+
+
+def _ceiling_leaves_room(values: Values) -> str | None:
+    # A kind the kernel never kills (page cache) may hold above the limit: the row's bound is its only one.
+    if not memory_kind(values["memoryKind"]).killed:
+        return None
+    model, limit = process_model(values["processModel"]), values["memoryLimitMb"]
+    room = model.room_mib(limit)
+    if values["memoryCeilingMb"] <= room:
+        return None
+    if model.interpreters == 1:
+        return (
+            f"must be 0 (no ceiling) or at most {room}: memoryLimitMb ({limit}) less up to {BASELINE_MAX_MIB} MiB "
+            "the interpreter takes, so that it surely holds there (for a kill, set 0)"
+        )
+    return (
+        f"must be 0 (no ceiling) or at most {room} for processModel={model.name}: memoryLimitMb ({limit}) less up "
+        f"to {BASELINE_MAX_MIB} MiB {_interpreters(model.interpreters)}, so that it surely holds there"
+    )
+
+
+def _one_pod_per_node(values: Values) -> str | None:
+    if values["scope"] != "node" or values["replicas"] in (0, 1):
+        return None
+    return "must be 1 (or 0 to stop the pods) for scope=node: scope=node runs one pod per selected node"
+
+
+def _namespace_of_its_own(values: Values) -> str | None:
+    # The stack creates its namespace and deletes it on destroy: never the cluster's own. Nor, where an admin made
+    # it (createNamespace=false), a shared one: the LimitRange and the deny-all NetworkPolicy hold every pod in it.
+    namespace = values["namespace"]
+    if namespace != "default" and not namespace.startswith("kube-"):
+        return None
+    if values["createNamespace"]:
+        return "must be a namespace of its own: the stack creates it and `pulumi destroy` deletes it with all it holds"
+    return "must be a namespace of its own: its LimitRange and deny-all NetworkPolicy hold every pod in it"
+
+
+def _prebuilt_or_built(values: Values) -> str | None:
+    if values["image"] and values["imageRepository"]:
+        return "is a prebuilt image, so nothing is built to push to imageRepository: set only one of the two"
+    return None
+
+
+def _push_names_platform(values: Values) -> str | None:
+    if values["platform"] or not values["imageRepository"]:
+        return None
+    return (
+        "must name your nodes' os/arch for a pushed image, e.g. `pulumi config set platform linux/amd64` "
+        "(kubectl get nodes -o jsonpath='{.items[*].status.nodeInfo.architecture}')"
+    )
+
+
+def _credentials_together(values: Values) -> str | None:
+    if bool(values["registryUsername"]) == bool(values["registryPassword"]):
+        return None
+    return "and registryPassword go together: set both, or neither to use your docker login"
+
+
+def _credentials_for_a_push(values: Values) -> str | None:
+    if not values["registryUsername"] or values["imageRepository"]:
+        return None
+    return "is only used to push to imageRepository, which is not set"
+
+
+def _labels_for_a_rule(values: Values) -> str | None:
+    if not values["prometheusRuleLabels"] or values["prometheusRule"]:
+        return None
+    return "label the PrometheusRule, which is not declared: `pulumi config set prometheusRule true`"
+
+
+@dataclass(frozen=True)
+class Rule:
+    """A rule between keys, by name: the key whose value it refuses, and the check (None: the values hold)."""
+
+    name: str
+    key: str
+    refuses: Callable[[Values], str | None]
+
+
+RULES: Final = (
+    Rule("a step leaves room for the interpreters", "memoryIncrementMb", _step_leaves_room),
+    Rule("a ceiling leaves room for the interpreters", "memoryCeilingMb", _ceiling_leaves_room),
+    Rule("scope=node runs one pod per node", "replicas", _one_pod_per_node),
+    Rule("the namespace is the stack's own", "namespace", _namespace_of_its_own),
+    Rule("a prebuilt image or a build to push", "image", _prebuilt_or_built),
+    Rule("a pushed build names its platform", "platform", _push_names_platform),
+    Rule("registry credentials go together", "registryUsername", _credentials_together),
+    Rule("registry credentials are for a push", "registryUsername", _credentials_for_a_push),
+    Rule("labels are for a declared PrometheusRule", "prometheusRuleLabels", _labels_for_a_rule),
+)
+
+
+def check_rules(values: Values, shown: Mapping[str, object]) -> None:
+    """Raise Invalid for the first rule the values break, naming its key and the value as `shown` has it (the text
+    given, for a key whose value is parsed)."""
+    for rule in RULES:
+        reason = rule.refuses(values)
+        if reason is not None:
+            raise Invalid(rule.key, shown.get(rule.key, values[rule.key]), reason)
