@@ -1,0 +1,167 @@
+"""The settings' table (infra/table.py): each key written once, the files made from it current, its bounds and rules
+the ones the program enforces, `--set` checked by it, and nothing of Pulumi needed to read it."""
+
+from __future__ import annotations
+
+import io
+import subprocess
+import sys
+from pathlib import Path
+
+import pulumi
+import pytest
+import yaml
+
+from infra.settings import DEFAULTS, ConfigError, load_settings
+from infra.table import ROWS, RULES, SETTINGS, Invalid
+from oomtools import config_files
+from oomtools.arguments import UsageError, setting_names, stack_overrides
+from oomtools.render import render
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _mocks() -> None:
+    render({})  # the mock engine, whose stack load_settings reads
+
+
+def load(config: dict[str, str]) -> object:
+    pulumi.runtime.set_all_config({f"oom-killer:{k}": v for k, v in config.items()})
+    return load_settings()
+
+
+def test_every_key_is_one_row_and_its_default_passes_its_own_checks() -> None:
+    assert len(ROWS) == len(SETTINGS) == 21
+    for row in ROWS:
+        assert row.parse(None) == row.parse(row.default_text), row.key
+        assert row.summary.strip(), row.key
+        assert row.doc.strip(), row.key
+    assert {row.key: row.default for row in ROWS} == DEFAULTS
+
+
+@pytest.mark.parametrize("generated", [config_files.PULUMI_YAML, config_files.CONFIGURATION_DOC], ids=lambda p: p.name)
+def test_the_files_made_from_the_table_are_current(generated: Path) -> None:
+    assert config_files.stale(tuple(f for f in config_files.GENERATED if f[0] == generated)) == [], (
+        f"{generated.name} is out of date with infra/table.py: run {config_files.REGENERATE}"
+    )
+
+
+def test_the_check_fails_on_a_stale_file_and_says_how_to_regenerate(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stale = tmp_path / "Pulumi.yaml"
+    stale.write_text(config_files.PULUMI_YAML.read_text().replace("default: 256", "default: 512"))
+    monkeypatch.setattr(config_files, "PROJECT_DIR", tmp_path)
+    monkeypatch.setattr(config_files, "GENERATED", ((stale, config_files.pulumi_yaml),))
+    err = io.StringIO()
+    assert config_files.main(["--check"], err=err) == 1
+    assert err.getvalue() == f"Pulumi.yaml is out of date with infra/table.py: run {config_files.REGENERATE}\n"
+    assert config_files.main(["--write"], out=io.StringIO()) == 0
+    assert config_files.main(["--check"], err=io.StringIO()) == 0
+    assert yaml.safe_load(stale.read_text())["config"]["memoryLimitMb"]["default"] == 256
+
+
+def test_pulumi_yaml_says_what_the_table_says() -> None:
+    declared = yaml.safe_load(config_files.PULUMI_YAML.read_text())["config"]
+    assert list(declared) == list(SETTINGS)
+    for row in ROWS:
+        assert declared[row.key] == {"type": row.type, "default": row.default, "description": row.summary}
+
+
+@pytest.mark.parametrize("row", [row for row in ROWS if row.type == "integer"], ids=lambda row: row.key)
+def test_each_integers_bounds_are_the_ones_the_program_enforces(row: object) -> None:
+    assert isinstance(row, type(ROWS[0]))
+    for outside in (row.lowest - 1, row.highest + 1):
+        with pytest.raises(ConfigError) as caught:
+            load({row.key: str(outside)})
+        bounds = f"must be from {row.lowest} to {row.highest}{row.bounds_note}"
+        assert str(caught.value) == f"invalid config oom-killer:{row.key}={outside}: {bounds}"
+    assert row.parse(str(row.lowest)) == row.lowest
+    assert row.parse(str(row.highest)) == row.highest
+
+
+# One config that breaks each rule and nothing else: every rule can refuse.
+BREAKS = {
+    "a step leaves room for the interpreters": {"memoryLimitMb": "64", "memoryIncrementMb": "49"},
+    "a ceiling leaves room for the interpreters": {"memoryLimitMb": "128", "memoryCeilingMb": "113"},
+    "scope=node runs one pod per node": {"scope": "node", "replicas": "2"},
+    "the namespace is the stack's own": {"namespace": "kube-system"},
+    "a prebuilt image or a build to push": {"image": "a:1", "imageRepository": "ghcr.io/a/b"},
+    "a pushed build names its platform": {"imageRepository": "ghcr.io/a/b"},
+    "registry credentials go together": {
+        "imageRepository": "ghcr.io/a/b",
+        "platform": "linux/amd64",
+        "registryUsername": "robot",
+    },
+    "registry credentials are for a push": {"registryUsername": "robot"},
+    "labels are for a declared PrometheusRule": {"prometheusRuleLabels": "release=x"},
+}
+
+
+@pytest.mark.parametrize("rule", RULES, ids=lambda rule: rule.name)
+def test_each_rule_refuses_its_key_alone(rule: object) -> None:
+    assert isinstance(rule, type(RULES[0]))
+    config = BREAKS[rule.name]
+    with pytest.raises(ConfigError) as caught:
+        load(config)
+    assert caught.value.key == rule.key
+    assert rule.refuses(
+        {**{r.key: r.parse(None) for r in ROWS}, **{k: SETTINGS[k].parse(v) for k, v in config.items()}}
+    )
+
+
+def test_the_bounds_the_docs_said_wrongly_are_the_ones_the_code_keeps() -> None:
+    # Supervised: two interpreters, so a step and a ceiling leave 32 MiB, not 16.
+    with pytest.raises(ConfigError, match=r"memoryIncrementMb=97: must be at most 96 for processModel=supervised"):
+        load({"memoryLimitMb": "128", "processModel": "supervised", "memoryIncrementMb": "97"})
+    # Page cache is never killed: a ceiling may go past the limit, up to the row's 1 TiB.
+    assert load({"memoryKind": "pagecache", "memoryCeilingMb": str(1024 * 1024)})
+    docs = config_files.CONFIGURATION_DOC.read_text()
+    summary = SETTINGS["memoryCeilingMb"].summary
+    assert "less 32 with processModel=supervised" in summary
+    assert "up to 1048576" in summary
+    assert "less 32 with `processModel=supervised`" in docs
+
+
+def test_set_checks_each_value_by_the_table_in_one_line() -> None:
+    assert stack_overrides("dev", ["memoryLimitMb=64", "memoryKind=tmpfs"]) == {
+        "memoryLimitMb": "64",
+        "memoryKind": "tmpfs",
+    }
+    for pair, line in [
+        ("memoryLimitMb=lots", "invalid config oom-killer:memoryLimitMb='lots': must be a whole number"),
+        ("memoryLimitMb=4", "invalid config oom-killer:memoryLimitMb=4: must be from 17 to 1048576 (MiB): "),
+        ("memoryKind=heap", "invalid config oom-killer:memoryKind='heap': must be one of anonymous, tmpfs, pagecache"),
+        ("prometheusRule=yes", "invalid config oom-killer:prometheusRule='yes': must be true or false"),
+    ]:
+        with pytest.raises(UsageError) as caught:
+            stack_overrides("dev", [pair])
+        assert str(caught.value).startswith(line)
+        assert "\n" not in str(caught.value)
+
+
+def test_the_shell_completes_keys_then_a_keys_values() -> None:
+    assert setting_names("memoryK") == ["memoryKind="]
+    assert setting_names("memoryKind=") == ["memoryKind=anonymous", "memoryKind=tmpfs", "memoryKind=pagecache"]
+    assert setting_names("processModel=s") == ["processModel=single", "processModel=supervised"]
+    assert setting_names("createNamespace=") == ["createNamespace=true", "createNamespace=false"]
+    assert setting_names("memoryLimitMb=") == []
+
+
+def test_the_table_and_the_set_check_import_without_pulumi() -> None:
+    code = (
+        "import sys; import infra.table, oomtools.arguments; "
+        "oomtools.arguments.stack_overrides('dev', ['scope=node', 'nodeSelector=pool=a']); "
+        "assert not [m for m in sys.modules if m.split('.')[0] == 'pulumi'], 'pulumi imported'"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=config_files.PROJECT_DIR, capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, done.stderr
+
+
+def test_a_refusal_from_the_table_is_the_programs_line() -> None:
+    with pytest.raises(Invalid) as caught:
+        SETTINGS["replicas"].parse("101")
+    with pytest.raises(ConfigError) as program:
+        load({"replicas": "101"})
+    assert str(caught.value) == str(program.value) == "invalid config oom-killer:replicas=101: must be from 0 to 100"
