@@ -53,10 +53,15 @@ def exit_codes(codes: dict[int, str]) -> str:
 
 
 def setting_names(prefix: str, **_: object) -> list[str]:
-    """Shell completion of --set: the stack's settings as `key=` (infra.settings imports pulumi: only on TAB)."""
-    from infra.settings import DEFAULTS
+    """Shell completion of --set: the stack's settings as `key=`, then a key's values where it has a few (choices,
+    true and false), from the settings' table (stdlib only: no Pulumi on TAB)."""
+    from infra.table import SETTINGS
 
-    return [f"{key}=" for key in DEFAULTS if key.startswith(prefix)]
+    key, equals, _value = prefix.partition("=")
+    if not equals:
+        return [f"{name}=" for name in SETTINGS if name.startswith(prefix)]
+    row = SETTINGS.get(key)
+    return [f"{key}={value}" for value in (row.values() if row else ()) if f"{key}={value}".startswith(prefix)]
 
 
 def add_stack_arguments(parser: argparse.ArgumentParser) -> None:
@@ -68,7 +73,8 @@ def add_stack_arguments(parser: argparse.ArgumentParser) -> None:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="a stack config value for this run only, over the stack file's (repeatable; e.g. memoryLimitMb=64)",
+        help="a stack config value for this run only, over the stack file's, checked as the program checks it "
+        "(repeatable; e.g. memoryLimitMb=64; the keys: docs/configuration.md; TAB completes keys and choices)",
     )
     setting.completer = setting_names  # type: ignore[attr-defined]  # argcomplete reads it
 
@@ -83,11 +89,16 @@ def stack_overrides(stack: str, pairs: list[str]) -> dict[str, str]:
         if not sep or not key:
             raise UsageError(f"--set takes key=value, got {pair!r}")
         overrides[key] = value
-    from infra.settings import DEFAULTS, nearest_setting  # pulumi: only once the arguments are read
+    from infra.table import SETTINGS, Invalid, nearest_setting  # stdlib: the settings' table
 
     for key, value in overrides.items():
-        if key not in DEFAULTS:
+        row = SETTINGS.get(key)
+        if row is None:
             near = nearest_setting(key)
-            guess = f": did you mean {near}?" if near else f" (one of: {', '.join(DEFAULTS)})"
+            guess = f": did you mean {near}?" if near else f" (one of: {', '.join(SETTINGS)})"
             raise UsageError(f"--set {key}={value}: not a setting of this project{guess}")
+        try:
+            row.parse(value)  # the value alone; the rules between keys are the program's, on the whole config
+        except Invalid as error:
+            raise UsageError(str(error)) from error
     return overrides
