@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
-from infra.names import PROJECT
+from infra.names import PROJECT, parse_labels
 from workload.kinds import (
     BASELINE_MAX_MIB,
     MEMORY_KINDS,
@@ -78,8 +78,6 @@ class Toleration:
 
 def parse_label_pairs(text: str) -> tuple[tuple[str, str], ...]:
     """`key=value,...` (Kubernetes labels) in the order given; ValueError says what is wrong."""
-    from infra.monitoring import parse_labels  # the labels' syntax; it brings yaml, so only when a value is parsed
-
     return tuple(parse_labels(text).items())
 
 

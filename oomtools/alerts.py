@@ -22,7 +22,8 @@ from typing import Any, Final, TextIO
 
 import yaml
 
-from infra.monitoring import PROMETHEUS_RULE_API_VERSION, PROMETHEUS_RULE_NAME, RULES_FILE, parse_labels, rule_groups
+from infra.monitoring import PROMETHEUS_RULE_API_VERSION, PROMETHEUS_RULE_NAME, RULES_FILE, rule_groups
+from infra.names import APP, parse_labels
 from oomtools.promql_scope import UnscopableExpr, check_namespace_regex, scope_expr
 
 MANIFEST_FILE: Final = RULES_FILE.with_name("oom-killer.prometheusrule.yaml")
@@ -30,8 +31,8 @@ REGENERATE: Final = "venv/bin/python -m oomtools.alerts --output alerts/oom-kill
 # kube-prometheus-stack's Prometheus selects PrometheusRules labelled `release: <its Helm release>` (its values'
 # ruleSelectorNilUsesHelmValues: true, the default); the chart's README installs the release as kube-prometheus-stack.
 DEFAULT_RELEASE: Final = "kube-prometheus-stack"
-# The app's name as the stack labels its objects (infra.kube.APP; not imported: that module brings the Pulumi SDK).
-DEFAULT_MANIFEST_LABELS: Final = {"app.kubernetes.io/name": "oom-killer", "release": DEFAULT_RELEASE}
+# The app's name as the stack labels its objects, and the Operator's ruleSelector.
+DEFAULT_MANIFEST_LABELS: Final = {"app.kubernetes.io/name": APP, "release": DEFAULT_RELEASE}
 _NAMESPACE_NAME: Final = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
 
 

@@ -11,7 +11,8 @@ import jsonschema
 import pytest
 import yaml
 
-from infra.monitoring import RULES_FILE, parse_labels, rule_groups
+from infra.monitoring import RULES_FILE, rule_groups
+from infra.names import parse_labels
 from infra.settings import ConfigError
 from oomtools.render import Rendered, render
 from tests.support import PROJECT, require
