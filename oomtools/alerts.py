@@ -117,17 +117,32 @@ def generate(
     ignore_namespaces: str | None = None,
     omit: tuple[str, ...] = (),
     rules_file: Path = RULES_FILE,
+    runbook_url_base: str | None = None,
 ) -> dict[str, Any]:
     """The PrometheusRule for the rule file: the default labels updated by labels; the groups scoped and trimmed as
-    asked (as they are otherwise)."""
+    asked (as they are otherwise); each runbook_url (a path in this project) made a link under runbook_url_base."""
     groups = rule_groups(rules_file)
     if omit:
         groups = without_alerts(groups, omit)
+    if runbook_url_base is not None:
+        groups = with_runbook_base(groups, runbook_url_base)
     if watch_namespaces is not None:
         groups = scoped_groups(groups, watch_namespaces)
     if ignore_namespaces is not None:
         groups = scoped_groups(groups, ignore_namespaces, ignore=True)
     return prometheus_rule(groups, {**DEFAULT_MANIFEST_LABELS, **(labels or {})}, namespace)
+
+
+def with_runbook_base(groups: list[dict[str, Any]], base: str) -> list[dict[str, Any]]:
+    """The groups with each alert's runbook_url, a path from the project's root (docs/runbooks/<alert>.md), under
+    the base URL where the user publishes this project's docs (kubernetes-mixin's runbookURLPattern, as a prefix)."""
+    linked = copy.deepcopy(groups)
+    for group in linked:
+        for rule in group["rules"]:
+            annotations = rule.get("annotations", {})
+            if "runbook_url" in annotations and "://" not in annotations["runbook_url"]:
+                annotations["runbook_url"] = f"{base.rstrip('/')}/{annotations['runbook_url']}"
+    return linked
 
 
 class _Parser(argparse.ArgumentParser):
@@ -171,8 +186,23 @@ def _parse_args(argv: list[str]) -> argparse.Namespace:
         metavar="NAME",
         help="leave this alert out (repeatable), e.g. ContainerCrashLooping where KubePodCrashLooping pages already",
     )
+    parser.add_argument(
+        "--runbook-url-base",
+        metavar="URL",
+        help="where this project's docs are published (e.g. https://github.com/<you>/oom-killer/blob/main): each "
+        "runbook_url, a path such as docs/runbooks/ContainerOOMKilled.md, becomes a link under it",
+    )
     args = parser.parse_args(argv)
-    shaping = (args.output, args.labels, args.namespace, args.watch_namespaces, args.ignore_namespaces)
+    shaping = (
+        args.output,
+        args.labels,
+        args.namespace,
+        args.watch_namespaces,
+        args.ignore_namespaces,
+        args.runbook_url_base,
+    )
+    if args.runbook_url_base is not None and not re.fullmatch(r"https?://[^\s/]+(/\S*)?", args.runbook_url_base):
+        raise ValueError(f"--runbook-url-base {args.runbook_url_base!r}: not an http(s) URL")
     if args.check and (any(option is not None and option != "" for option in shaping) or args.omit_alert):
         raise ValueError("--check compares the committed manifest, made with no other option: give it alone")
     if args.namespace is not None and not (len(args.namespace) <= 63 and _NAMESPACE_NAME.fullmatch(args.namespace)):
@@ -207,6 +237,8 @@ def _options(args: argparse.Namespace) -> str:
         options += ["--ignore-namespaces", args.ignore_namespaces]
     for name in args.omit_alert:
         options += ["--omit-alert", name]
+    if args.runbook_url_base is not None:
+        options += ["--runbook-url-base", args.runbook_url_base]
     return "".join(f" {shlex.quote(option)}" for option in options)
 
 
@@ -215,7 +247,12 @@ def main(argv: list[str] | None = None, out: TextIO = sys.stdout, err: TextIO = 
     try:
         args = _parse_args(argv)
         rule = generate(
-            args.labels, args.namespace, args.watch_namespaces, args.ignore_namespaces, tuple(args.omit_alert)
+            args.labels,
+            args.namespace,
+            args.watch_namespaces,
+            args.ignore_namespaces,
+            tuple(args.omit_alert),
+            runbook_url_base=args.runbook_url_base,
         )
     except ValueError as error:
         print(f"alerts: {error}", file=err)

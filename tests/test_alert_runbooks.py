@@ -4,6 +4,7 @@ silence it in a test namespace."""
 
 from __future__ import annotations
 
+import io
 import re
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,21 @@ def test_every_alert_links_its_own_runbook_in_the_rule_file_and_the_manifest() -
     expected = {alert.name: str(alert.runbook) for alert in catalogue.ALERTS}
     assert runbook_urls(rule_groups()) == expected
     assert runbook_urls(yaml.safe_load(alerts.MANIFEST_FILE.read_text())["spec"]["groups"]) == expected
+
+
+def test_a_runbook_url_base_makes_each_runbook_a_link_and_a_bad_base_is_refused_in_one_line() -> None:
+    base = "https://github.com/acme/oom-killer/blob/main/"
+    out, err = io.StringIO(), io.StringIO()
+    assert alerts.main(["--runbook-url-base", base], out=out, err=err) == 0
+    printed = out.getvalue()
+    manifest = yaml.safe_load(printed)
+    assert runbook_urls(manifest["spec"]["groups"]) == {
+        alert.name: f"https://github.com/acme/oom-killer/blob/main/{alert.runbook}" for alert in catalogue.ALERTS
+    }
+    assert f"--runbook-url-base {base}" in printed.splitlines()[0]  # the header's command makes it again
+    assert alerts.main(["--runbook-url-base", "docs/runbooks"], out=out, err=err) == 2
+    (line,) = err.getvalue().splitlines()
+    assert "--runbook-url-base 'docs/runbooks'" in line
 
 
 @pytest.mark.parametrize("alert", catalogue.ALERTS, ids=lambda alert: alert.name)
