@@ -19,10 +19,10 @@ import os
 import sys
 from typing import TYPE_CHECKING, Final
 
+from oomtools import verdict
 from oomtools.arguments import Parser, UsageError, add_stack_arguments, exit_codes, stack_overrides
 from workload import logfmt
 from workload.memory import MIB
-from workload.predict import KillRange
 
 if TYPE_CHECKING:  # imported where they are used: --help, bad arguments and completion need none of them
     import docker
@@ -170,56 +170,37 @@ def run(args: argparse.Namespace) -> int:
         raise DemoError(EXIT_ENGINE_REFUSED, f"the Docker engine failed while running it: {one_line(error)}") from error
 
     events = [fields for fields in map(logfmt.parse, outcome.lines) if "event" in fields]
-    kind, model = env.get("MEMORY_KIND", "anonymous"), env.get("PROCESS_MODEL", "single")
+    judged = verdict.judge_run(env, events, outcome.oom_killed, outcome.exit_code)
     timing = kill_timing(outcome, pod.predicted_seconds)
-    kind_verdict = verdict_of(kind, model, events, outcome.exit_code)
-    if kind_verdict is not None:
-        verdict, predicted, fields = kind_verdict
-        print(
-            logfmt.line(
-                verdict=verdict,
-                predicted=predicted,
-                memory_kind=kind,
-                process_model=model,
-                **fields,
-                docker_oom_killed=outcome.oom_killed,
-                exit_code=outcome.exit_code,
-                **timing,
-                limit_mib=memory_bytes(limit) // MIB,
-                seconds=round(outcome.seconds, 1),
-            ),
-            flush=True,
+    limit_mib = memory_bytes(limit) // MIB
+    if judged.by_kind:
+        kind, model = verdict.memory_kind(env), verdict.process_model(env)
+        line = logfmt.line(
+            verdict=judged.happened,
+            predicted=judged.predicted,
+            memory_kind=kind.name,
+            process_model=model.name,
+            **judged.fields,
+            docker_oom_killed=outcome.oom_killed,
+            exit_code=outcome.exit_code,
+            **timing,
+            limit_mib=limit_mib,
+            seconds=round(outcome.seconds, 1),
         )
-        return EXIT_AS_PREDICTED if verdict == predicted else EXIT_NOT_AS_PREDICTED
-
-    steps = [fields for fields in events if fields.get("event") == "step"]
-    last_allocated = steps[-1]["allocated_mib"] if steps else "0"
-    # A ceiling holds it below the limit (the settings leave room for the baseline); without one, the kernel kills.
-    predicted = "held-below-limit" if env.get("MEMORY_CEILING_MB", "0") not in ("", "0") else "OOMKilled"
-    on_time, where = kill_fields(events, outcome.exit_code == 137)
-    if outcome.oom_killed and outcome.exit_code == 137:
-        # As predicted only in a step the hog announced at its start (its own charge, what the kernel may take back).
-        happened = "OOMKilled" if on_time else "OOMKilled-outside-announced-steps"
-    elif any(fields.get("event") == "holding" for fields in events) and outcome.exit_code == 0:
-        happened = "held-below-limit"  # held at the ceiling until the demo stopped it
     else:
-        happened = "ended-otherwise"
-    print(
-        logfmt.line(
-            verdict=happened,
-            predicted=predicted,
+        line = logfmt.line(
+            verdict=judged.happened,
+            predicted=judged.predicted,
             oom_killed=outcome.oom_killed,
             exit_code=outcome.exit_code,
-            last_allocated_mib=int(last_allocated),
-            **where,
+            **judged.fields,
             **timing,
-            limit_mib=memory_bytes(limit) // MIB,
+            limit_mib=limit_mib,
             seconds=round(outcome.seconds, 1),
             termination_message=outcome.termination_message.strip(),
-        ),
-        flush=True,
-    )
-    return EXIT_AS_PREDICTED if happened == predicted else EXIT_NOT_AS_PREDICTED
+        )
+    print(line, flush=True)
+    return EXIT_AS_PREDICTED if judged.item.ok else EXIT_NOT_AS_PREDICTED
 
 
 def kill_timing(outcome: Outcome, stack_predicted: dict[str, float] | None) -> dict[str, object]:
@@ -254,95 +235,6 @@ def kill_timing(outcome: Outcome, stack_predicted: dict[str, float] | None) -> d
         if stack_predicted:
             fields["predicted_seconds_from_start"] = f"{stack_predicted['earliest']:g}..{stack_predicted['latest']:g}"
     return fields
-
-
-def kills_against_announced(events: list[dict[str, str]], container_killed: bool) -> list[tuple[int, KillRange]]:
-    """Each hog's kill step (one past the last step it logged) with the range its own start line announced: a
-    supervised worker's ends in a SIGKILL child_exit, the single hog's in the container's own OOM kill."""
-    found: list[tuple[int, KillRange]] = []
-    announced: KillRange | None = None
-    steps = 0
-    for fields in events:
-        event = fields.get("event")
-        if event == "start":
-            announced, steps = _announced(fields), 0
-        elif event == "step":
-            steps += 1
-        elif event == "child_exit":
-            if fields.get("signal") == "SIGKILL" and announced is not None:
-                found.append((steps + 1, announced))
-            announced = None
-    if container_killed and announced is not None:
-        found.append((steps + 1, announced))
-    return found
-
-
-def _announced(start: dict[str, str]) -> KillRange | None:
-    try:
-        return KillRange(
-            int(start["predicted_steps_earliest"]),
-            int(start["predicted_steps"]),
-            int(start["predicted_steps_latest"]),
-            int(start.get("interval_ms", "0")),
-        )
-    except (KeyError, ValueError):
-        return None  # no kill announced (a ceiling or page cache): nothing to hold a kill to
-
-
-def kill_fields(events: list[dict[str, str]], container_killed: bool) -> tuple[bool, dict[str, object]]:
-    """(every kill came in a step its hog announced, the verdict line's fields saying where in the range)."""
-    kills = kills_against_announced(events, container_killed)
-    fields: dict[str, object] = {}
-    if kills:
-        fields["killed_in_step"] = ",".join(str(step) for step, _ in kills)
-        fields["announced_steps"] = ",".join(f"{r.earliest}..{r.latest}" for _, r in kills)
-        fields["where"] = ",".join(r.where(step) for step, r in kills)
-    return all(r.holds(step) for step, r in kills), fields
-
-
-def verdict_of(
-    kind: str, model: str, events: list[dict[str, str]], exit_code: int
-) -> tuple[str, str, dict[str, object]] | None:
-    """For memoryKind pagecache and processModel supervised: (what happened, what the settings predict, the
-    fields that show it). None for the other cases, whose verdict is OOMKilled or not."""
-    if kind != "pagecache" and model != "supervised":
-        return None
-    starts = [e for e in events if e["event"] in ("start", "supervisor_start")]
-    oom_group = next((e["oom_group"] for e in starts if "oom_group" in e), "none")
-    # Page cache is reclaimed, never killed; a supervised worker is killed alone unless the kernel kills the group.
-    predicted = "held-below-limit" if kind == "pagecache" else "OOMKilled" if oom_group == "1" else "worker-killed"
-    holding = [e for e in events if e["event"] == "holding"]
-    child_exits = [e for e in events if e["event"] == "child_exit"]
-    fields: dict[str, object] = {"oom_group": oom_group}
-    if exit_code == 137:
-        happened = "OOMKilled"
-    elif kind == "pagecache" and holding and exit_code == 0:
-        happened = "held-below-limit"
-        fields.update(
-            # Written: the files on disk, in the page cache as they were written. Charged: what the cgroup counts
-            # against its limit (the kernel reclaimed the rest of the cache); the working set, what the kubelet sees.
-            files_written_mib=int(holding[-1]["allocated_mib"]),
-            cgroup_usage_mib=holding[-1].get("cgroup_usage_mib", "none"),
-            limit_pct=holding[-1].get("limit_pct", "none"),
-            working_set_mib=holding[-1].get("working_set_mib", "none"),
-            file_mib=holding[-1].get("file_mib", "none"),
-        )
-    elif any(e.get("signal") == "SIGKILL" for e in child_exits) and exit_code == 0:
-        happened = "worker-killed"  # a worker that exited otherwise (its own error, say) was not killed
-        fields.update(
-            worker_kills=sum(e.get("signal") == "SIGKILL" for e in child_exits),
-            oom_kill_count=child_exits[-1].get("oom_kill", "none"),
-            container_survived=True,
-        )
-    else:
-        happened = "ended-otherwise"
-    if model == "supervised" and kind == "pagecache" and child_exits:
-        happened = "worker-killed"  # page cache should never have killed it: say what did happen
-    on_time, where = kill_fields(events, exit_code == 137)
-    fields.update(where)
-    if happened in ("worker-killed", "OOMKilled") and not on_time:
-        happened += "-outside-announced-steps"
-    return happened, predicted, fields
 
 
 def configure(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:

@@ -12,7 +12,7 @@ import docker.constants
 import pytest
 
 from infra.settings import ConfigError
-from oomtools import demo
+from oomtools import demo, verdict
 from oomtools.arguments import Parser
 from oomtools.rehearsal import Outcome, stack_pod
 from oomtools.render import render, stack_file
@@ -174,14 +174,14 @@ def hog_run(steps: int, earliest: int, latest: int) -> list[dict[str, str]]:
 
 
 def test_a_kill_inside_the_announced_steps_is_as_predicted_and_says_where() -> None:
-    on_time, fields = demo.kill_fields(hog_run(13, 13, 16), container_killed=True)
+    on_time, fields = verdict.kill_fields(hog_run(13, 13, 16), container_killed=True)
     assert on_time
     assert fields == {"killed_in_step": "14", "announced_steps": "13..16", "where": "2/4"}
 
 
 @pytest.mark.parametrize(("steps", "where"), [(10, "early"), (16, "late")])
 def test_a_kill_outside_the_announced_steps_is_not_as_predicted(steps: int, where: str) -> None:
-    on_time, fields = demo.kill_fields(hog_run(steps, 13, 16), container_killed=True)
+    on_time, fields = verdict.kill_fields(hog_run(steps, 13, 16), container_killed=True)
     assert not on_time
     assert fields["where"] == where
 
@@ -190,18 +190,18 @@ def test_a_supervised_worker_that_exited_on_its_own_is_not_a_worker_kill() -> No
     supervisor = {"event": "supervisor_start", "oom_group": "0"}
     exited = {"event": "child_exit", "exit_code": "1", "oom_kill": "0"}
     stopped = {"event": "stop", "children": "1", "stopped_worker": "none"}
-    verdict = demo.verdict_of("anonymous", "supervised", [supervisor, *hog_run(3, 12, 12), exited, stopped], 0)
-    assert verdict is not None
-    assert verdict[:2] == ("ended-otherwise", "worker-killed")
+    env = {"PROCESS_MODEL": "supervised"}
+    judged = verdict.judge_run(env, [supervisor, *hog_run(3, 12, 12), exited, stopped], False, 0)
+    assert (judged.happened, judged.predicted) == ("ended-otherwise", "worker-killed")
+    assert not judged.item.ok
     killed = {"event": "child_exit", "signal": "SIGKILL", "oom_kill": "1"}
-    verdict = demo.verdict_of("anonymous", "supervised", [supervisor, *hog_run(11, 12, 12), killed, stopped], 0)
-    assert verdict is not None
-    assert verdict[:2] == ("worker-killed", "worker-killed")
-    assert verdict[2]["where"] == "1/1"
+    judged = verdict.judge_run(env, [supervisor, *hog_run(11, 12, 12), killed, stopped], False, 0)
+    assert (judged.happened, judged.predicted) == ("worker-killed", "worker-killed")
+    assert judged.fields["where"] == "1/1"
+    assert judged.item.ok
     # Killed, but in a step its start line did not announce: not as predicted.
-    verdict = demo.verdict_of("anonymous", "supervised", [supervisor, *hog_run(5, 12, 12), killed, stopped], 0)
-    assert verdict is not None
-    assert verdict[0] == "worker-killed-outside-announced-steps"
+    judged = verdict.judge_run(env, [supervisor, *hog_run(5, 12, 12), killed, stopped], False, 0)
+    assert judged.happened == "worker-killed-outside-announced-steps"
 
 
 def ran(lines: list[str], times: list[float], *, killed: bool, finished: float) -> Outcome:
@@ -249,10 +249,9 @@ def test_the_page_cache_verdict_says_what_was_written_and_what_is_charged() -> N
         "event": "holding", "allocated_mib": "256", "cgroup_usage_mib": "127", "limit_pct": "99.9",
         "working_set_mib": "21", "file_mib": "119",
     }  # fmt: skip
-    verdict = demo.verdict_of("pagecache", "single", [{"event": "start"}, holding], 0)
-    assert verdict is not None
-    happened, predicted, fields = verdict
-    assert (happened, predicted) == ("held-below-limit", "held-below-limit")
+    judged = verdict.judge_run({"MEMORY_KIND": "pagecache"}, [{"event": "start"}, holding], False, 0)
+    fields = judged.fields
+    assert (judged.happened, judged.predicted) == ("held-below-limit", "held-below-limit")
     assert "held_mib" not in fields
     assert {key: fields[key] for key in ("files_written_mib", "cgroup_usage_mib", "limit_pct")} == {
         "files_written_mib": 256,

@@ -190,7 +190,7 @@ def test_every_exit_code_of_render_is_on_the_commands_page() -> None:
 
 
 def test_every_field_of_a_sample_verdict_line_is_one_the_tools_write() -> None:
-    tools = [PROJECT / "oomtools" / name for name in ("demo.py", "rehearsal.py")]
+    tools = [PROJECT / "oomtools" / name for name in ("demo.py", "rehearsal.py", "verdict.py")]
     tools += sorted((PROJECT / "oomtools" / "verify").glob("*.py"))
     sources = "".join(path.read_text() for path in tools)
     samples = [line for text in every_page().values() for line in text.splitlines() if line.startswith("verdict=")]
