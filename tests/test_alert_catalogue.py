@@ -48,7 +48,7 @@ def test_the_alerts_expected_follow_the_kills_and_the_process_model(
 
 @pytest.mark.parametrize(("kills", "supervised"), [(True, False), (True, True), (False, False), (False, True)])
 def test_verifys_prediction_expects_what_the_catalogue_does(kills: bool, supervised: bool) -> None:
-    from oomtools.verify.judge import Prediction
+    from oomtools.verify.prediction import Prediction
 
     prediction = Prediction(kills, supervised, 7.0 if kills else None, 7.0 if kills else None, int(kills))
     assert prediction.alerts_expected() == catalogue.alerts_expected(kills, supervised)

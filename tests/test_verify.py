@@ -13,6 +13,7 @@ import pytest
 from oomtools import verify
 from oomtools.alert_client import Access, AlertRecord
 from oomtools.arguments import Parser
+from oomtools.verify import judge
 from workload.predict import KillRange
 
 
@@ -64,7 +65,7 @@ def test_an_expected_alert_that_never_fired_fails_the_verdict_and_the_junit_repo
     assert "alert ContainerOOMKillWithoutRestart stays quiet" not in failed
     assert "2 OOM kills (OOMKilled, exit code 137)" in failed
     report = tmp_path / "verify.xml"
-    verify.write_junit(report, checks, 1.0)
+    verify.write_junit(report, judge.verdict(checks), 1.0)
     suite = ET.parse(report).getroot()  # noqa: S314 (the report this test had written)
     assert suite.get("failures") == str(len(failed))
     assert suite.get("tests") == str(len(checks))
@@ -93,7 +94,7 @@ def test_each_kill_is_held_to_the_steps_the_stack_announced_and_the_check_says_w
     assert not check.ok
     assert "5(early)" in check.detail
     # No message (killed before its first step line): step 1.
-    assert prediction.kill_step(oom_death(None, "d")) == 1
+    assert prediction.kill_step(oom_death(None, "d").message) == 1
 
 
 def test_a_tmpfs_runs_restart_killed_at_start_is_as_predicted_and_only_there() -> None:

@@ -20,8 +20,10 @@ import pytest
 from oomtools import verify
 from oomtools.alert_client import DEFAULT_ALERTS, Routed
 from oomtools.verify import detectors
-from oomtools.verify.detectors import CONTAINER, UNREAD, WORKER, Coverage, Delivery, Kill
-from oomtools.verify.judge import Check, coverage_checks
+from oomtools.verify.detectors import CONTAINER, UNREAD, WORKER, Coverage, Kill
+from oomtools.verify.observe import Delivery
+from oomtools.verdict import Item
+from oomtools.verify.judge import coverage_checks
 from oomtools.verify.report import coverage_line, coverage_table
 from workload import logfmt
 
@@ -156,7 +158,7 @@ def seen(
     return coverage.seen
 
 
-def check(checks: list[Check], name: str) -> Check:
+def check(checks: list[Item], name: str) -> Item:
     (found,) = [c for c in checks if c.name == name]
     return found
 

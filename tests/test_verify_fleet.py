@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from oomtools import verify
-from oomtools.verify import fleet
+from oomtools.verify import fleet, report
 from workload.predict import KillRange
 
 POD_SPEC: dict[str, Any] = {
@@ -119,7 +119,7 @@ def test_the_fleet_table_is_aligned_a_row_per_node() -> None:
             "node-two", fleet.NOT_SELECTED, "not selected: taint gpu:NoSchedule", fleet.facts(node("b"), None)
         ),
     ]
-    rows = fleet.table(verdicts)
+    rows = report.fleet_table(verdicts)
     assert rows[0].startswith("node ")
     assert len(rows) == 3
     for column in ("verdict", "kernel", "what happened"):

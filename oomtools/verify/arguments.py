@@ -8,6 +8,7 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
+from oomtools import alert_catalogue
 from oomtools.arguments import Parser, UsageError, exit_codes
 
 if TYPE_CHECKING:  # imported where used: --help, bad arguments and completion need neither Prometheus nor a cluster
@@ -29,11 +30,26 @@ CODE_MEANINGS: Final = {
     EXIT_INTERRUPTED: "interrupted (Ctrl-C)",
 }
 
+# What --help says verify is (the package's docstring points here).
+DESCRIPTION: Final = """Watch a deployed stack through the Kubernetes API and say whether what its settings \
+predict happened.
+
+    oom-killer verify --stack dev --timeout 10m [--prometheus URL --alert NAME ...] [--junit FILE]
+                                                                  (or: make verify ARGS="--timeout 10m ...")
+
+The stack's namespace, Deployment and predicted time to the kill come from `pulumi stack output --json` (or
+--outputs, the same JSON in a file or inline, for a machine without the Pulumi CLI); the pods' selector, replicas
+and the workload's settings from the Deployment itself, on your kube context. It prints each container death
+(reason, exit code, termination message, seconds from the container's start against the prediction, restart count)
+and each back-off between a death and the next start as they happen, progress while it waits, and ends with one
+verdict line. Each failure is one line and an exit code of its own, listed below.
+"""
+
 _DURATION = re.compile(r"(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?")
 
 
 class Unreachable(Exception):
-    """The cluster did not answer."""
+    """The cluster, Prometheus or Alertmanager did not answer: one line says which."""
 
 
 class BadArguments(Exception):
@@ -64,9 +80,7 @@ def _duration(text: str) -> float:
 
 def configure(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """verify's arguments and help (for its own parser, and for `oom-killer verify` in the command's tree)."""
-    from oomtools import verify  # this module's package, loaded by now: its docstring is the help's description
-
-    parser.description = verify.__doc__
+    parser.description = DESCRIPTION
     parser.epilog = exit_codes(CODE_MEANINGS)
     parser.add_argument("--stack", default="dev", help="the Pulumi stack whose outputs say what to watch")
     parser.add_argument(
@@ -125,8 +139,6 @@ def configure(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    from oomtools import alert_client as prom
-
     try:
         args = configure(Parser(prog="oom-killer verify")).parse_args(argv)
     except UsageError as error:
@@ -146,10 +158,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         raise BadArguments("--prometheus-ca-file and --prometheus-insecure-skip-verify: check the certificate or not")
     if args.kills < 1:
         raise BadArguments(f"--kills {args.kills}: must be at least 1")
-    unknown = sorted(set(args.alert) - set(prom.DEFAULT_ALERTS))
+    unknown = sorted(set(args.alert) - set(alert_catalogue.NAMES))
     if unknown:
         raise BadArguments(
-            f"--alert {unknown[0]}: not an alert of alerts/oom-killer.rules.yaml ({', '.join(prom.DEFAULT_ALERTS)})"
+            f"--alert {unknown[0]}: not an alert of alerts/oom-killer.rules.yaml ({', '.join(alert_catalogue.NAMES)})"
         )
     return args
 

@@ -1,17 +1,16 @@
-"""verify from end to end: read the stack and what its settings predict, watch it, judge what was seen, report."""
+"""verify from end to end: read the stack and what its settings predict, watch it, detect, judge, report."""
 
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TextIO
 
-if TYPE_CHECKING:
-    from oomtools import alert_client as prom
-
-from oomtools.verify import fleet
+from oomtools import alert_catalogue
+from oomtools.verify import fleet, judge, report
 from oomtools.verify.arguments import (
     EXIT_AS_PREDICTED,
     EXIT_BAD_ARGUMENTS,
@@ -23,28 +22,33 @@ from oomtools.verify.arguments import (
     parse_args,
     prometheus_access,
 )
-from oomtools.verify.detectors import Coverage, Delivery, collect, kills_of
-from oomtools.verify.judge import Check, Prediction, alert_checks, checks_for, coverage_checks, predict
+from oomtools.verify.detectors import Coverage, collect, kills_of
 from oomtools.verify.observe import (
+    AlertState,
+    Delivery,
     Observed,
-    _call,
+    Target,
+    WatchOptions,
     check_alertmanager,
     check_prometheus,
     hog_starts,
     kube_api,
     list_nodes,
     poll_alertmanager,
+    read_events,
+    read_samples,
     read_workload,
     replicas_of,
     stack_outputs,
     watch,
 )
-from oomtools.verify.report import _alert_line, coverage_line, coverage_table, verdict_line, watch_line, write_junit
+from oomtools.verify.prediction import Prediction, predict
 
 
 def run(args: argparse.Namespace, out: TextIO, err: TextIO, clock: Callable[[], float] = time.time) -> int:
     from oomtools import alert_client as prom
 
+    terminal = report.Terminal(out, err)
     access = prometheus_access(args)
     outputs = stack_outputs(args.stack, args.outputs)
     namespace, name = str(outputs["namespace"]), str(outputs["workloadName"])
@@ -62,109 +66,91 @@ def run(args: argparse.Namespace, out: TextIO, err: TextIO, clock: Callable[[], 
         pod_spec = core.api_client.sanitize_for_serialization(workload.spec.template.spec)
         fleet_scope = fleet.FleetScope(list_nodes(core), pod_spec, prediction, args.kills)
 
-    names = tuple(args.alert) or (prom.DEFAULT_ALERTS if args.prometheus else ())
+    names = tuple(args.alert) or (alert_catalogue.NAMES if args.prometheus else ())
     expected = prediction.alerts_expected()
     records = [prom.AlertRecord(alert, expected=bool(args.alert) or expected[alert]) for alert in names]
     if args.prometheus:
-        check_prometheus(args.prometheus, access, names, err)
+        for text in report.prometheus_lines(args.prometheus, *check_prometheus(args.prometheus, access, names)):
+            terminal.note(text)
     delivery = None
     if args.alertmanager:
-        check_alertmanager(args.alertmanager, err)
+        terminal.note(report.alertmanager_line(args.alertmanager, check_alertmanager(args.alertmanager)))
         delivery = Delivery()
 
-    print(watch_line(namespace, selector, prediction, names), file=out, flush=True)
+    terminal.say(report.watch_line(namespace, selector, prediction, names))
     started = clock()
-
-    def say(line: str) -> None:
-        print(line, file=out, flush=True)
-
+    options = WatchOptions(args.timeout, args.wait_resolved, args.prometheus, access, args.alertmanager)
     observed = watch(
-        core,
-        apps,
-        namespace,
-        name,
-        selector,
+        Target(core, apps, namespace, name, kind, selector),
         prediction,
         records,
-        args,
-        access,
-        say=say,
-        err=err,
+        options,
+        complete=fleet_scope.complete
+        if fleet_scope
+        else functools.partial(judge.evidence_complete, prediction, args.kills),
+        seen=terminal.seen,
         clock=clock,
         started=started,
         delivery=delivery,
-        kind=kind,
-        complete=fleet_scope.complete if fleet_scope else None,
     )
-    coverages = read_coverage(core, namespace, observed, args, access, names, prediction, delivery, say, clock)
+    coverages = read_coverage(
+        core, namespace, observed, options, args.detector_grace, names, prediction, delivery, terminal, clock
+    )
     seconds = clock() - started
+    nodes = None
     if fleet_scope is None:
-        checks = checks_for(prediction, observed, args.kills, records)
+        checks = judge.checks_for(prediction, observed, args.kills, records)
     else:  # a check per node, then the alerts'
         verdicts = fleet_scope.judge(observed, hog_starts(core, namespace, observed))
+        nodes = len(verdicts)
         for verdict in verdicts:
-            say(verdict.line())
-        for row in fleet.table(verdicts):
-            print(f"verify: {row}", file=err)
-        checks = [Check(f"node {v.node}", v.ok, f"{v.verdict}: {v.happened}") for v in verdicts]
-        checks += alert_checks(records)
-    checks += coverage_checks(coverages, expected)
+            terminal.say(report.node_line(verdict))
+        terminal.table(report.fleet_table(verdicts))
+        checks = [verdict.item for verdict in verdicts] + judge.alert_checks(records)
+    tree = judge.verdict(checks + judge.coverage_checks(coverages, expected))
     for record in records:
-        say(_alert_line(record, observed, summary=True))
+        terminal.say(report.alert_line(AlertState.of(record, observed), summary=True))
     for coverage in coverages:
-        say(coverage_line(coverage))
-    for row in coverage_table(coverages):
-        print(f"verify: {row}", file=err)
-    say(verdict_line(checks, observed, records, seconds, nodes=None if fleet_scope is None else len(verdicts)))
+        terminal.say(report.coverage_line(coverage))
+    terminal.table(report.coverage_table(coverages))
+    terminal.say(report.verdict_line(tree, observed, records, seconds, nodes=nodes))
     if args.junit:
-        write_junit(args.junit, checks, seconds)
-    return EXIT_AS_PREDICTED if all(check.ok for check in checks) else EXIT_NOT_AS_PREDICTED
+        report.write_junit(args.junit, tree, seconds)
+    return EXIT_AS_PREDICTED if tree.ok else EXIT_NOT_AS_PREDICTED
 
 
 def read_coverage(
-    core: Any,
+    core: object,
     namespace: str,
     observed: Observed,
-    args: argparse.Namespace,
-    access: prom.Access,
+    options: WatchOptions,
+    grace: float,
     names: tuple[str, ...],
     prediction: Prediction,
     delivery: Delivery | None,
-    say: Callable[[str], None],
+    terminal: report.Terminal,
     clock: Callable[[], float],
 ) -> list[Coverage]:
     """Which signals saw each kill observed: the namespace's events always, Prometheus' series and alerts with
     --prometheus, Alertmanager with --alertmanager (read until they show the last kills, or --detector-grace)."""
-    from kubernetes.client.exceptions import ApiException
-
-    from oomtools import alert_client as prom
-
-    def events() -> list[Any] | None:
-        try:
-            return list(_call(core.list_namespaced_event, namespace).items)
-        except ApiException:
-            return None  # no right to read events: the detector is not read
-
-    def samples(selector: str, since: float, until: float) -> list[tuple[dict[str, str], list[tuple[float, float]]]]:
-        try:
-            return prom.samples(args.prometheus, selector, since, until, access)
-        except prom.PrometheusUnreachable as error:
-            raise Unreachable(f"Prometheus stopped answering: {error}") from error
 
     def poll(now: float) -> None:
-        if delivery is not None:
-            poll_alertmanager(args.alertmanager, namespace, delivery, now, say)
+        if delivery is not None and options.alertmanager:
+            poll_alertmanager(options.alertmanager, namespace, delivery, now, terminal.seen)
 
+    samples = None
+    if options.prometheus and options.access is not None:
+        samples = read_samples(options.prometheus, options.access)
     return collect(
         kills_of(observed, prediction.restarts_into_full_pod),
         namespace,
-        events=events,
-        samples=samples if args.prometheus else None,
+        events=lambda: read_events(core, namespace),
+        samples=samples,
         alerts=names,
         alerts_expected=prediction.alerts_expected(),
         delivery=delivery,
         poll_alertmanager=poll,
-        grace=args.detector_grace,
+        grace=grace,
         clock=clock,
         sleep=time.sleep,
     )

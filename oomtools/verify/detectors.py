@@ -22,13 +22,15 @@ saw is a finding; so is a signal that misses the kills it is made for (EXPECTED)
 from __future__ import annotations
 
 import datetime
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final
 
-if TYPE_CHECKING:
-    from oomtools import alert_client as prom
-    from oomtools.verify.observe import Observed
+from oomtools import alert_catalogue, verdict
+
+# Delivery (what Alertmanager held) is read by observe.py; named here too for the code that took it from here.
+from oomtools.verify.observe import Delivery as Delivery
+from oomtools.verify.observe import Observed
 
 YES: Final = "yes"
 NO: Final = "no"
@@ -71,7 +73,7 @@ def kills_of(observed: Observed, restarts_into_full_pod: bool = False) -> list[K
     before its first step line is AT_START."""
 
     def kind(message: str) -> str:
-        return AT_START if restarts_into_full_pod and not message.startswith("event=step") else CONTAINER
+        return AT_START if verdict.killed_at_start(restarts_into_full_pod, message) else CONTAINER
 
     kills = [
         Kill(kind(d.message), d.pod, d.container, d.finished_at.timestamp(), bare_id(d.container_id), 0, d.message)
@@ -107,35 +109,8 @@ def expected_kinds(detector: str, alerts_expected: dict[str, bool]) -> set[str]:
         return {CONTAINER, WORKER}
     name = detector.partition(" ")[2]
     if alerts_expected.get(name):
-        return {WORKER} if name == "ContainerOOMKillWithoutRestart" else {CONTAINER, AT_START}
+        return {CONTAINER, AT_START} if alert_catalogue.by_name(name).ends_container else {WORKER}
     return set()
-
-
-@dataclass
-class Delivery:
-    """What verify saw in Alertmanager while it watched: for each (alert, pod, container), when it was active there
-    with at least one receiver."""
-
-    active: dict[tuple[str, str, str], list[float]] = field(default_factory=dict)
-
-    def record(self, routed: Iterable[prom.Routed], now: float) -> list[tuple[str, str, str, tuple[str, ...]]]:
-        """Take in one reading; return each (alert, pod, container, receivers) held active for the first time."""
-        new = []
-        for alert in routed:
-            if alert.state != "active" or not alert.receivers:
-                continue
-            key = (alert.labels.get("alertname", ""), alert.labels.get("pod", ""), alert.labels.get("container", ""))
-            if key not in self.active:
-                new.append((*key, alert.receivers))
-            self.active.setdefault(key, []).append(now)
-        return new
-
-    def holds(self, alert: str) -> bool:
-        """Alertmanager held the alert, for some pod, for its receivers."""
-        return any(name == alert for name, _, _ in self.active)
-
-    def saw(self, alert: str, kill: Kill) -> bool:
-        return any(at >= kill.at for at in self.active.get((alert, kill.pod, kill.container), []))
 
 
 Samples = Callable[[str, float, float], list[tuple[dict[str, str], list[tuple[float, float]]]]]
@@ -176,8 +151,9 @@ def read(
                 selector = _selector("ALERTS", namespace, kill, alertname=alert, alertstate="firing")
                 seen[f"alert {alert}"] = YES if any(points for _, points in samples(selector, kill.at, until)) else NO
         for alert in alerts:
-            seen[f"delivered {alert}"] = UNREAD if delivery is None else (YES if delivery.saw(alert, kill) else NO)
-        logged = kill.hog_line.startswith("event=step") or kill.kind == WORKER
+            held = delivery is not None and delivery.held_since(alert, kill.pod, kill.container, kill.at)
+            seen[f"delivered {alert}"] = UNREAD if delivery is None else (YES if held else NO)
+        logged = verdict.stepped(kill.hog_line) or kill.kind == WORKER
         seen["hog_line"] = YES if logged else NO
         found.append(coverage)
     return found

@@ -13,12 +13,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
-from oomtools.verify.report import aligned
-from workload import logfmt
+from oomtools.verdict import FAILED, PASSED, SKIPPED, Item
+from oomtools.verify.judge import checks_for, evidence_complete
 
 if TYPE_CHECKING:
-    from oomtools.verify.judge import Check, Prediction
     from oomtools.verify.observe import Observed
+    from oomtools.verify.prediction import Prediction
 
 # What the DaemonSet controller lets each of its pods tolerate (pkg/controller/daemon/util), besides the template's.
 DAEMONSET_TOLERATIONS: Final = (
@@ -92,30 +92,17 @@ class NodeVerdict:
     verdict: str  # AS_PREDICTED, NOT_SELECTED, NOT_SCHEDULED or DIFFERS
     happened: str
     facts: dict[str, str] = field(default_factory=dict)
-    checks: list[Check] = field(default_factory=list)
+    checks: list[Item] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
-        return self.verdict in (AS_PREDICTED, NOT_SELECTED)
+        return self.item.ok
 
-    def line(self) -> str:
-        return logfmt.line(event="node", node=self.node, verdict=self.verdict, happened=self.happened, **self.facts)
-
-
-def for_node(observed: Observed, pods: set[str]) -> Observed:
-    """The part of what was observed that happened in these pods (one node's)."""
-    from oomtools.verify.observe import Observed
-
-    return Observed(
-        deaths={key: d for key, d in observed.deaths.items() if d.pod in pods},
-        back_offs={key: b for key, b in observed.back_offs.items() if b.pod in pods},
-        worker_kills={key: w for key, w in observed.worker_kills.items() if w.pod in pods},
-        restarts={key: n for key, n in observed.restarts.items() if key[0] in pods},
-        running={key for key in observed.running if key[0] in pods},
-        pods_seen=observed.pods_seen & pods,
-        gone=observed.gone,
-        gone_at=observed.gone_at,
-    )
+    @property
+    def item(self) -> Item:
+        """The node in the result tree: its checks beneath it; a node the settings do not select is skipped."""
+        status = {AS_PREDICTED: PASSED, NOT_SELECTED: SKIPPED}.get(self.verdict, FAILED)
+        return Item(f"node {self.node}", status, f"{self.verdict}: {self.happened}", list(self.checks))
 
 
 def judge(
@@ -130,8 +117,6 @@ def judge(
 ) -> list[NodeVerdict]:
     """A verdict for each node: `pods_on` maps a node to the stack's pods bound there, `unscheduled` a node to why
     its pod waits (the scheduler's message), `starts` a node to its hog's start line."""
-    from oomtools.verify.judge import checks_for
-
     verdicts = []
     for node in sorted(nodes, key=lambda n: str(n["metadata"]["name"])):
         name = str(node["metadata"]["name"])
@@ -144,7 +129,7 @@ def judge(
             reason = unscheduled.get(name, "no pod of the DaemonSet was seen there")
             verdicts.append(NodeVerdict(name, NOT_SCHEDULED, f"not scheduled: {reason}", about))
             continue
-        on_node = for_node(observed, pods_on[name])
+        on_node = observed.in_pods(pods_on[name])
         checks = checks_for(prediction, on_node, wanted_kills, [])
         failed = [check for check in checks if not check.ok]
         if not failed:
@@ -164,15 +149,6 @@ def _what_happened(prediction: Prediction, observed: Observed) -> str:
     oom = sorted((d for d in observed.deaths.values() if d.reason == "OOMKilled"), key=lambda d: d.finished_at)
     seconds = ",".join(f"{d.seconds_from_start:g}" for d in oom)
     return f"OOM-killed {len(oom)} times, at {seconds} s from start"
-
-
-def table(verdicts: list[NodeVerdict]) -> list[str]:
-    """The verdicts aligned for the terminal: a row per node."""
-    if not verdicts:
-        return []
-    keys = list(verdicts[0].facts)
-    header = ["node", "verdict", *keys, "what happened"]
-    return aligned([header, *([v.node, v.verdict, *(v.facts.get(k, "?") for k in keys), v.happened] for v in verdicts)])
 
 
 @dataclass
@@ -198,14 +174,12 @@ class FleetScope:
 
     def complete(self, observed: Observed) -> bool:
         """Every selected node has its evidence: its hog's, as for one pod, or the scheduler's reason it waits."""
-        from oomtools.verify.judge import _evidence_complete
-
         pods_on, unscheduled = self.pods_on(observed), self.unscheduled(observed)
         return all(
             name in unscheduled
             or (
                 bool(pods_on.get(name))
-                and _evidence_complete(self.prediction, for_node(observed, pods_on[name]), self.wanted_kills)
+                and evidence_complete(self.prediction, self.wanted_kills, observed.in_pods(pods_on[name]))
             )
             for name in self.selected()
         )

@@ -1,27 +1,28 @@
-"""What verify reads: the stack's outputs, its Deployment and pods through the Kubernetes API, the supervised
-worker's kills in the pods' logs, and the alerts in Prometheus, polled until the evidence is in or the time is up."""
+"""What verify reads, and only reads: the stack's outputs, its workload and pods through the Kubernetes API, the
+supervised worker's kills in the pods' logs, the namespace's events, and the alerts in Prometheus and Alertmanager,
+polled until the evidence is in or the time is up.
+
+Each thing seen is kept (`Observed`) and handed on as an `Event` as it happens; report.py writes every line of them.
+This module imports nothing of verify's later stages (detectors, judge, report): they import it.
+"""
 
 from __future__ import annotations
 
-import argparse
 import datetime
 import json
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final, TextIO
+from typing import TYPE_CHECKING, Any, Final
 
 from oomtools.verify.arguments import BadArguments, Unreachable
-from oomtools.verify.judge import _evidence_complete
-from oomtools.verify.report import _alert_line
 from workload import logfmt
 
 if TYPE_CHECKING:  # imported where used: --help, bad arguments and completion need neither Prometheus nor a cluster
     from oomtools import alert_client as prom
-    from oomtools.verify.detectors import Delivery
-    from oomtools.verify.judge import Prediction
+    from oomtools.verify.prediction import Prediction
 
 POLL_SECONDS: Final = 1.0
 WORKLOAD_KINDS: Final = ("Deployment", "DaemonSet")
@@ -94,7 +95,7 @@ def kube_api(kubeconfig: str | None, context: str | None) -> Any:
     return client.CoreV1Api(api_client), client.AppsV1Api(api_client)
 
 
-def _call(function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+def call(function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     """An API call; a connection failure is Unreachable, an API error is raised as it is."""
     import urllib3
 
@@ -114,7 +115,7 @@ def read_workload(apps: Any, kind: str, namespace: str, name: str) -> Any:
         from kubernetes.client.exceptions import ApiException
 
         try:
-            return _call(apps.read_namespaced_daemon_set, name, namespace)
+            return call(apps.read_namespaced_daemon_set, name, namespace)
         except ApiException as error:
             if _not_found(error):
                 return None
@@ -135,7 +136,7 @@ def list_nodes(core: Any) -> list[dict[str, Any]]:
     from kubernetes.client.exceptions import ApiException
 
     try:
-        nodes = _call(core.list_node).items
+        nodes = call(core.list_node).items
     except ApiException as error:
         raise Unreachable(f"listing nodes: {error.status} {error.reason} (scope=node needs to read nodes)") from error
     return [core.api_client.sanitize_for_serialization(node) for node in nodes]
@@ -152,7 +153,7 @@ def hog_starts(core: Any, namespace: str, observed: Observed) -> dict[str, dict[
             continue
         for previous in (False, True):
             try:
-                log = _call(core.read_namespaced_pod_log, pod, namespace, previous=previous, tail_lines=200)
+                log = call(core.read_namespaced_pod_log, pod, namespace, previous=previous, tail_lines=200)
             except ApiException:
                 continue
             start = next((logfmt.parse(line) for line in log.splitlines() if line.startswith("event=start ")), None)
@@ -166,7 +167,7 @@ def read_deployment(apps: Any, namespace: str, name: str) -> Any:
     from kubernetes.client.exceptions import ApiException
 
     try:
-        return _call(apps.read_namespaced_deployment, name, namespace)
+        return call(apps.read_namespaced_deployment, name, namespace)
     except ApiException as error:
         if _not_found(error):
             return None
@@ -175,6 +176,51 @@ def read_deployment(apps: Any, namespace: str, name: str) -> Any:
 
 # ---------------------------------------------------------------------------------------------------------------
 # What was seen
+
+
+@dataclass(frozen=True)
+class Event:
+    """One thing the watch saw, when it saw it: `name` is the line's `event=`, `fields` the rest, in order. report.py
+    writes it (progress, `waiting`, on stderr; the rest on stdout)."""
+
+    name: str
+    fields: dict[str, object]
+
+
+@dataclass(frozen=True)
+class AlertState:
+    """One alert as verify saw it at a moment: whether and when it fired and resolved, beside the first kill and the
+    stack's going."""
+
+    name: str
+    expected: bool
+    fired_at: float | None
+    resolved_at: float | None
+    first_kill_at: float | None
+    gone: bool
+    gone_at: float | None
+
+    @classmethod
+    def of(cls, record: prom.AlertRecord, observed: Observed) -> AlertState:
+        return cls(
+            record.name,
+            record.expected,
+            record.fired_at,
+            record.resolved_at,
+            observed.first_kill_at(),
+            observed.gone,
+            observed.gone_at,
+        )
+
+    @property
+    def latency(self) -> float | None:
+        """Seconds from the first kill to verify seeing the alert fire (within verify's poll interval)."""
+        if self.fired_at is None or self.first_kill_at is None:
+            return None
+        return self.fired_at - self.first_kill_at
+
+
+Seen = Callable[[Event | AlertState], None]
 
 
 @dataclass
@@ -229,6 +275,47 @@ class Observed:
         times += [k.at.timestamp() for k in self.worker_kills.values()]
         return min(times) if times else None
 
+    def in_pods(self, pods: set[str]) -> Observed:
+        """The part of what was observed that happened in these pods (one node's)."""
+        return Observed(
+            deaths={key: d for key, d in self.deaths.items() if d.pod in pods},
+            back_offs={key: b for key, b in self.back_offs.items() if b.pod in pods},
+            worker_kills={key: w for key, w in self.worker_kills.items() if w.pod in pods},
+            restarts={key: n for key, n in self.restarts.items() if key[0] in pods},
+            running={key for key in self.running if key[0] in pods},
+            pods_seen=self.pods_seen & pods,
+            gone=self.gone,
+            gone_at=self.gone_at,
+        )
+
+
+@dataclass
+class Delivery:
+    """What verify saw in Alertmanager while it watched: for each (alert, pod, container), when it was active there
+    with at least one receiver."""
+
+    active: dict[tuple[str, str, str], list[float]] = field(default_factory=dict)
+
+    def record(self, routed: Iterable[prom.Routed], now: float) -> list[tuple[str, str, str, tuple[str, ...]]]:
+        """Take in one reading; return each (alert, pod, container, receivers) held active for the first time."""
+        new = []
+        for alert in routed:
+            if alert.state != "active" or not alert.receivers:
+                continue
+            key = (alert.labels.get("alertname", ""), alert.labels.get("pod", ""), alert.labels.get("container", ""))
+            if key not in self.active:
+                new.append((*key, alert.receivers))
+            self.active.setdefault(key, []).append(now)
+        return new
+
+    def holds(self, alert: str) -> bool:
+        """Alertmanager held the alert, for some pod, for its receivers."""
+        return any(name == alert for name, _, _ in self.active)
+
+    def held_since(self, alert: str, pod: str, container: str, since: float) -> bool:
+        """Alertmanager held the alert for that pod and container at `since` or after."""
+        return any(at >= since for at in self.active.get((alert, pod, container), []))
+
 
 def _terminated(pod: str, container: str, state: Any, restart_count: int) -> Death | None:
     if state is None or state.terminated is None or not state.terminated.container_id:
@@ -247,7 +334,7 @@ def _terminated(pod: str, container: str, state: Any, restart_count: int) -> Dea
     )
 
 
-def record_pods(observed: Observed, pods: list[Any], say: Callable[[str], None]) -> None:
+def record_pods(observed: Observed, pods: list[Any], seen: Seen) -> None:
     """Take in one listing of the stack's pods: new deaths, the back-off that ended in a start, restart counts."""
     observed.running = set()
     for pod in pods:
@@ -268,23 +355,25 @@ def record_pods(observed: Observed, pods: list[Any], say: Callable[[str], None])
                 death = _terminated(name, status.name, state, status.restart_count)
                 if death is not None and death.container_id not in observed.deaths:
                     observed.deaths[death.container_id] = death
-                    say(
-                        logfmt.line(
-                            event="death",
-                            pod=name,
-                            container=status.name,
-                            reason=death.reason,
-                            exit_code=death.exit_code,
-                            seconds_from_start=round(death.seconds_from_start, 1),
-                            restart_count=status.restart_count,
-                            termination_message=death.message,
+                    seen(
+                        Event(
+                            "death",
+                            {
+                                "pod": name,
+                                "container": status.name,
+                                "reason": death.reason,
+                                "exit_code": death.exit_code,
+                                "seconds_from_start": round(death.seconds_from_start, 1),
+                                "restart_count": status.restart_count,
+                                "termination_message": death.message,
+                            },
                         )
                     )
             started = status.state.running.started_at if status.state and status.state.running else None
             if started is not None:
                 observed.running.add(key)
                 _record_back_off(
-                    observed, name, status.name, status.container_id or "", started, status.restart_count, say
+                    observed, name, status.name, status.container_id or "", started, status.restart_count, seen
                 )
 
 
@@ -307,7 +396,7 @@ def _record_back_off(
     running_id: str,
     started: datetime.datetime,
     restarts: int,
-    say: Callable[[str], None],
+    seen: Seen,
 ) -> None:
     previous = [
         d
@@ -321,19 +410,21 @@ def _record_back_off(
         return
     back_off = BackOff(pod, container, (started - last.finished_at).total_seconds(), restarts)
     observed.back_offs[last.container_id] = back_off
-    say(
-        logfmt.line(
-            event="restart",
-            pod=pod,
-            container=container,
-            back_off_seconds=round(back_off.seconds, 1),
-            restart_count=restarts,
+    seen(
+        Event(
+            "restart",
+            {
+                "pod": pod,
+                "container": container,
+                "back_off_seconds": round(back_off.seconds, 1),
+                "restart_count": restarts,
+            },
         )
     )
 
 
 def record_worker_kills(
-    observed: Observed, pod: str, container: str, log: str, say: Callable[[str], None], container_id: str = ""
+    observed: Observed, pod: str, container: str, log: str, seen: Seen, container_id: str = ""
 ) -> None:
     """The supervised workload's own `event=child_exit` lines (kubelet-timestamped) for workers the kernel killed."""
     for line in log.splitlines():
@@ -348,24 +439,36 @@ def record_worker_kills(
             continue
         at = datetime.datetime.fromisoformat(stamp.replace("Z", "+00:00"))
         observed.worker_kills[key] = WorkerKill(pod, container, at, fields, container_id)
-        say(
-            logfmt.line(
-                event="worker_kill",
-                pod=pod,
-                container=container,
-                at=stamp,
-                oom_kill=fields.get("oom_kill", "?"),
-                container_survived=fields.get("container_survived"),
+        seen(
+            Event(
+                "worker_kill",
+                {
+                    "pod": pod,
+                    "container": container,
+                    "at": stamp,
+                    "oom_kill": fields.get("oom_kill", "?"),
+                    "container_survived": fields.get("container_survived"),
+                },
             )
         )
 
 
+def read_events(core: Any, namespace: str) -> list[Any] | None:
+    """The namespace's events; None without the right to list them (the detector is then not read)."""
+    from kubernetes.client.exceptions import ApiException
+
+    try:
+        return list(call(core.list_namespaced_event, namespace).items)
+    except ApiException:
+        return None
+
+
 # ---------------------------------------------------------------------------------------------------------------
-# Prometheus, and the watch
+# Prometheus and Alertmanager
 
 
-def check_prometheus(url: str, access: prom.Access, names: tuple[str, ...], err: TextIO) -> None:
-    """Say which Prometheus answers, and which of the alerts asked for it has no rule for."""
+def check_prometheus(url: str, access: prom.Access, names: tuple[str, ...]) -> tuple[str, list[str]]:
+    """Which Prometheus answers (its version), and which of the alerts asked for it has no rule for."""
     from oomtools import alert_client as prom
 
     try:
@@ -373,18 +476,27 @@ def check_prometheus(url: str, access: prom.Access, names: tuple[str, ...], err:
         loaded = prom.rule_names(url, access)
     except prom.PrometheusUnreachable as error:
         raise Unreachable(f"Prometheus does not answer: {error}") from error
-    missing = [name for name in names if name not in loaded]
-    print(f"verify: Prometheus {version} at {url}", file=err)
-    if missing:
-        print(
-            f"verify: Prometheus has no rule {', '.join(missing)}: load alerts/oom-killer.rules.yaml "
-            "(or prometheusRule=true)",
-            file=err,
-        )
+    return version, [name for name in names if name not in loaded]
 
 
-def poll_alertmanager(url: str, namespace: str, delivery: Delivery, now: float, say: Callable[[str], None]) -> None:
-    """Take in what Alertmanager holds for the namespace; say each alert it holds for its receivers the first time."""
+def read_samples(
+    url: str, access: prom.Access
+) -> Callable[[str, float, float], list[tuple[dict[str, str], list[tuple[float, float]]]]]:
+    """Prometheus' samples of a selector over a window, as the detectors ask for them."""
+    from oomtools import alert_client as prom
+
+    def samples(selector: str, since: float, until: float) -> list[tuple[dict[str, str], list[tuple[float, float]]]]:
+        try:
+            return prom.samples(url, selector, since, until, access)
+        except prom.PrometheusUnreachable as error:
+            raise Unreachable(f"Prometheus stopped answering: {error}") from error
+
+    return samples
+
+
+def poll_alertmanager(url: str, namespace: str, delivery: Delivery, now: float, seen: Seen) -> None:
+    """Take in what Alertmanager holds for the namespace; each alert it holds for its receivers is seen the first
+    time."""
     from oomtools import alert_client as prom
 
     try:
@@ -392,46 +504,66 @@ def poll_alertmanager(url: str, namespace: str, delivery: Delivery, now: float, 
     except prom.AlertmanagerUnreachable as error:
         raise Unreachable(f"Alertmanager stopped answering: {error}") from error
     for name, pod, container, receivers in delivery.record(held, now):
-        say(logfmt.line(event="delivered", name=name, pod=pod, container=container, receivers=",".join(receivers)))
+        seen(Event("delivered", {"name": name, "pod": pod, "container": container, "receivers": ",".join(receivers)}))
 
 
-def check_alertmanager(url: str, err: TextIO) -> None:
-    """Say which Alertmanager answers."""
+def check_alertmanager(url: str) -> str:
+    """Which Alertmanager answers: its version."""
     from oomtools import alert_client as prom
 
     try:
-        version = prom.alertmanager_version(url)
+        return prom.alertmanager_version(url)
     except prom.AlertmanagerUnreachable as error:
         raise Unreachable(f"Alertmanager does not answer: {error}") from error
-    print(f"verify: Alertmanager {version} at {url}", file=err)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The watch
+
+
+@dataclass(frozen=True)
+class Target:
+    """What is watched: the stack's workload, its pods' selector, and the cluster's API."""
+
+    core: Any  # the Kubernetes client's CoreV1Api
+    apps: Any  # its AppsV1Api
+    namespace: str
+    name: str
+    kind: str  # Deployment or DaemonSet
+    selector: str
+
+
+@dataclass(frozen=True)
+class WatchOptions:
+    """How long to watch, and what else to read while watching."""
+
+    timeout: float
+    wait_resolved: bool = False  # after the alerts fired, wait for the stack to go and the alerts to resolve
+    prometheus: str | None = None
+    access: prom.Access | None = None
+    alertmanager: str | None = None
 
 
 def watch(
-    core: Any,
-    apps: Any,
-    namespace: str,
-    workload_name: str,
-    selector: str,
+    target: Target,
     prediction: Prediction,
     records: list[prom.AlertRecord],
-    args: argparse.Namespace,
-    access: prom.Access,
+    options: WatchOptions,
     *,
-    say: Callable[[str], None],
-    err: TextIO,
+    complete: Callable[[Observed], bool],
+    seen: Seen,
     clock: Callable[[], float],
     started: float,
     delivery: Delivery | None = None,
-    kind: str = "Deployment",
-    complete: Callable[[Observed], bool] | None = None,
 ) -> Observed:
-    """Poll the stack's pods (and the supervised worker's logs), its Deployment and the alerts from `started` on, each
-    thing seen said as it happens and progress on err, until the evidence is in (and the alerts resolved, where the
-    stack went) or --timeout is up."""
+    """Poll the stack's pods (and the supervised worker's logs), its workload and the alerts from `started` on, each
+    thing seen handed to `seen` as it happens and progress every so often, until the evidence is `complete` (and
+    the alerts resolved, where the stack went) or the timeout is up."""
     from kubernetes.client.exceptions import ApiException
 
     from oomtools import alert_client as prom
 
+    core, namespace = target.core, target.namespace
     names = tuple(record.name for record in records)
     observed = Observed()
     last_progress = started
@@ -439,18 +571,18 @@ def watch(
     while True:
         now = clock()
         try:
-            pods = _call(core.list_namespaced_pod, namespace, label_selector=selector).items
+            pods = call(core.list_namespaced_pod, namespace, label_selector=target.selector).items
         except ApiException as error:
             if not _not_found(error):
                 raise Unreachable(f"listing pods: {error.status} {error.reason}") from error
             pods = []
-        record_pods(observed, pods, say)
+        record_pods(observed, pods, seen)
         if prediction.supervised:
             for pod in pods:
                 for status in pod.status.container_statuses or []:
                     if status.state and status.state.running:
                         try:
-                            log = _call(
+                            log = call(
                                 core.read_namespaced_pod_log,
                                 pod.metadata.name,
                                 namespace,
@@ -460,60 +592,55 @@ def watch(
                         except ApiException:
                             continue
                         record_worker_kills(
-                            observed, pod.metadata.name, status.name, log, say, status.container_id or ""
+                            observed, pod.metadata.name, status.name, log, seen, status.container_id or ""
                         )
         if not observed.gone and prediction.replicas > 0:
-            current = read_workload(apps, kind, namespace, workload_name)
-            if current is None or not replicas_of(current, kind):
+            current = read_workload(target.apps, target.kind, namespace, target.name)
+            if current is None or not replicas_of(current, target.kind):
                 observed.gone, observed.gone_at = True, now
-                say(
-                    logfmt.line(
-                        event="stack_gone",
-                        after_seconds=round(now - started, 1),
-                        how="destroyed" if current is None else "scaled to 0",
-                    )
-                )
-        if args.prometheus and now - last_prometheus >= 2 * POLL_SECONDS:
+                how = "destroyed" if current is None else "scaled to 0"
+                seen(Event("stack_gone", {"after_seconds": round(now - started, 1), "how": how}))
+        if options.prometheus and now - last_prometheus >= 2 * POLL_SECONDS:
             last_prometheus = now
             try:
-                active = prom.firing(args.prometheus, names, namespace, access)
+                active = prom.firing(options.prometheus, names, namespace, options.access or prom.Access())
             except prom.PrometheusUnreachable as error:
                 raise Unreachable(f"Prometheus stopped answering: {error}") from error
             for record in records:
                 was = record.fired_at, record.resolved_at
                 record.observe(bool(active[record.name]), now)
                 if (record.fired_at, record.resolved_at) != was:
-                    say(_alert_line(record, observed))
+                    seen(AlertState.of(record, observed))
 
-        if delivery is not None and now - last_alertmanager >= 2 * POLL_SECONDS:
+        if delivery is not None and options.alertmanager and now - last_alertmanager >= 2 * POLL_SECONDS:
             last_alertmanager = now
-            poll_alertmanager(args.alertmanager, namespace, delivery, now, say)
+            poll_alertmanager(options.alertmanager, namespace, delivery, now, seen)
 
-        done = complete(observed) if complete else _evidence_complete(prediction, observed, args.kills)
+        done = complete(observed)
         alerts_done = all(r.fired_at is not None for r in records if r.expected)
         if delivery is not None:  # and held by Alertmanager for its receivers
             alerts_done = alerts_done and all(delivery.holds(r.name) for r in records if r.expected)
-        resolving = observed.gone or args.wait_resolved
+        resolving = observed.gone or options.wait_resolved
         resolved = all(r.resolved_at is not None for r in records if r.fired_at is not None)
         if done and alerts_done and (not resolving or (observed.gone and resolved)):
             return observed
-        if now - started >= args.timeout:
-            say(logfmt.line(event="timeout", after_seconds=round(now - started, 1)))
+        if now - started >= options.timeout:
+            seen(Event("timeout", {"after_seconds": round(now - started, 1)}))
             return observed
         if now - last_progress >= PROGRESS_SECONDS:
             last_progress = now
             firing = ",".join(r.name for r in records if r.fired_at is not None and r.resolved_at is None)
-            print(
-                logfmt.line(
-                    event="waiting",
-                    seconds=round(now - started),
-                    timeout=round(args.timeout),
-                    deaths=len(observed.deaths),
-                    worker_kills=len(observed.worker_kills),
-                    restarts=sum(observed.restarts.values()),
-                    firing=firing or "none",
-                ),
-                file=err,
-                flush=True,
+            seen(
+                Event(
+                    "waiting",
+                    {
+                        "seconds": round(now - started),
+                        "timeout": round(options.timeout),
+                        "deaths": len(observed.deaths),
+                        "worker_kills": len(observed.worker_kills),
+                        "restarts": sum(observed.restarts.values()),
+                        "firing": firing or "none",
+                    },
+                )
             )
         time.sleep(POLL_SECONDS)

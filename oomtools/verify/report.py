@@ -1,19 +1,26 @@
-"""What verify says: the watch line it starts with, each alert's line, the verdict line, and the JUnit report."""
+"""What verify says, every line of it: the watch line it starts with, each thing the watch saw, each alert's line,
+the node and coverage tables, the verdict line, and the JUnit report, the last two from the one result tree."""
 
 from __future__ import annotations
 
 import datetime
 import xml.etree.ElementTree as ET
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TextIO
 
+from oomtools.verify.observe import AlertState, Event
 from workload import logfmt
 
-if TYPE_CHECKING:  # for the annotations only: Prometheus' client is imported where used, and observe imports this
+if TYPE_CHECKING:  # annotations only: Prometheus' client is imported where used
     from oomtools import alert_client as prom
+    from oomtools.verdict import Item
     from oomtools.verify.detectors import Coverage
-    from oomtools.verify.judge import Check, Prediction
+    from oomtools.verify.fleet import NodeVerdict
     from oomtools.verify.observe import Observed
+    from oomtools.verify.prediction import Prediction
+
+PROGRESS: frozenset[str] = frozenset({"waiting"})  # the events written on stderr: progress, not findings
 
 
 def watch_line(namespace: str, selector: str, prediction: Prediction, names: tuple[str, ...]) -> str:
@@ -32,39 +39,84 @@ def watch_line(namespace: str, selector: str, prediction: Prediction, names: tup
     )
 
 
-def _alert_line(record: prom.AlertRecord, observed: Observed, *, summary: bool = False) -> str:
-    latency = record.latency(observed.first_kill_at())
-    if record.resolved_at is not None:
+def line(seen: Event | AlertState) -> str:
+    """One thing the watch saw, as its line."""
+    if isinstance(seen, AlertState):
+        return alert_line(seen)
+    return logfmt.line(event=seen.name, **seen.fields)
+
+
+def alert_line(state: AlertState, *, summary: bool = False) -> str:
+    """An alert's line: as it fired or resolved, or (summary) as it stood at the end."""
+    latency = state.latency
+    if state.resolved_at is not None:
         resolved: object = "true"
-    elif observed.gone and record.fired_at is not None:
+    elif state.gone and state.fired_at is not None:
         resolved = "false"
     else:
         resolved = "n/a"  # nothing was scaled down or destroyed in the window
     return logfmt.line(
         event="alert_summary" if summary else "alert",
-        name=record.name,
-        expected="fires" if record.expected else "quiet",
-        fired=record.fired_at is not None,
+        name=state.name,
+        expected="fires" if state.expected else "quiet",
+        fired=state.fired_at is not None,
         latency_seconds=None if latency is None else round(latency, 1),
         resolved=resolved,
         resolved_after_gone_seconds=(
-            round(record.resolved_at - observed.gone_at, 1)
-            if record.resolved_at is not None and observed.gone_at is not None
+            round(state.resolved_at - state.gone_at, 1)
+            if state.resolved_at is not None and state.gone_at is not None
             else None
         ),
     )
 
 
+def prometheus_lines(url: str, version: str, missing: list[str]) -> list[str]:
+    """Which Prometheus answers, and the alerts asked for that it has no rule for."""
+    lines = [f"verify: Prometheus {version} at {url}"]
+    if missing:
+        lines.append(
+            f"verify: Prometheus has no rule {', '.join(missing)}: load alerts/oom-killer.rules.yaml "
+            "(or prometheusRule=true)"
+        )
+    return lines
+
+
+def alertmanager_line(url: str, version: str) -> str:
+    return f"verify: Alertmanager {version} at {url}"
+
+
+@dataclass(frozen=True)
+class Terminal:
+    """Where verify's lines go: findings on `out`, progress and tables on `err`."""
+
+    out: TextIO
+    err: TextIO
+
+    def say(self, text: str) -> None:
+        print(text, file=self.out, flush=True)
+
+    def note(self, text: str) -> None:
+        print(text, file=self.err, flush=True)
+
+    def seen(self, seen: Event | AlertState) -> None:
+        if isinstance(seen, Event) and seen.name in PROGRESS:
+            self.note(line(seen))
+        else:
+            self.say(line(seen))
+
+    def table(self, rows: list[str]) -> None:
+        for row in rows:
+            print(f"verify: {row}", file=self.err)
+
+
 def verdict_line(
-    checks: list[Check], observed: Observed, records: list[prom.AlertRecord], seconds: float, nodes: int | None = None
+    tree: Item, observed: Observed, records: list[prom.AlertRecord], seconds: float, nodes: int | None = None
 ) -> str:
     """The one line that ends the run: as predicted or not, what was counted, and each failed check."""
-    ok = all(check.ok for check in checks)
-    failed = [check for check in checks if not check.ok]
     deaths = list(observed.deaths.values())
     back_offs = sorted(b.seconds for b in observed.back_offs.values())
     return logfmt.line(
-        verdict="as-predicted" if ok else "not-as-predicted",
+        verdict="as-predicted" if tree.ok else "not-as-predicted",
         oom_kills=sum(d.reason == "OOMKilled" for d in deaths),
         deaths=len(deaths),
         worker_kills=len(observed.worker_kills),
@@ -73,8 +125,24 @@ def verdict_line(
         alerts_fired=f"{sum(r.fired_at is not None for r in records)}/{len(records)}",
         **({} if nodes is None else {"fleet_nodes": nodes}),
         seconds=round(seconds, 1),
-        failed="; ".join(f"{c.name} ({c.detail})" for c in failed) or None,
+        failed="; ".join(f"{c.name} ({c.detail})" for c in tree.failed) or None,
     )
+
+
+def node_line(verdict: NodeVerdict) -> str:
+    """One node: its verdict, what happened there, and what the node is."""
+    return logfmt.line(
+        event="node", node=verdict.node, verdict=verdict.verdict, happened=verdict.happened, **verdict.facts
+    )
+
+
+def fleet_table(verdicts: list[NodeVerdict]) -> list[str]:
+    """The node verdicts aligned for the terminal: a row per node."""
+    if not verdicts:
+        return []
+    keys = list(verdicts[0].facts)
+    header = ["node", "verdict", *keys, "what happened"]
+    return aligned([header, *([v.node, v.verdict, *(v.facts.get(k, "?") for k in keys), v.happened] for v in verdicts)])
 
 
 def coverage_line(coverage: Coverage) -> str:
@@ -99,7 +167,9 @@ def aligned(rows: list[list[str]]) -> list[str]:
     return ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() for row in rows]
 
 
-def write_junit(path: Path, checks: list[Check], seconds: float) -> None:
+def write_junit(path: Path, tree: Item, seconds: float) -> None:
+    """The result tree as a JUnit suite: a test case per item under the root, failed where the item did not pass."""
+    checks = tree.children
     suite = ET.Element(
         "testsuite",
         name="oom-killer verify",
