@@ -18,27 +18,43 @@ from workload.predict import KillRange
 
 PASSED: Final = "passed"
 FAILED: Final = "failed"
+# Judged over nothing (no kill that stepped, no node selected): never a pass, and never rolled up into one.
+NOTHING_CHECKED: Final = "nothing-checked"
 # Not part of this run (a node the settings do not select): counted neither for nor against the verdict.
 SKIPPED: Final = "skipped"
 
 
 @dataclass
 class Item:
-    """One result: a check, a kill, a node, a detector. `children` are what it was judged over."""
+    """One result: a check, a kill, a node, a detector. `children` are what it was judged over. A `group` (the
+    fleet: its nodes) is written as its children, and as itself only where it checked nothing."""
 
     name: str
     status: str
     detail: str = ""
     children: list[Item] = field(default_factory=list)
+    group: bool = False
 
     @property
     def ok(self) -> bool:
         return self.status in (PASSED, SKIPPED)
 
+    def cases(self) -> list[Item]:
+        """What is written as a check (a JUnit test case, a `failed=` entry): the children, a group's in its place."""
+        found: list[Item] = []
+        for child in self.children:
+            if not child.group:
+                found.append(child)
+                continue
+            if child.status == NOTHING_CHECKED:
+                found.append(child)
+            found += child.cases()
+        return found
+
     @property
     def failed(self) -> list[Item]:
-        """The children that did not pass."""
-        return [child for child in self.children if not child.ok]
+        """The checks that did not pass (failed, or checked nothing)."""
+        return [case for case in self.cases() if not case.ok]
 
 
 def check(name: str, ok: bool, detail: str, children: Iterable[Item] = ()) -> Item:
@@ -46,10 +62,26 @@ def check(name: str, ok: bool, detail: str, children: Iterable[Item] = ()) -> It
     return Item(name, PASSED if ok else FAILED, detail, list(children))
 
 
-def rollup(name: str, children: Iterable[Item], detail: str = "") -> Item:
-    """An item whose status is its children's: failed where any failed, else passed."""
+def over(name: str, children: Iterable[Item], detail: str, *, group: bool = False) -> Item:
+    """A check made of the items it was judged over (a kill each, a node each): failed where any failed; nothing
+    checked where there was nothing to judge (no item, or every one skipped); else passed. Never all([])."""
     items = list(children)
-    return Item(name, PASSED if all(item.ok for item in items) else FAILED, detail, items)
+    return Item(name, _rolled(items), detail, items, group)
+
+
+def rollup(name: str, children: Iterable[Item], detail: str = "") -> Item:
+    """The verdict of a run: failed where any check failed; nothing checked where one checked nothing or none
+    passed; else passed."""
+    items = list(children)
+    return Item(name, _rolled(items), detail, items)
+
+
+def _rolled(items: list[Item]) -> str:
+    if any(item.status == FAILED for item in items):
+        return FAILED
+    if any(item.status == NOTHING_CHECKED for item in items) or not any(item.status == PASSED for item in items):
+        return NOTHING_CHECKED
+    return PASSED
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -82,10 +114,11 @@ def kill_step(last_line: str) -> int:
     return int(logged) + 1 if logged.isdigit() else 1
 
 
-def killed_at_start(restarts_into_full_pod: bool, last_line: str) -> bool:
+def killed_at_start(restarts_into_full_pod: bool, last_line: str, first_run: bool = False) -> bool:
     """A restart in a pod a killed run's charge still fills (kinds.restarts_into_full_pod), killed before its first
-    step line: as predicted for such a pod, and held to no step or time."""
-    return restarts_into_full_pod and not stepped(last_line)
+    step line: as predicted for such a pod, and held to no step or time. Never the pod's first run: nothing filled
+    its pod before it, so it is held to the steps and the time as any run (killed before a step, it came early)."""
+    return restarts_into_full_pod and not first_run and not stepped(last_line)
 
 
 def announced(start: dict[str, str]) -> KillRange | None:
@@ -101,36 +134,66 @@ def announced(start: dict[str, str]) -> KillRange | None:
         return None
 
 
-def kills_against_announced(events: list[dict[str, str]], container_killed: bool) -> list[tuple[int, KillRange]]:
-    """Each hog's kill step (one past the last step it logged) with the range its own start line announced: a
-    supervised worker's ends in a SIGKILL child_exit, the single hog's in the container's own OOM kill."""
-    found: list[tuple[int, KillRange]] = []
+BEFORE_START: Final = "before-start"  # killed before its start line: it announced no step at all
+UNANNOUNCED: Final = "unannounced"  # its start line announced no kill (a ceiling, page cache), and it was killed
+
+
+@dataclass(frozen=True)
+class HogKill:
+    """One hog's kill: the step it came in (one past the last step it logged) and the range its start line
+    announced (None: BEFORE_START or UNANNOUNCED, `where` says which)."""
+
+    step: int
+    announced: KillRange | None
+    before_start: bool = False
+
+    @property
+    def where(self) -> str:
+        if self.announced is None:
+            return BEFORE_START if self.before_start else UNANNOUNCED
+        return self.announced.where(self.step)
+
+    @property
+    def item(self) -> Item:
+        return check(
+            f"kill in step {self.step}", self.announced is not None and self.announced.holds(self.step), self.where
+        )
+
+
+def kills_against_announced(events: list[dict[str, str]], container_killed: bool) -> list[HogKill]:
+    """Every hog's kill, with the range its own start line announced: a supervised worker's ends in a SIGKILL
+    child_exit, the single hog's in the container's own OOM kill. A kill before any start line is one too."""
+    found: list[HogKill] = []
+    started = False
     steps_range: KillRange | None = None
     steps = 0
     for fields in events:
         event = fields.get("event")
         if event == "start":
-            steps_range, steps = announced(fields), 0
+            started, steps_range, steps = True, announced(fields), 0
         elif event == "step":
             steps += 1
         elif event == "child_exit":
-            if fields.get("signal") == "SIGKILL" and steps_range is not None:
-                found.append((steps + 1, steps_range))
-            steps_range = None
-    if container_killed and steps_range is not None:
-        found.append((steps + 1, steps_range))
+            if fields.get("signal") == "SIGKILL":
+                found.append(HogKill(steps + 1, steps_range, before_start=not started))
+            started, steps_range, steps = False, None, 0
+    if container_killed:
+        found.append(HogKill(steps + 1, steps_range, before_start=not started))
     return found
 
 
-def kill_fields(events: list[dict[str, str]], container_killed: bool) -> tuple[bool, dict[str, object]]:
-    """(every kill came in a step its hog announced, the verdict line's fields saying where in the range)."""
+def kill_fields(events: list[dict[str, str]], container_killed: bool) -> tuple[Item, dict[str, object]]:
+    """(each kill against the steps its hog announced: an item over the kills, nothing checked where there was no
+    kill; the verdict line's fields saying where in the range)."""
     kills = kills_against_announced(events, container_killed)
     fields: dict[str, object] = {}
     if kills:
-        fields["killed_in_step"] = ",".join(str(step) for step, _ in kills)
-        fields["announced_steps"] = ",".join(f"{r.earliest}..{r.latest}" for _, r in kills)
-        fields["where"] = ",".join(r.where(step) for step, r in kills)
-    return all(r.holds(step) for step, r in kills), fields
+        fields["killed_in_step"] = ",".join(str(kill.step) for kill in kills)
+        fields["announced_steps"] = ",".join(
+            f"{kill.announced.earliest}..{kill.announced.latest}" if kill.announced else "none" for kill in kills
+        )
+        fields["where"] = ",".join(kill.where for kill in kills)
+    return over("each kill in a step its hog announced", (kill.item for kill in kills), ""), fields
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -143,10 +206,23 @@ class RunVerdict:
     predicted: str
     fields: dict[str, object]  # what shows it, in the verdict line's order
     by_kind: bool  # judged by what its kind or model changes (page cache, supervised): the line names both
+    item: Item  # the run's result: how it ended against the prediction, and where a kill came, each kill's step
 
-    @property
-    def item(self) -> Item:
-        return check("the run ends as the settings predict", self.happened == self.predicted, self.happened)
+
+def _killed(happened: str, kills: Item) -> str:
+    """What happened, saying where a kill that is not as predicted came: before the hog's start line (it announced
+    nothing), or outside the steps it announced."""
+    if happened not in (kinds.WORKER_KILLED, kinds.OOM_KILLED) or kills.ok:
+        return happened
+    if kills.children and all(kill.detail == BEFORE_START for kill in kills.children):
+        return f"{happened}-{BEFORE_START}"
+    return f"{happened}-outside-announced-steps"
+
+
+def _run_item(happened: str, predicted: str, kills: Item) -> Item:
+    ends = check("the run ends as the settings predict", happened == predicted, f"{happened} (predicted {predicted})")
+    killed = happened.startswith((kinds.WORKER_KILLED, kinds.OOM_KILLED))
+    return rollup("oom-killer demo", [ends, kills] if killed else [ends])
 
 
 def judge_run(env: dict[str, str], events: list[dict[str, str]], oom_killed: bool, exit_code: int) -> RunVerdict:
@@ -157,16 +233,16 @@ def judge_run(env: dict[str, str], events: list[dict[str, str]], oom_killed: boo
     steps = [fields for fields in events if fields.get("event") == "step"]
     # A ceiling holds it below the limit (the settings leave room for the baseline); without one, the kernel kills.
     predicted = kinds.expected_end(kind, model, holds=env.get("MEMORY_CEILING_MB", "0") not in ("", "0"))
-    on_time, where = kill_fields(events, exit_code == 137)
+    kills, where = kill_fields(events, exit_code == 137)
     if oom_killed and exit_code == 137:
         # As predicted only in a step the hog announced at its start (its own charge, what the kernel may take back).
-        happened = kinds.OOM_KILLED if on_time else f"{kinds.OOM_KILLED}-outside-announced-steps"
+        happened = _killed(kinds.OOM_KILLED, kills)
     elif any(fields.get("event") == "holding" for fields in events) and exit_code == 0:
         happened = kinds.HELD  # held at the ceiling until the demo stopped it
     else:
         happened = "ended-otherwise"
     fields: dict[str, object] = {"last_allocated_mib": int(steps[-1]["allocated_mib"] if steps else "0"), **where}
-    return RunVerdict(happened, predicted, fields, by_kind=False)
+    return RunVerdict(happened, predicted, fields, False, _run_item(happened, predicted, kills))
 
 
 def _judge_by_kind(
@@ -204,8 +280,7 @@ def _judge_by_kind(
         happened = "ended-otherwise"
     if model.container_survives_kill and not kind.killed and child_exits:
         happened = kinds.WORKER_KILLED  # page cache should never have killed it: say what did happen
-    on_time, where = kill_fields(events, exit_code == 137)
+    kills, where = kill_fields(events, exit_code == 137)
     fields.update(where)
-    if happened in (kinds.WORKER_KILLED, kinds.OOM_KILLED) and not on_time:
-        happened += "-outside-announced-steps"
-    return RunVerdict(happened, predicted, fields, by_kind=True)
+    happened = _killed(happened, kills)
+    return RunVerdict(happened, predicted, fields, True, _run_item(happened, predicted, kills))

@@ -14,8 +14,9 @@ import pytest
 from infra.settings import ConfigError
 from oomtools import demo, verdict
 from oomtools.arguments import Parser
-from oomtools.rehearsal import Outcome, stack_pod
+from oomtools.rehearsal import Outcome, fits_engine, stack_pod
 from oomtools.render import render, stack_file
+from workload.memory import MIB
 
 
 def one_line_failure(capsys: pytest.CaptureFixture[str]) -> str:
@@ -73,18 +74,14 @@ def test_replicas_0_says_nothing_would_run(capsys: pytest.CaptureFixture[str]) -
     )
 
 
-@pytest.mark.usefixtures("no_engine")
-def test_a_stack_without_a_file_runs_on_the_project_defaults(capsys: pytest.CaptureFixture[str]) -> None:
-    assert not stack_file("rehearsal-without-file").exists()
-    assert demo.main(["--stack", "rehearsal-without-file"]) == demo.EXIT_NO_ENGINE == 3  # it got as far as the engine
-    lines = capsys.readouterr().err.splitlines()
-    assert lines[0] == (
-        "demo: there is no Pulumi.rehearsal-without-file.yaml: the rehearsal-without-file stack runs on the "
-        "project's defaults, "
-        "as `pulumi up` would run a new stack"
+def test_a_mistyped_stack_is_refused_naming_the_stacks_there_are(capsys: pytest.CaptureFixture[str]) -> None:
+    # The issue's `--stack devv` ran the project's defaults for 41 s and exited 0: a rehearsal of no stack it meant.
+    assert not stack_file("devv").exists()
+    assert demo.main(["--stack", "devv"]) == demo.EXIT_BAD_CONFIG
+    assert one_line_failure(capsys) == (
+        "demo: --stack devv: there is no Pulumi.devv.yaml (did you mean dev? stacks here: dev); for a stack on the "
+        "project's defaults, make its file first: touch Pulumi.devv.yaml"
     )
-    assert len(lines) == 2
-    assert lines[1].startswith("demo: no Docker engine answers at unix://")
 
 
 def test_no_engine_is_exit_3_in_one_line_naming_the_address_it_tried(
@@ -148,10 +145,35 @@ def test_the_banner_says_when_set_changed_the_stacks_settings() -> None:
     pod = stack_pod("dev", {"memoryLimitMb": "64"})
     assert demo.banner("dev", {"memoryLimitMb": "64"}, pod) == (
         "demo: running it as the dev stack declares it, with --set memoryLimitMb=64: memory limit 64Mi (no swap), "
-        "+16 MiB every 1000 ms, read-only, no network"
+        "+16 MiB every 1000 ms, read-only, no network; the kill predicted 2 to 4 s after it starts"
     )
     plain = demo.banner("dev", {}, stack_pod("dev"))
     assert plain.startswith("demo: running it as the dev stack declares it: memory limit 128Mi (no swap)")
+
+
+@pytest.mark.parametrize(
+    ("overrides", "says"),
+    [
+        ({"replicas": "3"}, "as the dev stack declares it, with --set replicas=3 (one pod of its 3 replicas): "),
+        ({"scope": "node"}, "with --set scope=node (one pod of its DaemonSet: scope=node runs one on every node "),
+    ],
+)
+def test_the_banner_says_when_the_stack_declares_more_pods_than_the_one_rehearsed(
+    overrides: dict[str, str], says: str
+) -> None:
+    # The replicas=3 and scope=node each rehearsed one container without saying so.
+    assert says in demo.banner("dev", overrides, stack_pod("dev", overrides))
+
+
+def test_a_limit_the_engines_machine_cannot_hold_is_refused_and_one_below_is_not() -> None:
+    # The memoryLimitMb=1048576 on a 23.5 GiB engine would have pressed on the host for some 18 hours.
+    engine = 23_500 * MIB
+    refused = fits_engine(1_048_576 * MIB, engine)
+    assert refused is not None
+    assert refused.startswith("it is not below the Docker engine's memory (22.9 GiB)")
+    assert refused.endswith("at most 23499 on this engine")
+    assert fits_engine(engine - MIB, engine) is None
+    assert fits_engine(engine, 0) is None  # an engine that does not say: nothing to compare with
 
 
 def test_every_exit_code_is_distinct() -> None:
@@ -174,16 +196,40 @@ def hog_run(steps: int, earliest: int, latest: int) -> list[dict[str, str]]:
 
 
 def test_a_kill_inside_the_announced_steps_is_as_predicted_and_says_where() -> None:
-    on_time, fields = verdict.kill_fields(hog_run(13, 13, 16), container_killed=True)
-    assert on_time
+    kills, fields = verdict.kill_fields(hog_run(13, 13, 16), container_killed=True)
+    assert kills.status == verdict.PASSED
     assert fields == {"killed_in_step": "14", "announced_steps": "13..16", "where": "2/4"}
 
 
 @pytest.mark.parametrize(("steps", "where"), [(10, "early"), (16, "late")])
 def test_a_kill_outside_the_announced_steps_is_not_as_predicted(steps: int, where: str) -> None:
-    on_time, fields = verdict.kill_fields(hog_run(steps, 13, 16), container_killed=True)
-    assert not on_time
+    kills, fields = verdict.kill_fields(hog_run(steps, 13, 16), container_killed=True)
+    assert kills.status == verdict.FAILED
     assert fields["where"] == where
+
+
+def test_a_kill_before_the_start_line_announced_no_step_and_is_not_as_predicted() -> None:
+    # The kernel killed the hog before it printed its start line: no step was announced, so no kill came in one.
+    judged = verdict.judge_run({}, [], oom_killed=True, exit_code=137)
+    assert (judged.happened, judged.predicted) == ("OOMKilled-before-start", "OOMKilled")
+    assert judged.fields == {"last_allocated_mib": 0, "killed_in_step": "1", "announced_steps": "none",
+                             "where": "before-start"}  # fmt: skip
+    assert judged.item.status == verdict.FAILED
+    # A supervised worker killed before its own start line, likewise.
+    supervisor = {"event": "supervisor_start", "oom_group": "0"}
+    killed = {"event": "child_exit", "signal": "SIGKILL", "oom_kill": "1"}
+    judged = verdict.judge_run({"PROCESS_MODEL": "supervised"}, [supervisor, killed], oom_killed=False, exit_code=0)
+    assert judged.happened == "worker-killed-before-start"
+    assert not judged.item.ok
+    # A kill with no kill to hold it to cannot pass: no kill recorded is nothing checked, not all([]).
+    assert verdict.kill_fields([], container_killed=False)[0].status == verdict.NOTHING_CHECKED
+
+
+def test_a_kill_whose_start_line_announced_no_step_is_outside_the_announced_steps() -> None:
+    start = {"event": "start", "predicted_seconds": "none"}  # a ceiling or page cache: no kill announced
+    kills, fields = verdict.kill_fields([start, {"event": "step", "step": "1"}], container_killed=True)
+    assert kills.status == verdict.FAILED
+    assert fields["where"] == "unannounced"
 
 
 def test_a_supervised_worker_that_exited_on_its_own_is_not_a_worker_kill() -> None:

@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import io
 import json
 import xml.etree.ElementTree as ET
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
 
-from oomtools import verify
+from oomtools import verdict, verify
 from oomtools.alert_client import Access, AlertRecord
 from oomtools.arguments import Parser
-from oomtools.verify import judge
+from oomtools.verify import judge, report
+from oomtools.verify.observe import BackOff, record_pods
+from workload import logfmt
 from workload.predict import KillRange
 
 
@@ -216,3 +221,106 @@ def test_bad_prometheus_access_is_exit_2_in_one_line_before_anything_is_asked(ar
     err = io.StringIO()
     assert verify.main([*argv, "--outputs", "/no/such/outputs.json"], out=io.StringIO(), err=err) == 2
     assert err.getvalue().splitlines() == [says]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# A judge with nothing to judge says so (issue 28): never all([]).
+
+
+def test_an_item_over_nothing_checked_nothing_and_never_rolls_up_to_a_pass() -> None:
+    passed, failed = verdict.check("a", True, ""), verdict.check("b", False, "")
+    skipped = verdict.Item("node c", verdict.SKIPPED)
+    assert verdict.over("each kill", [], "").status == verdict.NOTHING_CHECKED
+    assert verdict.over("nodes", [skipped, skipped], "").status == verdict.NOTHING_CHECKED
+    assert verdict.over("nodes", [skipped, passed], "").status == verdict.PASSED
+    assert verdict.over("nodes", [passed, failed], "").status == verdict.FAILED
+    nothing = verdict.over("each kill on time", [], "")
+    assert not nothing.ok
+    assert verdict.rollup("run", [passed, nothing]).status == verdict.NOTHING_CHECKED
+    assert verdict.rollup("run", [nothing, failed]).status == verdict.FAILED  # a failure says more
+    assert verdict.rollup("run", [skipped]).status == verdict.NOTHING_CHECKED
+    assert verdict.rollup("run", []).status == verdict.NOTHING_CHECKED
+    assert verdict.rollup("run", [passed, skipped]).status == verdict.PASSED
+
+
+TMPFS_OUTPUTS = {
+    "predictedSecondsToOomKill": {"earliest": 6, "latest": 8},
+    "predictedOomKillStep": {"earliest": 7, "latest": 8},
+}
+
+
+def test_a_tmpfs_stack_whose_every_kill_came_at_start_checked_nothing_and_says_why() -> None:
+    # The watch began after the pod's first run (the one that steps): every kill it saw was a restart killed at start.
+    tmpfs = verify.predict(TMPFS_OUTPUTS, 1, {"MEMORY_KIND": "tmpfs"})
+    observed = verify.Observed()
+    observed.deaths = {"b": oom_death(None, "b"), "c": oom_death(None, "c")}
+    observed.back_offs = {"b": BackOff("pod", "oom-killer", 10.0, 1)}
+    checks = verify.checks_for(tmpfs, observed, 2, [])
+    by_name = {c.name: c for c in checks}
+    for name in ("each kill in an announced step", "each kill on time"):
+        assert by_name[name].status == verdict.NOTHING_CHECKED
+        assert by_name[name].children == []
+        assert "killed_at_start=2: no kill came after a step" in by_name[name].detail
+    tree = judge.verdict(checks)
+    assert tree.status == verdict.NOTHING_CHECKED
+    line = logfmt.parse(report.verdict_line(tree, observed, [], 9.0))
+    assert line["verdict"] == "nothing-checked"
+    assert "each kill on time (predicted=6..8s seen= killed_at_start=2" in line["failed"]
+
+
+def test_a_tmpfs_pods_first_run_killed_before_its_first_step_was_killed_early_not_at_start() -> None:
+    # Nothing filled the pod before its first run: no step line means the limit left it no room, not a full pod.
+    tmpfs = verify.predict(TMPFS_OUTPUTS, 1, {"MEMORY_KIND": "tmpfs"})
+    first = dataclasses.replace(oom_death(None, "a"), first_run=True)
+    observed = verify.Observed()
+    observed.deaths = {"a": first, "b": oom_death(None, "b")}
+    checks = {c.name: c for c in verify.checks_for(tmpfs, observed, 2, [])}
+    steps = checks["each kill in an announced step"]
+    assert steps.status == verdict.FAILED
+    assert steps.detail == "predicted_steps=7..8 seen=1(early) killed_at_start=1"
+    assert judge.verdict(list(checks.values())).status == verdict.FAILED
+
+
+def pod_status(container_id: str, restarts: int, running: bool, last: Any = None, state_end: Any = None) -> Any:
+    started = datetime.datetime(2026, 11, 30, 12, 0, 0, tzinfo=datetime.UTC)
+    state = SimpleNamespace(running=SimpleNamespace(started_at=started) if running else None, terminated=state_end)
+    return SimpleNamespace(
+        name="oom-killer", restart_count=restarts, state=state, last_state=last, container_id=container_id or None
+    )
+
+
+def ended(container_id: str) -> Any:
+    started = datetime.datetime(2026, 11, 30, 12, 0, 0, tzinfo=datetime.UTC)
+    end = SimpleNamespace(
+        container_id=container_id, reason="OOMKilled", exit_code=137, message="", started_at=started,
+        finished_at=started + datetime.timedelta(seconds=1),
+    )  # fmt: skip
+    return SimpleNamespace(running=None, terminated=end)
+
+
+def listing(*statuses: Any) -> list[Any]:
+    return [
+        SimpleNamespace(
+            metadata=SimpleNamespace(name="p"),
+            spec=SimpleNamespace(node_name="n", affinity=None),
+            status=SimpleNamespace(conditions=[], container_statuses=list(statuses)),
+        )
+    ]
+
+
+def test_a_death_is_its_pods_first_run_only_where_verify_knows_it() -> None:
+    # Seen running with no restart, then dead: the first run.
+    observed = verify.Observed()
+    record_pods(observed, listing(pod_status("c1", 0, running=True)), lambda _: None)
+    record_pods(observed, listing(pod_status("", 1, running=False, last=ended("c1"))), lambda _: None)
+    assert observed.deaths["c1"].first_run
+    # Dead before any restart (the terminated state itself, restart count 0): the first run too.
+    observed = verify.Observed()
+    record_pods(observed, listing(pod_status("", 0, running=False, state_end=ended("c1").terminated)), lambda _: None)
+    assert observed.deaths["c1"].first_run
+    # First seen in its fourth run: the death before it (its last state) is a restart's.
+    observed = verify.Observed()
+    record_pods(observed, listing(pod_status("c4", 3, running=True, last=ended("c3"))), lambda _: None)
+    record_pods(observed, listing(pod_status("", 4, running=False, last=ended("c4"))), lambda _: None)
+    assert not observed.deaths["c3"].first_run
+    assert not observed.deaths["c4"].first_run

@@ -19,11 +19,11 @@ import pytest
 
 from oomtools import verify
 from oomtools.alert_client import DEFAULT_ALERTS, Routed
+from oomtools.verdict import Item
 from oomtools.verify import detectors
 from oomtools.verify.detectors import CONTAINER, UNREAD, WORKER, Coverage, Kill
-from oomtools.verify.observe import Delivery
-from oomtools.verdict import Item
 from oomtools.verify.judge import coverage_checks
+from oomtools.verify.observe import Delivery
 from oomtools.verify.report import coverage_line, coverage_table
 from workload import logfmt
 

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from oomtools import verify
-from oomtools.verify import fleet, report
+from oomtools import verdict, verify
+from oomtools.verify import fleet, judge, report
 from workload.predict import KillRange
 
 POD_SPEC: dict[str, Any] = {
@@ -126,3 +126,32 @@ def test_the_fleet_table_is_aligned_a_row_per_node() -> None:
         offset = rows[0].index(column)
         assert all(row[offset - 1] == " " for row in rows[1:])  # every row has a column break there
     assert rows[2].split()[1] == fleet.NOT_SELECTED
+
+
+def test_a_fleet_whose_settings_select_no_node_checked_nothing_and_is_no_pass() -> None:
+    prediction = verify.Prediction(True, False, 6, 8, 1, KillRange(7, 8, 8, 0))
+    nodes = [node("web", {"pool": "web"}), node("gpu", taints=[{"key": "gpu", "effect": "NoSchedule"}])]
+    scope = fleet.FleetScope(nodes, POD_SPEC, prediction, 1)
+    observed = verify.Observed()
+    assert scope.complete(observed)  # nothing to wait for: no node to watch
+    verdicts = scope.judge(observed, {})
+    assert [v.verdict for v in verdicts] == [fleet.NOT_SELECTED, fleet.NOT_SELECTED]
+    item = fleet.fleet_item(verdicts)
+    assert item.status == verdict.NOTHING_CHECKED
+    assert item.detail == "no node of 2 is selected: gpu (taint gpu:NoSchedule), web (nodeSelector pool=oom)"
+    tree = judge.verdict([item])
+    assert tree.status == verdict.NOTHING_CHECKED
+    # Written as a check of its own (the nodes under it, as before), failing in the JUnit report.
+    assert [case.name for case in tree.cases()] == ["the nodes the settings select", "node gpu", "node web"]
+    assert [case.ok for case in tree.cases()] == [False, True, True]
+
+
+def test_a_fleet_with_a_node_selected_is_judged_by_its_nodes() -> None:
+    as_predicted = fleet.NodeVerdict("a", fleet.AS_PREDICTED, "OOM-killed 1 times")
+    left_out = fleet.NodeVerdict("b", fleet.NOT_SELECTED, "not selected: nodeSelector pool=oom")
+    late = fleet.NodeVerdict("c", fleet.DIFFERS, "each kill on time")
+    assert fleet.fleet_item([as_predicted, left_out]).status == verdict.PASSED
+    assert fleet.fleet_item([as_predicted, left_out]).detail == "1 of 2 nodes selected"
+    assert fleet.fleet_item([as_predicted, late]).status == verdict.FAILED
+    # a group that checked something is written as its nodes alone
+    assert [c.name for c in judge.verdict([fleet.fleet_item([as_predicted, left_out])]).cases()] == ["node a", "node b"]

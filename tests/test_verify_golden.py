@@ -307,6 +307,25 @@ def tmpfs_all_at_start(fake: FakeTime) -> Cluster:
     )
 
 
+def tmpfs_from_a_restart(fake: FakeTime) -> Cluster:
+    """The watch starts with the pod in its fourth run: the first run's kill, the one that steps, came before."""
+    name = "oom-killer-7d9f-x2m"
+    before = terminated("containerd://c3", -13, -12.5)
+    fourth = terminated("containerd://c4", 0, 0.5)
+    fifth = terminated("containerd://c5", 3, 3.5)
+    return Cluster(
+        fake.clock,
+        [(0, workload({"MEMORY_KIND": "tmpfs", "MEMORY_DIR": "/data"}))],
+        [
+            (0, [pod(name, status(running(0), before, 3, "containerd://c4"))]),
+            (0.5, [pod(name, status(waiting(), fourth, 4))]),
+            (3, [pod(name, status(running(3), fourth, 4, "containerd://c5"))]),
+            (3.5, [pod(name, status(waiting(), fifth, 5))]),
+            (5, [pod(name, status(running(5), fifth, 5, "containerd://c6"))]),
+        ],
+    )
+
+
 def held_by_ceiling(fake: FakeTime) -> Cluster:
     return Cluster(
         fake.clock, [(0, workload({"MEMORY_CEILING_MB": "64"}))], [(0, [pod("p", status(running(0), None, 0, "c1"))])]
@@ -450,6 +469,7 @@ SCENARIOS: dict[str, Run] = {
     "single kill, --kills 1": Run(["--kills", "1"], single_kills),
     "tmpfs, the restart killed at start": Run(["--kills", "2"], tmpfs_restart_at_start),
     "tmpfs, every kill at start": Run(["--kills", "2"], tmpfs_all_at_start),
+    "tmpfs, watched from a restart on: every kill at start": Run(["--kills", "2"], tmpfs_from_a_restart),
     "held by a ceiling": Run(
         ["--timeout", "20s"], held_by_ceiling, outputs={**OUTPUTS, "predictedSecondsToOomKill": None}
     ),

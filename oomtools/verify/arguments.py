@@ -18,6 +18,7 @@ EXIT_AS_PREDICTED: Final = 0
 EXIT_NOT_AS_PREDICTED: Final = 1
 EXIT_BAD_ARGUMENTS: Final = 2
 EXIT_UNREACHABLE: Final = 3
+EXIT_NOTHING_CHECKED: Final = 4
 EXIT_INTERRUPTED: Final = 130
 DEFAULT_DETECTOR_GRACE_SECONDS: Final = 120.0
 
@@ -27,6 +28,8 @@ CODE_MEANINGS: Final = {
     EXIT_NOT_AS_PREDICTED: "it was not (the verdict line's failed= says which check)",
     EXIT_BAD_ARGUMENTS: "a bad argument, or no deployed stack to read (no outputs, no Deployment)",
     EXIT_UNREACHABLE: "the cluster, Prometheus or Alertmanager cannot be reached",
+    EXIT_NOTHING_CHECKED: "nothing to hold the prediction to (verdict=nothing-checked, failed= says what): no node "
+    "selected, or every kill came at start of a tmpfs restart",
     EXIT_INTERRUPTED: "interrupted (Ctrl-C)",
 }
 

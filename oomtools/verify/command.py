@@ -10,12 +10,14 @@ from collections.abc import Callable
 from typing import TextIO
 
 from oomtools import alert_catalogue
+from oomtools.verdict import NOTHING_CHECKED, PASSED
 from oomtools.verify import fleet, judge, report
 from oomtools.verify.arguments import (
     EXIT_AS_PREDICTED,
     EXIT_BAD_ARGUMENTS,
     EXIT_INTERRUPTED,
     EXIT_NOT_AS_PREDICTED,
+    EXIT_NOTHING_CHECKED,
     EXIT_UNREACHABLE,
     BadArguments,
     Unreachable,
@@ -106,7 +108,7 @@ def run(args: argparse.Namespace, out: TextIO, err: TextIO, clock: Callable[[], 
         for verdict in verdicts:
             terminal.say(report.node_line(verdict))
         terminal.table(report.fleet_table(verdicts))
-        checks = [verdict.item for verdict in verdicts] + judge.alert_checks(records)
+        checks = [fleet.fleet_item(verdicts), *judge.alert_checks(records)]
     tree = judge.verdict(checks + judge.coverage_checks(coverages, expected))
     for record in records:
         terminal.say(report.alert_line(AlertState.of(record, observed), summary=True))
@@ -116,7 +118,7 @@ def run(args: argparse.Namespace, out: TextIO, err: TextIO, clock: Callable[[], 
     terminal.say(report.verdict_line(tree, observed, records, seconds, nodes=nodes))
     if args.junit:
         report.write_junit(args.junit, tree, seconds)
-    return EXIT_AS_PREDICTED if tree.ok else EXIT_NOT_AS_PREDICTED
+    return {PASSED: EXIT_AS_PREDICTED, NOTHING_CHECKED: EXIT_NOTHING_CHECKED}.get(tree.status, EXIT_NOT_AS_PREDICTED)
 
 
 def read_coverage(

@@ -27,10 +27,10 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from oomtools import alert_catalogue, verdict
+from oomtools.verify.observe import Death, Observed
 
 # Delivery (what Alertmanager held) is read by observe.py; named here too for the code that took it from here.
 from oomtools.verify.observe import Delivery as Delivery
-from oomtools.verify.observe import Observed
 
 YES: Final = "yes"
 NO: Final = "no"
@@ -72,11 +72,13 @@ def kills_of(observed: Observed, restarts_into_full_pod: bool = False) -> list[K
     """Every OOM kill verify observed, oldest first; with restarts_into_full_pod (a tmpfs hog), a container killed
     before its first step line is AT_START."""
 
-    def kind(message: str) -> str:
-        return AT_START if verdict.killed_at_start(restarts_into_full_pod, message) else CONTAINER
+    def kind(death: Death) -> str:
+        return (
+            AT_START if verdict.killed_at_start(restarts_into_full_pod, death.message, death.first_run) else CONTAINER
+        )
 
     kills = [
-        Kill(kind(d.message), d.pod, d.container, d.finished_at.timestamp(), bare_id(d.container_id), 0, d.message)
+        Kill(kind(d), d.pod, d.container, d.finished_at.timestamp(), bare_id(d.container_id), 0, d.message)
         for d in observed.deaths.values()
         if d.reason == "OOMKilled"
     ]

@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
-from oomtools.verdict import FAILED, PASSED, SKIPPED, Item
+from oomtools.verdict import FAILED, PASSED, SKIPPED, Item, over
 from oomtools.verify.judge import checks_for, evidence_complete
 
 if TYPE_CHECKING:
@@ -139,6 +139,19 @@ def judge(
             happened = "; ".join(f"{check.name} ({check.detail})" for check in failed)
             verdicts.append(NodeVerdict(name, DIFFERS, happened, about, checks))
     return verdicts
+
+
+def fleet_item(verdicts: list[NodeVerdict]) -> Item:
+    """The fleet in the result tree: its nodes beneath it. Where the settings select no node, nothing was checked:
+    the item says so and which node was left out why, and the verdict is no pass."""
+    selected = [v for v in verdicts if v.verdict != NOT_SELECTED]
+    if selected:
+        detail = f"{len(selected)} of {len(verdicts)} nodes selected"
+    else:
+        detail = f"no node of {len(verdicts)} is selected: " + ", ".join(
+            f"{v.node} ({v.happened.removeprefix('not selected: ')})" for v in verdicts
+        )
+    return over("the nodes the settings select", (v.item for v in verdicts), detail, group=True)
 
 
 def _what_happened(prediction: Prediction, observed: Observed) -> str:

@@ -234,6 +234,9 @@ class Death:
     started_at: datetime.datetime
     finished_at: datetime.datetime
     restart_count: int  # the container's restart count when this death was seen
+    # The pod's first run of the container: seen running with restart count 0, or dead before any restart. Nothing
+    # of a killed run filled the pod before it (a tmpfs restart's is killed at start; the first run is not).
+    first_run: bool = False
 
     @property
     def seconds_from_start(self) -> float:
@@ -269,6 +272,7 @@ class Observed:
     unscheduled: dict[str, str] = field(default_factory=dict)  # pending pod -> the scheduler's reason
     gone: bool = False  # the stack was scaled to 0 or its namespace deleted during the run
     gone_at: float | None = None
+    first_runs: set[str] = field(default_factory=set)  # the IDs of containers seen running as their pod's first
 
     def first_kill_at(self) -> float | None:
         times = [d.finished_at.timestamp() for d in self.deaths.values() if d.reason == "OOMKilled"]
@@ -286,6 +290,7 @@ class Observed:
             pods_seen=self.pods_seen & pods,
             gone=self.gone,
             gone_at=self.gone_at,
+            first_runs=set(self.first_runs),
         )
 
 
@@ -317,7 +322,7 @@ class Delivery:
         return any(at >= since for at in self.active.get((alert, pod, container), []))
 
 
-def _terminated(pod: str, container: str, state: Any, restart_count: int) -> Death | None:
+def _terminated(pod: str, container: str, state: Any, restart_count: int, first_run: bool) -> Death | None:
     if state is None or state.terminated is None or not state.terminated.container_id:
         return None
     t = state.terminated
@@ -331,6 +336,7 @@ def _terminated(pod: str, container: str, state: Any, restart_count: int) -> Dea
         t.started_at,
         t.finished_at,
         restart_count,
+        first_run,
     )
 
 
@@ -351,8 +357,14 @@ def record_pods(observed: Observed, pods: list[Any], seen: Seen) -> None:
         for status in pod.status.container_statuses or []:
             key = (name, status.name)
             observed.restarts[key] = status.restart_count
+            if status.state and status.state.running and status.restart_count == 0 and status.container_id:
+                observed.first_runs.add(status.container_id)
             for state in (status.last_state, status.state):
-                death = _terminated(name, status.name, state, status.restart_count)
+                ended = state.terminated if state is not None else None
+                first = ended is not None and (
+                    ended.container_id in observed.first_runs or (state is status.state and status.restart_count == 0)
+                )
+                death = _terminated(name, status.name, state, status.restart_count, first)
                 if death is not None and death.container_id not in observed.deaths:
                     observed.deaths[death.container_id] = death
                     seen(

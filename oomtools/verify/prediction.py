@@ -37,8 +37,8 @@ class Prediction:
     def in_announced_steps(self, last_line: str) -> bool:
         return self.steps is None or self.steps.holds(self.kill_step(last_line))
 
-    def killed_at_start(self, last_line: str) -> bool:
-        return verdict.killed_at_start(self.restarts_into_full_pod, last_line)
+    def killed_at_start(self, last_line: str, first_run: bool = False) -> bool:
+        return verdict.killed_at_start(self.restarts_into_full_pod, last_line, first_run)
 
     def on_time(self, seconds: float) -> bool:
         if self.earliest is None or self.latest is None:

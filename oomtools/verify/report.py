@@ -7,8 +7,9 @@ import datetime
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, TextIO
+from typing import TYPE_CHECKING, Final, TextIO
 
+from oomtools.verdict import FAILED, NOTHING_CHECKED, PASSED
 from oomtools.verify.observe import AlertState, Event
 from workload import logfmt
 
@@ -21,6 +22,8 @@ if TYPE_CHECKING:  # annotations only: Prometheus' client is imported where used
     from oomtools.verify.prediction import Prediction
 
 PROGRESS: frozenset[str] = frozenset({"waiting"})  # the events written on stderr: progress, not findings
+# The verdict line's verdict= for the result tree's status.
+VERDICTS: Final = {PASSED: "as-predicted", FAILED: "not-as-predicted", NOTHING_CHECKED: "nothing-checked"}
 
 
 def watch_line(namespace: str, selector: str, prediction: Prediction, names: tuple[str, ...]) -> str:
@@ -116,7 +119,7 @@ def verdict_line(
     deaths = list(observed.deaths.values())
     back_offs = sorted(b.seconds for b in observed.back_offs.values())
     return logfmt.line(
-        verdict="as-predicted" if tree.ok else "not-as-predicted",
+        verdict=VERDICTS[tree.status],
         oom_kills=sum(d.reason == "OOMKilled" for d in deaths),
         deaths=len(deaths),
         worker_kills=len(observed.worker_kills),
@@ -168,8 +171,9 @@ def aligned(rows: list[list[str]]) -> list[str]:
 
 
 def write_junit(path: Path, tree: Item, seconds: float) -> None:
-    """The result tree as a JUnit suite: a test case per item under the root, failed where the item did not pass."""
-    checks = tree.children
+    """The result tree as a JUnit suite: a test case per check (tree.cases()), failed where it did not pass (it
+    failed, or checked nothing)."""
+    checks = tree.cases()
     suite = ET.Element(
         "testsuite",
         name="oom-killer verify",
