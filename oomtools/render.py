@@ -31,6 +31,8 @@ PROGRAM = PROJECT_DIR / "__main__.py"
 # The program's own order of the Kubernetes objects (as __main__.py declares them, and so each after what it needs):
 # the order the objects are returned in, whatever order the engine (here its mock) took the registrations in. A stack
 # declares a Deployment or (scope=node) a DaemonSet, never both.
+# The keys a manifest begins with, as manifests are written.
+MANIFEST_HEAD = ("apiVersion", "kind", "metadata")
 KIND_ORDER = ("Namespace", "LimitRange", "NetworkPolicy", "Deployment", "DaemonSet", "PrometheusRule")
 
 
@@ -70,16 +72,26 @@ class Rendered:
         return sorted((r for r in self.resources if r.type.startswith("kubernetes:")), key=_program_order)
 
     def kubernetes_objects(self) -> list[dict[str, Any]]:
-        """The Kubernetes objects as manifests (apiVersion, kind, metadata, spec), in the program's order."""
-        return [r.inputs for r in self.kubernetes_resources()]
+        """The Kubernetes objects as manifests, in the program's order: each begins with apiVersion, kind and metadata,
+        as manifests are written, and the rest of its keys (at every depth) are sorted, so the same input gives the
+        same bytes (for a diff or a policy check)."""
+        return [manifest(r.inputs) for r in self.kubernetes_resources()]
+
+
+def manifest(inputs: dict[str, Any]) -> dict[str, Any]:
+    """A Kubernetes object's inputs as a manifest: apiVersion, kind, metadata first, then the other keys sorted."""
+    first = [key for key in MANIFEST_HEAD if key in inputs]
+    return {key: inputs[key] for key in [*first, *sorted(set(inputs) - set(first))]}
 
 
 def _plain(value: Any) -> Any:
-    """Numbers cross the engine's wire as doubles; the provider sends whole ones to Kubernetes as integers."""
+    """Numbers cross the engine's wire as doubles; the provider sends whole ones to Kubernetes as integers. A mapping
+    crosses it as a protobuf Struct, whose keys come out in an order that changes from one process to the next (the
+    string hash): they are sorted here, so that what is rendered is the same bytes for the same input."""
     if isinstance(value, float) and value.is_integer():
         return int(value)
     if isinstance(value, dict):
-        return {key: _plain(item) for key, item in value.items()}
+        return {key: _plain(value[key]) for key in sorted(value)}
     if isinstance(value, list):
         return [_plain(item) for item in value]
     return value
