@@ -8,12 +8,16 @@ docker and kubernetes when they run, not before.
 from __future__ import annotations
 
 import argparse
+import difflib
 import re
 import textwrap
+from pathlib import Path
 from typing import Any, NoReturn
 
 # Pulumi's own rule for a stack name.
 _STACK_NAME = re.compile(r"[A-Za-z0-9_.-]+")
+# The project's folder, where the stack files are (Pulumi.<stack>.yaml).
+PROJECT_DIR = Path(__file__).resolve().parent.parent
 
 
 class UsageError(Exception):
@@ -39,6 +43,10 @@ class Parser(argparse.ArgumentParser):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("formatter_class", HelpFormatter)
         super().__init__(*args, **kwargs)
+        # A value that starts with a minus and a digit (`--timeout -5m`) is a value, never an option: no option of
+        # this command starts with a digit. argparse's own rule takes only plain negative numbers, and said "expected
+        # one argument" for -5m instead of letting the option's own check name the value.
+        self._negative_number_matcher = re.compile(r"^-\d")
 
     def error(self, message: str) -> NoReturn:
         raise UsageError(f"{message} (see {self.prog} --help)")
@@ -64,9 +72,34 @@ def setting_names(prefix: str, **_: object) -> list[str]:
     return [f"{key}={value}" for value in (row.values() if row else ()) if f"{key}={value}".startswith(prefix)]
 
 
+def stack_names(prefix: str = "", **_: object) -> list[str]:
+    """The stacks of this checkout, from their files (Pulumi.<stack>.yaml): what --stack takes, and completes."""
+    names = sorted(path.name[len("Pulumi.") : -len(".yaml")] for path in PROJECT_DIR.glob("Pulumi.*.yaml"))
+    return [name for name in names if name.startswith(prefix)]
+
+
+def check_stack(stack: str) -> None:
+    """A UsageError unless the stack has a file here: a mistyped --stack would otherwise run the project's defaults
+    and pass, never having rehearsed the stack meant."""
+    if _STACK_NAME.fullmatch(stack) is None:
+        raise UsageError(f"--stack {stack!r}: a stack name is letters, digits, '-', '_' and '.'")
+    if (PROJECT_DIR / f"Pulumi.{stack}.yaml").exists():
+        return
+    known = stack_names()
+    near = difflib.get_close_matches(stack, known, n=1)
+    guess = f"did you mean {near[0]}? " if near else ""
+    raise UsageError(
+        f"--stack {stack}: there is no Pulumi.{stack}.yaml ({guess}stacks here: {', '.join(known) or 'none'}); "
+        f"for a stack on the project's defaults, make its file first: touch Pulumi.{stack}.yaml"
+    )
+
+
 def add_stack_arguments(parser: argparse.ArgumentParser) -> None:
     """--stack and --set: the stack's config as Pulumi.<stack>.yaml has it, with values for this run over it."""
-    parser.add_argument("--stack", default="dev", help="the stack whose Pulumi.<stack>.yaml to use")
+    stack = parser.add_argument(
+        "--stack", default="dev", help="the stack whose Pulumi.<stack>.yaml to use (TAB completes the stacks here)"
+    )
+    stack.completer = stack_names  # type: ignore[attr-defined]  # argcomplete reads it
     setting = parser.add_argument(
         "--set",
         dest="overrides",
@@ -80,9 +113,9 @@ def add_stack_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def stack_overrides(stack: str, pairs: list[str]) -> dict[str, str]:
-    """The --stack name checked and the --set pairs as a dict; a UsageError naming the first bad one."""
-    if _STACK_NAME.fullmatch(stack) is None:
-        raise UsageError(f"--stack {stack!r}: a stack name is letters, digits, '-', '_' and '.'")
+    """The --stack name checked (a stack file of this checkout) and the --set pairs as a dict; a UsageError naming
+    the first bad one."""
+    check_stack(stack)
     overrides = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Final
 
-from oomtools import demo, verify
+from oomtools import clean, demo, doctor, verify
 from oomtools.arguments import Parser, UsageError, add_stack_arguments, exit_codes, stack_overrides
 
 DISTRIBUTION: Final = "oom-killer"
@@ -68,23 +68,35 @@ def render_main(argv: list[str]) -> int:
     except (ConfigError, yaml.YAMLError) as error:
         print(f"render: {' '.join(str(error).split())}", file=sys.stderr)
         return 2
+    # The same bytes for the same input (a diff, a policy check): keys sorted, but a manifest's head kept first.
     if args.outputs:
-        print(json.dumps(rendered.exports, indent=2))
+        print(json.dumps(rendered.exports, indent=2, sort_keys=True))
     else:
-        first = ("apiVersion", "kind", "metadata")  # as manifests are written; the rest in the program's order
-        manifests = [
-            {**{key: o[key] for key in first if key in o}, **{k: v for k, v in o.items() if k not in first}}
-            for o in rendered.kubernetes_objects()
-        ]
-        print(yaml.safe_dump_all(manifests, sort_keys=False), end="")
+        print(yaml.safe_dump_all(rendered.kubernetes_objects(), sort_keys=False), end="")
     return 0
+
+
+def verify_main(argv: list[str]) -> int:
+    """verify, where the Kubernetes client is installed (`make verify` installs it; `make demo` does not)."""
+    import importlib.util
+
+    if importlib.util.find_spec("kubernetes") is None and not {"-h", "--help"} & set(argv):
+        print(
+            "verify: the Kubernetes client is not installed in this virtualenv (make demo leaves it out): "
+            "make verify installs it, or venv/bin/pip install -e '.[verify]'",
+            file=sys.stderr,
+        )
+        return int(verify.EXIT_BAD_ARGUMENTS)
+    return verify.main(argv)
 
 
 # Each subcommand's main, given the arguments after its name.
 COMMANDS: Final[dict[str, Callable[[list[str]], int]]] = {
     "demo": demo.main,
-    "verify": verify.main,
+    "verify": verify_main,
     "render": render_main,
+    "doctor": doctor.main,
+    "clean": clean.main,
 }
 
 
@@ -100,6 +112,10 @@ def build_parser() -> argparse.ArgumentParser:
         commands.add_parser("verify", help="watch a deployed stack and say whether what its settings predict happened")
     )
     configure_render(commands.add_parser("render", help="print the Kubernetes objects (or outputs) a stack declares"))
+    doctor.configure(
+        commands.add_parser("doctor", help="check what demo, up and verify need here (engine, image, cluster, rights)")
+    )
+    clean.configure(commands.add_parser("clean", help="remove the containers (and with --images the images) left"))
     return parser
 
 

@@ -68,12 +68,6 @@ def declared(stack: str, overrides: dict[str, str]) -> DeclaredPod:
     from oomtools.rehearsal import one_line, stack_pod
     from oomtools.render import stack_file
 
-    if not stack_file(stack).exists():
-        print(
-            f"demo: there is no {stack_file(stack).name}: the {stack} stack runs on the project's defaults, "
-            "as `pulumi up` would run a new stack",
-            file=sys.stderr,
-        )
     try:
         pod = stack_pod(stack, overrides)
     except ConfigError as error:
@@ -135,9 +129,12 @@ def banner(stack: str, overrides: dict[str, str], pod: DeclaredPod) -> str:
     source = f"as the {stack} stack declares it"
     if overrides:
         source += ", with --set " + " ".join(f"{key}={value}" for key, value in overrides.items())
+    from oomtools.rehearsal import pod_scope, predicted_span
+
     return (
-        f"demo: running it {source}: memory limit {pod.container['resources']['limits']['memory']} (no swap), "
-        f"+{env['MEMORY_INCREMENT_MB']} MiB every {env['INCREMENT_INTERVAL_MS']} ms, read-only, no network"
+        f"demo: running it {source}{pod_scope(pod)}: memory limit {pod.container['resources']['limits']['memory']} "
+        f"(no swap), +{env['MEMORY_INCREMENT_MB']} MiB every {env['INCREMENT_INTERVAL_MS']} ms, read-only, no network"
+        f"{predicted_span(pod)}"
     )
 
 
@@ -145,22 +142,49 @@ def run(args: argparse.Namespace) -> int:
     import docker.errors
     import requests.exceptions
 
-    from oomtools.rehearsal import ImageUnavailable, build_image, memory_bytes, one_line, rehearse
+    from oomtools.rehearsal import (
+        ImageUnavailable,
+        build_image,
+        fits_engine,
+        leftovers,
+        memory_bytes,
+        one_line,
+        rehearse,
+        sweep,
+    )
+
+    def say(message: str) -> None:  # what it is doing, unless --quiet
+        if not args.quiet:
+            print(f"demo: {message}", flush=True)
 
     overrides = stack_overrides(args.stack, args.overrides)
     pod = declared(args.stack, overrides)
     client = engine()
+    limit_bytes = memory_bytes(pod.container["resources"]["limits"]["memory"])
+    too_large = fits_engine(limit_bytes, int(client.info().get("MemTotal") or 0))
+    if too_large:
+        raise DemoError(EXIT_BAD_CONFIG, f"memoryLimitMb={limit_bytes // MIB}: {too_large}")
+    swept = sweep(leftovers(client))
+    if swept:
+        say(f"removed {len(swept)} container(s) an interrupted or killed rehearsal left: {', '.join(swept)}")
 
     env = {item["name"]: item["value"] for item in pod.container["env"]}
     limit = pod.container["resources"]["limits"]["memory"]
-    print(f"demo: {'building' if pod.build else 'using'} {pod.container['image']} ...", flush=True)
+    say(f"{'building' if pod.build else 'using'} {pod.container['image']} ...")
     try:
-        build_image(client, pod)
+        build_image(client, pod, on_progress=lambda step: say(f"  {step}"))
     except ImageUnavailable as error:
         raise DemoError(EXIT_NO_IMAGE, str(error)) from error
-    print(banner(args.stack, overrides, pod), flush=True)
+    say(banner(args.stack, overrides, pod).removeprefix("demo: "))
     try:
-        outcome = rehearse(client, pod, on_line=lambda line: print(f"  {line}", flush=True))
+        outcome = rehearse(
+            client,
+            pod,
+            on_line=None if args.quiet else lambda line: print(f"  {line}", flush=True),
+            on_phase=say,
+            keep=args.keep,
+            remove_in_background=True,  # the verdict is said while the engine removes it
+        )
     except docker.errors.APIError as error:
         raise DemoError(
             EXIT_ENGINE_REFUSED,
@@ -200,6 +224,8 @@ def run(args: argparse.Namespace) -> int:
             termination_message=outcome.termination_message.strip(),
         )
     print(line, flush=True)
+    if args.keep:
+        say(f"kept {outcome.container}: docker inspect {outcome.container}; oom-killer clean removes it")
     return EXIT_AS_PREDICTED if judged.item.ok else EXIT_NOT_AS_PREDICTED
 
 
@@ -242,13 +268,26 @@ def configure(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.description = __doc__
     parser.epilog = exit_codes(CODE_MEANINGS)
     add_stack_arguments(parser)
+    parser.add_argument(
+        "--quiet", action="store_true", help="print only the verdict line (and a failure's line): no steps, no progress"
+    )
+    parser.add_argument(
+        "--keep",
+        action="store_true",
+        help="leave the container on the engine when it ends, for docker inspect (oom-killer clean removes it)",
+    )
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    from oomtools.rehearsal import finish_removals
+
     parser = configure(Parser(prog="oom-killer demo"))
     try:
-        return run(parser.parse_args(argv))
+        try:
+            return run(parser.parse_args(argv))
+        finally:
+            finish_removals()  # a container being removed beside the verdict is gone before the command ends
     except UsageError as error:
         print(f"demo: {error}", file=sys.stderr)
         return EXIT_BAD_CONFIG
@@ -256,7 +295,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"demo: {error}", file=sys.stderr)
         return error.code
     except KeyboardInterrupt:
-        print("demo: interrupted; the container was removed", file=sys.stderr)
+        print("demo: interrupted; the container was removed (or never made)", file=sys.stderr)
         return EXIT_INTERRUPTED
 
 

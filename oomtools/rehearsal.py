@@ -5,17 +5,27 @@ the image exactly as the declared docker Image says, translate the workload's co
 scope=node the DaemonSet's: one pod either way) into a container on the engine (memory limit without swap, CPU,
 env, user, read-only root, dropped capabilities, no new privileges, no network, the termination message file
 mounted), then follow its log to the end and read what the engine says of its death.
+
+No container is left behind: each is labelled with the process that made it (`oom-killer.rehearsal.owner`,
+host:pid) and removed on every path out (an interrupt while the engine is still creating it is held until the engine
+answers, so that there is a container id to remove); one left by a process that died (a kill -9, a crash) is removed
+by the next rehearsal on the same host, and `oom-killer clean` removes them all. `--keep` leaves the container, labelled
+kept, for `docker inspect`, until `oom-killer clean`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import os
 import re
+import secrets
+import signal
+import socket
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,6 +41,15 @@ DEPLOYMENT = "kubernetes:apps/v1:Deployment"
 DAEMON_SET = "kubernetes:apps/v1:DaemonSet"
 WORKLOADS = (DEPLOYMENT, DAEMON_SET)  # a stack declares one of the two (scope)
 IMAGE = "docker:index/image:Image"
+
+# The labels of a rehearsal's container: every one (what `oom-killer clean` removes), the process that made it (a
+# leftover is one whose process is gone), and one left on purpose (--keep: the next run's sweep leaves it).
+REHEARSAL_LABEL = "oom-killer.rehearsal"
+OWNER_LABEL = "oom-killer.rehearsal.owner"
+KEPT_LABEL = "oom-killer.rehearsal.kept"
+# The kubelet's smallest CFS quota (its MinQuotaPeriod, 1 ms of each 100 ms period): it raises a smaller CPU limit to
+# this, while the kernel refuses a smaller quota outright (runc's "invalid argument"). So 10m, in billionths.
+KUBELET_MIN_NANO_CPUS = 10_000_000
 
 _BINARY_SUFFIXES = {"Ki": 1 << 10, "Mi": 1 << 20, "Gi": 1 << 30, "Ti": 1 << 40}
 _DECIMAL_SUFFIXES = {"k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12}
@@ -54,6 +73,11 @@ def nano_cpus(quantity: str) -> int:
     return int(float(quantity) * 10**9)
 
 
+def owner() -> str:
+    """This process, as the owner label names it: host and pid."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
 @dataclass(frozen=True)
 class DeclaredPod:
     build: dict[str, Any] | None  # the docker Image resource's inputs, None for a prebuilt image
@@ -63,6 +87,7 @@ class DeclaredPod:
     # The stack's predictedSecondsToOomKill export ({"earliest": s, "latest": s} from the container's start), None
     # where no kill is predicted.
     predicted_seconds: dict[str, float] | None = None
+    kind: str = "Deployment"  # the workload's kind: Deployment, or DaemonSet (scope=node)
 
 
 class ImageUnavailable(Exception):
@@ -82,11 +107,15 @@ def declared_pod(rendered: Rendered) -> DeclaredPod:
         replicas = 0 if stopped else 1
     else:
         replicas = int(spec.get("replicas", 1))
-    return DeclaredPod(images[0].inputs if images else None, pod, container, replicas, predicted)
+    kind = "DaemonSet" if workload.type == DAEMON_SET else "Deployment"
+    return DeclaredPod(images[0].inputs if images else None, pod, container, replicas, predicted, kind)
 
 
 def stack_pod(stack: str = "dev", overrides: dict[str, str] | None = None) -> DeclaredPod:
-    """The pod a stack declares; BASE_IMAGE from the environment becomes its baseImage (as in CI)."""
+    """The pod a stack declares; BASE_IMAGE from the environment becomes its baseImage (as in CI).
+
+    Which base wins: `--set baseImage=...`, then BASE_IMAGE, then the stack file's baseImage, then the Dockerfile's.
+    """
     config = {**stack_config(stack), **(overrides or {})}
     if os.environ.get("BASE_IMAGE") and "baseImage" not in (overrides or {}):
         config["baseImage"] = os.environ["BASE_IMAGE"]
@@ -108,7 +137,11 @@ def run_options(pod: DeclaredPod, termination_file: Path) -> dict[str, Any]:
         "security_opt": [] if security.get("allowPrivilegeEscalation", True) else ["no-new-privileges"],
         "stop_signal": "SIGTERM",
         "volumes": {str(termination_file): {"bind": container["terminationMessagePath"], "mode": "rw"}},
-        "labels": {"io.kubernetes.container.name": container["name"], "oom-killer.rehearsal": "true"},
+        "labels": {
+            "io.kubernetes.container.name": container["name"],
+            REHEARSAL_LABEL: "true",
+            OWNER_LABEL: owner(),
+        },
     }
     if "runAsUser" in security:
         group = security.get("runAsGroup", security["runAsUser"])
@@ -117,7 +150,7 @@ def run_options(pod: DeclaredPod, termination_file: Path) -> dict[str, Any]:
         # The kubelet gives a container no swap: the memory limit is the memory+swap limit too.
         options["mem_limit"] = options["memswap_limit"] = memory_bytes(limits["memory"])
     if "cpu" in limits:
-        options["nano_cpus"] = nano_cpus(limits["cpu"])
+        options["nano_cpus"] = max(nano_cpus(limits["cpu"]), KUBELET_MIN_NANO_CPUS)  # as the kubelet raises it
     # emptyDir volumes, as a kubelet makes them: medium Memory is a tmpfs (its pages charged to the container's
     # memory, as on a node), one on disk a fresh directory of the node's that every user may write to.
     mounts = {mount["name"]: mount["mountPath"] for mount in container.get("volumeMounts", [])}
@@ -141,7 +174,12 @@ def one_line(error: BaseException) -> str:
     return " ".join(str(getattr(error, "explanation", None) or error).split())
 
 
-def ensure_image(client: docker.DockerClient, reference: str, pull_policy: str = "IfNotPresent") -> None:
+def ensure_image(
+    client: docker.DockerClient,
+    reference: str,
+    pull_policy: str = "IfNotPresent",
+    on_progress: Callable[[str], None] | None = None,
+) -> None:
     """Have the image on the engine as a kubelet would, by the pull policy: a local image is not pulled again."""
     if pull_policy != "Always":
         try:
@@ -150,6 +188,8 @@ def ensure_image(client: docker.DockerClient, reference: str, pull_policy: str =
         except docker.errors.ImageNotFound:
             if pull_policy == "Never":
                 raise ImageUnavailable(f"{reference} is not on the Docker engine (imagePullPolicy Never)") from None
+    if on_progress is not None:
+        on_progress(f"pulling {reference}")
     try:
         client.images.pull(reference)
     except docker.errors.DockerException as error:
@@ -166,39 +206,54 @@ def dockerfile_base_image(dockerfile: Path = PROJECT_DIR / "Dockerfile") -> str:
     return found.group(1)
 
 
-def build_image(client: docker.DockerClient, pod: DeclaredPod) -> str:
+# What to tell a user whose engine cannot have the base image: the three ways to one (the README's first screen too).
+BASE_IMAGE_ADVICE = (
+    "set BASE_IMAGE to an image with python3 3.11+ that the engine has or can pull (your mirror: "
+    "BASE_IMAGE=mirror.example.com/library/python:3.12-slim make demo), or make one from Debian packages: "
+    "make base-image, then make demo BASE_IMAGE=oom-killer-base:bookworm (docs/demo.md#no-registry)"
+)
+
+
+def build_image(client: docker.DockerClient, pod: DeclaredPod, on_progress: Callable[[str], None] | None = None) -> str:
     """Build the image as the declared docker Image says (context, Dockerfile, build args, tag); return its tag.
 
     The declared platform is left to the engine: a rehearsal runs on this machine's own architecture. A prebuilt
     image is fetched by the container's pull policy instead. Raises ImageUnavailable, in one line, when the image
-    or the build's base image cannot be had, or the build fails.
+    or the build's base image cannot be had, or the build fails. `on_progress` hears of a pull, and of each of the
+    build's steps as the engine starts it (`Step 3/9 : COPY ...`): a build on a slow storage driver takes a minute.
     """
     if pod.build is None:
-        ensure_image(client, str(pod.container["image"]), str(pod.container.get("imagePullPolicy", "IfNotPresent")))
+        pull_policy = str(pod.container.get("imagePullPolicy", "IfNotPresent"))
+        ensure_image(client, str(pod.container["image"]), pull_policy, on_progress)
         return str(pod.container["image"])
     build = pod.build["build"]
     tag = str(pod.build["imageName"])
     args = build.get("args") or {}
     base = args.get("BASE_IMAGE") or dockerfile_base_image(Path(build["dockerfile"]))
     try:
-        ensure_image(client, base)
+        ensure_image(client, base, on_progress=on_progress)
     except ImageUnavailable as error:
-        raise ImageUnavailable(
-            f"the base image {error}; set BASE_IMAGE to an image with python3 3.11+ that the engine has or can "
-            "pull (a mirror, or one built as .ci/run does), "
-            "e.g. BASE_IMAGE=mirror.example.com/library/python:3.12-slim make demo"
-        ) from error
+        raise ImageUnavailable(f"the base image {error}; {BASE_IMAGE_ADVICE}") from error
+    # The low-level call streams the engine's words as it builds (the high-level one only at its end).
+    chunks = client.api.build(
+        path=build["context"],
+        dockerfile=build["dockerfile"],
+        buildargs=args,
+        tag=tag,
+        rm=True,
+        forcerm=True,  # an interrupted or failed build leaves no intermediate container
+        pull=False,
+        network_mode=build.get("network"),
+        decode=True,
+    )
     try:
-        client.images.build(
-            path=build["context"],
-            dockerfile=build["dockerfile"],
-            buildargs=args,
-            tag=tag,
-            rm=True,
-            pull=False,
-            network_mode=build.get("network"),
-        )
-    except docker.errors.BuildError as error:
+        for chunk in chunks:
+            if "error" in chunk:
+                raise ImageUnavailable(f"building {tag} failed: {' '.join(str(chunk['error']).split())}")
+            said = str(chunk.get("stream", "")).strip()
+            if on_progress is not None and said.startswith("Step "):
+                on_progress(said if len(said) <= 100 else said[:97] + "...")
+    except docker.errors.APIError as error:
         raise ImageUnavailable(f"building {tag} failed: {one_line(error)}") from error
     return tag
 
@@ -215,6 +270,7 @@ class Outcome:
     line_times: list[float | None] = field(default_factory=list)
     started_at: float | None = None
     finished_at: float | None = None
+    container: str = ""  # the container's name on the engine (kept there with keep=True)
 
 
 def engine_time(stamp: str) -> float | None:
@@ -226,12 +282,146 @@ def engine_time(stamp: str) -> float | None:
     return None if when.year == 1 else when.timestamp()
 
 
-def start(client: docker.DockerClient, pod: DeclaredPod, workdir: Path) -> tuple[Container, Path]:
-    """Start the declared container; the termination message file is made here, writable by the pod's user."""
+@contextlib.contextmanager
+def interrupt_held() -> Iterator[None]:
+    """Hold a Ctrl-C (SIGINT) until the block ends, then raise it: around a call to the engine that must be answered
+    (the create whose container id is needed to remove it, the removal itself). In the main thread only (where
+    Python delivers signals); elsewhere the block runs as it is."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, _frame: held.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if held:
+        raise KeyboardInterrupt
+
+
+def container_name() -> str:
+    """A name of its own for each rehearsal's container."""
+    return f"oom-killer-rehearsal-{secrets.token_hex(4)}"
+
+
+def create(client: docker.DockerClient, pod: DeclaredPod, workdir: Path, keep: bool = False) -> tuple[Container, Path]:
+    """Create the declared container, not started; the termination message file is made here, writable by the
+    pod's user. An interrupt while the engine creates it is held until it answers (and then raised)."""
     termination_file = workdir / "termination-log"
     termination_file.touch()
     termination_file.chmod(0o666)
-    return client.containers.run(detach=True, **run_options(pod, termination_file)), termination_file
+    options = run_options(pod, termination_file)
+    if keep:
+        options["labels"][KEPT_LABEL] = "true"
+    with interrupt_held():
+        return client.containers.create(name=container_name(), **options), termination_file
+
+
+def start(client: docker.DockerClient, pod: DeclaredPod, workdir: Path) -> tuple[Container, Path]:
+    """Create and start the declared container (the caller removes it)."""
+    container, termination_file = create(client, pod, workdir)
+    try:
+        container.start()
+    except BaseException:
+        remove(container)
+        raise
+    return container, termination_file
+
+
+def remove(container: Container) -> None:
+    """Remove a container, running or not, whatever is pressed meanwhile (an interrupt is raised once it is gone)."""
+    with interrupt_held(), contextlib.suppress(docker.errors.NotFound):  # gone already
+        container.remove(force=True)
+
+
+# Removals left to run beside the verdict (rehearse(remove_in_background=True)): finish_removals() waits for them.
+_removals: list[threading.Thread] = []
+
+
+def finish_removals() -> None:
+    """Wait for the containers being removed in the background to be gone (an interrupt is held meanwhile)."""
+    with interrupt_held():
+        while _removals:
+            _removals.pop().join()
+
+
+def _owner_state(owner_label: str) -> bool | None:
+    """Whether the process an owner label names is alive: None where it cannot be told (another host's, no label)."""
+    host, _, pid = owner_label.rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return None
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # alive, another user's
+    return True
+
+
+def owner_alive(owner_label: str) -> bool:
+    """Whether the process an owner label names is alive on this host."""
+    return _owner_state(owner_label) is True
+
+
+def _owner_gone(owner_label: str) -> bool:
+    """Whether the process an owner label names is gone: only this host's processes can be told."""
+    return _owner_state(owner_label) is False
+
+
+def rehearsal_containers(client: docker.DockerClient) -> list[Container]:
+    """Every rehearsal's container on the engine, running or not."""
+    return list(client.containers.list(all=True, filters={"label": f"{REHEARSAL_LABEL}=true"}))
+
+
+def leftovers(client: docker.DockerClient) -> list[Container]:
+    """Rehearsals' containers that nobody will remove: made on this host by a process that is gone, and not kept."""
+    return [
+        container
+        for container in rehearsal_containers(client)
+        if KEPT_LABEL not in container.labels and _owner_gone(container.labels.get(OWNER_LABEL, ""))
+    ]
+
+
+def sweep(containers: list[Container]) -> list[str]:
+    """Remove these containers; their names."""
+    names = []
+    for container in containers:
+        remove(container)
+        names.append(str(container.name))
+    return names
+
+
+def pod_scope(pod: DeclaredPod) -> str:
+    """What of the stack the rehearsal runs, where the stack declares more than one pod: said in the banner."""
+    if pod.kind == "DaemonSet":
+        return " (one pod of its DaemonSet: scope=node runs one on every node it may go to)"
+    if pod.replicas > 1:
+        return f" (one pod of its {pod.replicas} replicas)"
+    return ""
+
+
+def predicted_span(pod: DeclaredPod) -> str:
+    """When the stack predicts the kill, from the container's start, for the banner ("" where none is predicted)."""
+    if not pod.predicted_seconds:
+        return ""
+    earliest, latest = pod.predicted_seconds["earliest"], pod.predicted_seconds["latest"]
+    if latest >= 3600:
+        return f"; the kill predicted in {earliest / 3600:.1f} to {latest / 3600:.1f} hours"
+    return f"; the kill predicted {earliest:g} to {latest:g} s after it starts"
+
+
+def fits_engine(limit_bytes: int, engine_bytes: int) -> str | None:
+    """Why a memory limit is too large for the Docker engine's machine, or None where it fits: a container whose
+    limit is the machine's memory or more would press on the host (its other processes, swap, the host's own OOM
+    killer) long before the kernel kills it at its limit, and the run would last hours."""
+    if engine_bytes <= 0 or limit_bytes < engine_bytes:
+        return None
+    return (
+        f"it is not below the Docker engine's memory ({engine_bytes / (1 << 30):.1f} GiB): the host would run short "
+        f"before the container reached its limit; at most {engine_bytes // (1 << 20) - 1} on this engine"
+    )
 
 
 def follow(container: Container, termination_file: Path, on_line: Callable[[str], None] | None = None) -> Outcome:
@@ -271,16 +461,27 @@ def rehearse(
     pod: DeclaredPod,
     on_line: Callable[[str], None] | None = None,
     stop_after_holding: float = 5.0,
+    *,
+    on_phase: Callable[[str], None] | None = None,
+    keep: bool = False,
+    remove_in_background: bool = False,
 ) -> Outcome:
-    """Run the declared container to its end and remove it.
+    """Run the declared container to its end and remove it (on every path out: an error, an interrupt).
 
     A ceiling below the limit holds forever: once the hog says it is holding, it is left to hold for
     `stop_after_holding` seconds and then stopped the way Kubernetes would stop it (SIGTERM, then the grace period).
     So does a supervised container whose worker was killed and restarted: it would go on so.
+
+    `on_phase` hears what the engine is doing before the first line (creating the container: seconds on a slow
+    storage driver; starting it). `keep` leaves the container on the engine, labelled kept, for `docker inspect`.
+    `remove_in_background`: once it has ended, the removal (seconds on a slow storage driver) runs beside the
+    caller, who says its verdict meanwhile and then waits in finish_removals().
     """
     grace = int(pod.spec.get("terminationGracePeriodSeconds", 30))
     with tempfile.TemporaryDirectory(prefix="oom-killer-") as workdir:
-        container, termination_file = start(client, pod, Path(workdir))
+        if on_phase is not None:
+            on_phase("creating the container (the engine copies the image for it)")
+        container, termination_file = create(client, pod, Path(workdir), keep=keep)
         stopper = threading.Timer(stop_after_holding, container.stop, kwargs={"timeout": grace})
 
         seen_child_exit = False
@@ -295,8 +496,22 @@ def rehearse(
             if on_line is not None:
                 on_line(line)
 
+        ended = False
         try:
-            return follow(container, termination_file, watch)
+            container.start()
+            if on_phase is not None:
+                on_phase(f"started {container.name}")
+            outcome = follow(container, termination_file, watch)
+            outcome.container = str(container.name)
+            ended = True
+            return outcome
         finally:
             stopper.cancel()
-            container.remove(force=True)
+            if keep and ended:
+                pass  # labelled kept: for docker inspect, until oom-killer clean (an interrupted one is removed)
+            elif ended and remove_in_background:
+                removal = threading.Thread(target=remove, args=(container,), name=f"remove {container.name}")
+                removal.start()
+                _removals.append(removal)
+            else:
+                remove(container)

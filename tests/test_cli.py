@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from oomtools import demo, verify
+from oomtools import clean, demo, doctor, verify
 from tests.support import PROJECT, require
 
 COMMAND = Path(sys.executable).parent / "oom-killer"
@@ -77,11 +77,16 @@ def test_version_prints_the_projects_version() -> None:
     ("args", "line"),
     [
         ((), "oom-killer: the following arguments are required: COMMAND (see oom-killer --help)"),
-        (("up",), "oom-killer: argument COMMAND: invalid choice: 'up' (choose from 'demo', 'verify', 'render')"),
+        (("up",), "oom-killer: argument COMMAND: invalid choice: 'up' (choose from 'demo', 'verify', 'render', "),
         (("demo", "--bogus"), "demo: unrecognized arguments: --bogus (see oom-killer demo --help)"),
         (("demo", "--set", "memoryLimitMb"), "demo: --set takes key=value, got 'memoryLimitMb'"),
         (("verify", "--timeout", "soon"), "verify: argument --timeout: 'soon' is not a duration"),
         (("render", "--stack", "../x"), "render: --stack '../x': a stack name is letters"),
+        (("render", "--stack", "devv"), "render: --stack devv: there is no Pulumi.devv.yaml (did you mean dev? "),
+        # The issue's `--timeout -5m` said "expected one argument": now the option's own check names the value.
+        (("verify", "--timeout", "-5m"), "verify: argument --timeout: '-5m' is not a duration"),
+        (("doctor", "--stack", "devv"), "doctor: --stack devv: there is no Pulumi.devv.yaml"),
+        (("clean", "--bogus"), "clean: unrecognized arguments: --bogus (see oom-killer clean --help)"),
     ],
 )
 def test_a_bad_argument_is_exit_2_in_one_line(args: tuple[str, ...], line: str) -> None:
@@ -136,13 +141,51 @@ def test_render_prints_the_objects_and_the_outputs_verify_reads() -> None:
     one_line(refused, "render: --set replica=2: not a setting of this project: did you mean replicas?")
 
 
-@pytest.mark.parametrize("command", ["demo", "verify", "render"])
+def test_render_gives_the_same_bytes_for_the_same_input_in_every_process() -> None:
+    # The two runs differed in 88 of 115 lines (key order: the mock engine's protobuf maps follow the string
+    # hash, which differs per process). A diff or a policy check needs the same bytes.
+    runs = [oom_killer("render", env={"PYTHONHASHSEED": seed}) for seed in ("1", "2", "3")]
+    assert all(run.returncode == 0 for run in runs), runs[0].stderr
+    assert runs[0].stdout == runs[1].stdout == runs[2].stdout
+    first = yaml.safe_load_all(runs[0].stdout)
+    assert all(list(o)[:3] == ["apiVersion", "kind", "metadata"] for o in first)  # as manifests are written
+    outputs = [oom_killer("render", "--outputs", env={"PYTHONHASHSEED": seed}).stdout for seed in ("1", "2")]
+    assert outputs[0] == outputs[1]
+
+
+def test_doctor_says_what_is_missing_one_line_each_and_exits_1(tmp_path: Path) -> None:
+    socket = f"unix://{tmp_path}/no-engine.sock"
+    ran = oom_killer("doctor", "--kubeconfig", str(tmp_path / "none"), env={"DOCKER_HOST": socket})
+    assert ran.returncode == 1, ran.stderr
+    lines = ran.stdout.splitlines()
+    assert lines[0] == "doctor: ok    the dev stack's settings (make demo, make up): valid: memory limit 128Mi"
+    assert lines[1].startswith(f"doctor: FAIL  Docker engine (make demo): no Docker engine answers at {socket}")
+    assert lines[-1] == (
+        f"doctor: FAIL  kube context (make up, make verify): --kubeconfig {tmp_path / 'none'}: there is no such file"
+    )
+    too_large = oom_killer("doctor", "--set", "memoryLimitMb=1048576", env={"DOCKER_HOST": socket})
+    assert too_large.returncode == 1  # no engine to compare with, but the engine line fails
+
+
+def test_clean_without_an_engine_is_exit_3_in_one_line(tmp_path: Path) -> None:
+    socket = f"unix://{tmp_path}/no-engine.sock"
+    ran = oom_killer("clean", env={"DOCKER_HOST": socket})
+    assert ran.returncode == 3
+    one_line(ran, f"clean: no Docker engine answers at {socket} (DOCKER_HOST): No such file or directory")
+
+
+@pytest.mark.parametrize("command", ["demo", "verify", "render", "doctor", "clean"])
 def test_each_subcommands_help_lists_its_exit_codes(command: str) -> None:
     ran = oom_killer(command, "--help")
     assert ran.returncode == 0
     assert ran.stdout.startswith(f"usage: oom-killer {command} ")
     listed = ran.stdout[ran.stdout.index("\nexit codes:\n") :]
-    codes = {"demo": demo.CODE_MEANINGS, "verify": verify.CODE_MEANINGS}.get(command, {0: "", 2: ""})
+    codes = {
+        "demo": demo.CODE_MEANINGS,
+        "verify": verify.CODE_MEANINGS,
+        "doctor": doctor.CODE_MEANINGS,
+        "clean": clean.CODE_MEANINGS,
+    }.get(command, {0: "", 2: ""})
     assert [line.split()[0] for line in listed.splitlines()[1:] if line.startswith("  ") and line[2] != " "] == [
         str(code) for code in codes
     ]
@@ -154,6 +197,10 @@ def test_each_subcommands_help_lists_its_exit_codes(command: str) -> None:
         ("oom-killer ve", ["verify"]),
         ("oom-killer demo --st", ["--stack"]),
         ("oom-killer demo --set memoryL", ["memoryLimitMb="]),
+        ("oom-killer demo --set memoryKind=t", ["memoryKind=tmpfs"]),
+        ("oom-killer demo --stack d", ["dev"]),
+        ("oom-killer render --stack ", ["dev"]),
+        ("oom-killer cl", ["clean"]),
         ("oom-killer verify --wait", ["--wait-resolved"]),
     ],
 )
