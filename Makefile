@@ -9,7 +9,7 @@ STACK ?= dev
 # The goal that needs the CLI, by name (make up, make destroy), in the one line that says where to get it.
 GOAL = $(or $(firstword $(MAKECMDGOALS)),up)
 
-.PHONY: up demo verify destroy test lint pytest e2e soak bench clean pulumi-cli
+.PHONY: up demo verify destroy base-image test lint pytest e2e soak bench clean pulumi-cli
 
 # Checked before anything is installed or run: without the Pulumi CLI, make up and make destroy stop in one line.
 pulumi-cli:
@@ -73,6 +73,12 @@ up: $(BIN)/.program-installed
 ## until the kernel OOM-kills it (honours DOCKER_HOST and BASE_IMAGE; ARGS="--set memoryLimitMb=64" to vary)
 demo: $(BIN)/.tools-installed
 	$(BIN)/oom-killer demo --stack $(STACK) $(ARGS)
+
+## base-image: no registry (or no Docker Hub)? A Python base image from Debian packages (root and debootstrap, about
+## a minute), then: make demo BASE_IMAGE=oom-killer-base:bookworm. BASE_IMAGE_TAG=... names it otherwise.
+BASE_IMAGE_TAG ?= oom-killer-base:bookworm
+base-image:
+	$(PYTHON) -m oomtools.base_image $(BASE_IMAGE_TAG)
 
 ## verify: watch a deployed stack through the Kubernetes API (your kube context) and say whether what its settings
 ## predict happened; with --prometheus URL, whether the alerts fired and resolved. ARGS="--timeout 10m"

@@ -3,7 +3,8 @@
 Every rehearsal's container is labelled `oom-killer.rehearsal=true`. A run removes its own on every path out, and the
 next run removes those of a process that died (kill -9, a crash); what is left is a container kept with `demo --keep`,
 or one another machine's run left on a shared engine. This removes them; one still in use by a rehearsal running on
-this host is left unless --force. With --images, also the images the rehearsals built (`oom-killer:<tag>`).
+this host (its process alive, and not kept) is left unless --force. With --images, also the images the rehearsals
+built (`oom-killer:<tag>`).
 
     oom-killer clean [--force] [--images]
 """
@@ -42,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
     import docker.errors
 
     from oomtools import demo
-    from oomtools.rehearsal import OWNER_LABEL, owner_alive, rehearsal_containers, sweep
+    from oomtools.rehearsal import KEPT_LABEL, OWNER_LABEL, owner_alive, rehearsal_containers, sweep
 
     try:
         client = demo.engine()
@@ -51,13 +52,13 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_NO_ENGINE
     try:
         found = rehearsal_containers(client)
-        in_use = [c for c in found if c.status == "running" and owner_alive(c.labels.get(OWNER_LABEL, ""))]
+        in_use = [c for c in found if KEPT_LABEL not in c.labels and owner_alive(c.labels.get(OWNER_LABEL, ""))]
         removed = sweep([c for c in found if args.force or c not in in_use])
         for name in removed:
             print(f"clean: removed container {name}")
         for container in [] if args.force else in_use:
             print(
-                f"clean: left container {container.name}: a rehearsal running on this host uses it "
+                f"clean: left container {container.name}: a rehearsal running on this host is using it "
                 f"({OWNER_LABEL}={container.labels[OWNER_LABEL]}); --force removes it"
             )
         images = 0
