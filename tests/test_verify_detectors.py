@@ -8,6 +8,7 @@ client gives, and Alertmanager is what `alerts.alertmanager_alerts` returns: `al
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import io
 import re
@@ -21,7 +22,7 @@ from oomtools import verify
 from oomtools.alert_client import DEFAULT_ALERTS, Routed
 from oomtools.verdict import Item
 from oomtools.verify import detectors
-from oomtools.verify.detectors import CONTAINER, UNREAD, WORKER, Coverage, Kill
+from oomtools.verify.detectors import AT_START, CONTAINER, UNREAD, WORKER, Coverage, Kill
 from oomtools.verify.judge import coverage_checks
 from oomtools.verify.observe import Delivery
 from oomtools.verify.report import coverage_line, coverage_table
@@ -639,3 +640,130 @@ def test_the_detector_options_are_read() -> None:
     args = verify.parse_args(["--prometheus", "http://p", "--alertmanager", "http://a", "--detector-grace", "90s"])
     assert (args.alertmanager, args.detector_grace) == ("http://a", 90.0)
     assert verify.parse_args([]).detector_grace == 120.0
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Sharp edges (issue 28): each test below fails where the detector's rule is moved by a step
+
+
+def an_at_start_kill(seconds: float = 9, container_id: str = "c2") -> Kill:
+    """A tmpfs restart the kernel killed before its first step: no line of its own."""
+    return Kill(AT_START, POD, CONTAINER_NAME, ts(seconds), container_id, 0, "")
+
+
+def test_a_tmpfs_restart_killed_before_its_first_step_is_at_start_and_its_first_run_never_is() -> None:
+    restart = death("containerd://c2", 9, message="")
+    first = dataclasses.replace(death("containerd://c1", 7, message=""), first_run=True)
+    stepped = death("containerd://c3", 20)
+    observed = observed_with(deaths=[first, restart, stepped])
+    tmpfs = {k.container_id: k.kind for k in detectors.kills_of(observed, restarts_into_full_pod=True)}
+    assert tmpfs == {"c1": CONTAINER, "c2": AT_START, "c3": CONTAINER}
+    heap = {k.container_id: k.kind for k in detectors.kills_of(observed, restarts_into_full_pod=False)}
+    assert heap == {"c1": CONTAINER, "c2": CONTAINER, "c3": CONTAINER}
+
+
+def test_kube_state_metrics_is_held_to_a_kill_at_start_too() -> None:
+    # The container ended (OOMKilled, 137) as any container kill does: kube-state-metrics has its finishedAt to show.
+    kill = an_at_start_kill(9)
+    prometheus = FakePrometheus()
+    prometheus.add(KSM, pod_labels(), (ts(10), ts(-50)))  # still the kill before's finishedAt
+    coverages = detectors.read([kill], NS, ts(60), events=[], samples=prometheus, alerts=(), delivery=None)
+    assert coverages[0].seen["kube_state_metrics"] == "no"
+    ksm = check(coverage_checks(coverages, SINGLE), "detector kube_state_metrics")
+    assert not ksm.ok
+    assert ksm.detail == f"saw 0 of 1 kills; missed {POD}/{CONTAINER_NAME}@12:00:09"
+    assert check(coverage_checks(coverages, SINGLE), "detector pod_status").ok  # the pod's status did show it
+
+
+def test_an_expected_alert_is_held_to_a_kill_at_start_too() -> None:
+    kill = an_at_start_kill(9)
+    coverages = detectors.read(
+        [kill], NS, ts(60), events=[], samples=FakePrometheus(), alerts=("ContainerOOMKilled",), delivery=Delivery()
+    )
+    for detector in ("alert ContainerOOMKilled", "delivered ContainerOOMKilled"):
+        missed = check(coverage_checks(coverages, SINGLE), f"detector {detector}")
+        assert not missed.ok, detector
+        assert missed.detail.endswith(f"missed {POD}/{CONTAINER_NAME}@12:00:09")
+    # not held to a kill at start where the settings expect the alert quiet (a supervised stack's)
+    assert check(coverage_checks(coverages, SUPERVISED), "detector alert ContainerOOMKilled").ok
+
+
+def test_the_pods_status_never_shows_a_workers_kill_and_is_not_held_to_one() -> None:
+    coverages = detectors.read([a_worker_kill(12, 1)], NS, ts(60), events=[], samples=None, alerts=(), delivery=None)
+    assert coverages[0].seen["pod_status"] == "no"
+    pod_status = check(coverage_checks(coverages, SUPERVISED), "detector pod_status")
+    assert pod_status.ok
+    assert pod_status.detail == "saw 0 of 1 kills"
+    assert seen(container_kill(7))["pod_status"] == "yes"
+
+
+def test_cadvisor_never_saw_a_container_kill_whose_series_stayed_at_0() -> None:
+    # A container's kill is its first (number 0 stands for "the container's only one"): the count must reach 1.
+    kill = container_kill(7, container_id="c1")
+    prometheus = FakePrometheus()
+    labels = pod_labels(id="/kubepods/burstable/podu1/c1", name="c1")
+    prometheus.add(CADVISOR, labels, (ts(0), 0), (ts(6), 0))  # its cgroup went before a scrape counted the kill
+    assert seen(kill, samples=prometheus)["cadvisor"] == "no"
+    prometheus.series[CADVISOR][0][1].append((ts(6.5), 1))
+    assert seen(kill, samples=prometheus)["cadvisor"] == "yes"
+
+
+def test_cadvisor_counts_samples_stamped_before_the_kill_on_a_clock_up_to_an_hour_behind_the_nodes() -> None:
+    # The kill's time is the node's (the kubelet's finishedAt, its stamp on the supervisor's line); the samples' are
+    # Prometheus': a count can only reach n after the nth kill, so a sample showing it counts however it is stamped.
+    prometheus = FakePrometheus()
+    cadvisor_series(prometheus, "w1", (ts(1200 - 1800), 1))  # Prometheus' clock half an hour behind the node's
+    assert seen(a_worker_kill(1200, 1), samples=prometheus, until=1300)["cadvisor"] == "yes"
+    late = FakePrometheus()
+    cadvisor_series(late, "w1", (ts(1200 - 5), 1))  # scraped between the kernel's kill and the kubelet's stamp
+    assert seen(a_worker_kill(1200, 1), samples=late, until=1300)["cadvisor"] == "yes"
+
+
+@pytest.mark.parametrize(
+    ("seconds_before_the_kill", "saw"),
+    # Kubernetes stamps events and finishedAt in whole seconds: an event up to a second before the kill is its own;
+    # earlier is the kill before's.
+    [(0, "yes"), (0.5, "yes"), (1, "yes"), (1.5, "no"), (2, "no")],
+)
+def test_an_oom_event_counts_from_a_second_before_the_kill(seconds_before_the_kill: float, saw: str) -> None:
+    oom = event(POD, "OOMKilling", "Memory cgroup out of memory", at(7 - seconds_before_the_kill))
+    assert seen(container_kill(7), events=[oom])["kubelet_event"] == saw
+
+
+def test_collect_does_not_wait_for_the_signals_verify_reads_itself() -> None:
+    # The hog's line is missing (its termination message lost): reading again would never change it, nor the pod's
+    # status: once kube-state-metrics shows the kill, collect is done.
+    kill = container_kill(7, hog_line="")
+    prometheus = FakePrometheus()
+    prometheus.add(KSM, pod_labels(), (ts(8), ts(7)))
+    time, readings = FakeTime(ts(9)), list[float]()
+    (coverage,) = collect([kill], time, samples=prometheus, readings=readings)
+    assert coverage.seen["hog_line"] == "no"
+    assert readings == [ts(9)]
+    assert time.slept == []
+
+
+def test_collect_does_not_wait_for_a_signal_it_cannot_read() -> None:
+    # Prometheus but no Alertmanager: the alert fired and kube-state-metrics shows the kill; its delivery is not
+    # read ("-") and never will be, so there is nothing more to wait for.
+    kill = container_kill(7)
+    prometheus = FakePrometheus()
+    prometheus.add(KSM, pod_labels(), (ts(8), ts(7)))
+    alerts_series(prometheus, "ContainerOOMKilled").extend([(ts(8), 1)])
+    time = FakeTime(ts(9))
+    (coverage,) = detectors.collect(
+        [kill],
+        NS,
+        events=list,
+        samples=prometheus,
+        alerts=("ContainerOOMKilled",),
+        alerts_expected={"ContainerOOMKilled": True},
+        delivery=None,
+        poll_alertmanager=lambda _now: None,
+        grace=120,
+        clock=time.clock,
+        sleep=time.sleep,
+    )
+    assert coverage.seen["delivered ContainerOOMKilled"] == UNREAD
+    assert coverage.seen["alert ContainerOOMKilled"] == "yes"
+    assert time.slept == []
