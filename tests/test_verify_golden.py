@@ -17,7 +17,7 @@ import json
 import os
 import re
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
@@ -581,7 +581,7 @@ DEMO_SCENARIOS: dict[str, DemoRun] = {
 
 
 def run_demo(scenario: DemoRun, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> str:
-    def rehearse(_client: Any, _pod: Any, on_line: Callable[[str], None] | None = None) -> rehearsal.Outcome:
+    def rehearse(_client: Any, _pod: Any, on_line: Callable[[str], None] | None = None, **_: Any) -> rehearsal.Outcome:
         for line in scenario.lines:
             assert on_line is not None
             on_line(line)
@@ -591,8 +591,10 @@ def run_demo(scenario: DemoRun, monkeypatch: pytest.MonkeyPatch, capsys: pytest.
             scenario.killed, scenario.exit_code, 9.9, scenario.lines, scenario.termination_message, times, 100.0, end
         )
 
-    monkeypatch.setattr(demo, "engine", lambda: object())
-    monkeypatch.setattr(rehearsal, "build_image", lambda *_: "oom-killer:golden")
+    engine = SimpleNamespace(info=lambda: {"MemTotal": 64 << 30})  # an engine with room for any limit here
+    monkeypatch.setattr(demo, "engine", lambda: engine)
+    monkeypatch.setattr(rehearsal, "leftovers", lambda *_: [])
+    monkeypatch.setattr(rehearsal, "build_image", lambda *_, **__: "oom-killer:golden")
     monkeypatch.setattr(rehearsal, "rehearse", rehearse)
     capsys.readouterr()
     code = demo.main(scenario.overrides)
@@ -603,22 +605,45 @@ def run_demo(scenario: DemoRun, monkeypatch: pytest.MonkeyPatch, capsys: pytest.
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def rendered(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Iterator[str]:
-    for title, scenario in SCENARIOS.items():
-        with monkeypatch.context() as patch:
-            yield f"=== verify: {title}\n{run_verify(scenario, patch, tmp_path)}"
-    for title, demo_run in DEMO_SCENARIOS.items():
-        with monkeypatch.context() as patch:
-            yield f"=== {title}\n{run_demo(demo_run, patch, capsys)}"
+def titles() -> list[str]:
+    """Every section's title, in the file's order: verify's scenarios, then the demo's."""
+    return [f"verify: {title}" for title in SCENARIOS] + list(DEMO_SCENARIOS)
 
 
-def test_what_verify_and_demo_say_is_unchanged(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+def sections(text: str) -> dict[str, str]:
+    """The golden file's sections by title (each from its `=== title` line to the next)."""
+    found: dict[str, str] = {}
+    for part in text.split("=== ")[1:]:
+        title, _, _ = part.partition("\n")
+        found[title] = f"=== {part}"
+    return found
+
+
+def compare(title: str, said: str) -> None:
+    """Hold what was said to the golden file's section (or, with GOLDEN_UPDATE=1, write it there)."""
+    text = f"=== {title}\n{said}"
+    if os.environ.get("GOLDEN_UPDATE") == "1":
+        kept = sections(GOLDEN.read_text()) if GOLDEN.exists() else {}
+        kept[title] = text
+        GOLDEN.parent.mkdir(exist_ok=True)
+        GOLDEN.write_text("".join(kept[t] for t in titles() if t in kept))
+    assert text == sections(GOLDEN.read_text()).get(title), (
+        f"what {title} says changed: see tests/golden/verdicts.txt (GOLDEN_UPDATE=1 to accept it)"
+    )
+
+
+def test_the_golden_file_holds_each_scenario_and_no_other() -> None:
+    assert list(sections(GOLDEN.read_text())) == titles()
+
+
+@pytest.mark.parametrize("title", list(SCENARIOS))
+def test_what_verify_says_is_unchanged(title: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    compare(f"verify: {title}", run_verify(SCENARIOS[title], monkeypatch, tmp_path))
+
+
+@pytest.mark.parametrize("title", list(DEMO_SCENARIOS))
+def test_what_the_demo_says_is_unchanged(
+    title: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.delenv("BASE_IMAGE", raising=False)
-    text = "".join(rendered(monkeypatch, tmp_path, capsys))
-    if os.environ.get("GOLDEN_UPDATE") == "1":
-        GOLDEN.parent.mkdir(exist_ok=True)
-        GOLDEN.write_text(text)
-    expected = GOLDEN.read_text()
-    assert text == expected, "what verify or demo says changed: diff tests/golden/verdicts.txt (GOLDEN_UPDATE=1)"
+    compare(title, run_demo(DEMO_SCENARIOS[title], monkeypatch, capsys))
