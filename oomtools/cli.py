@@ -76,24 +76,10 @@ def render_main(argv: list[str]) -> int:
     return 0
 
 
-def verify_main(argv: list[str]) -> int:
-    """verify, where the Kubernetes client is installed (`make verify` installs it; `make demo` does not)."""
-    import importlib.util
-
-    if importlib.util.find_spec("kubernetes") is None and not {"-h", "--help"} & set(argv):
-        print(
-            "verify: the Kubernetes client is not installed in this virtualenv (make demo leaves it out): "
-            "make verify installs it, or venv/bin/pip install -e '.[verify]'",
-            file=sys.stderr,
-        )
-        return int(verify.EXIT_BAD_ARGUMENTS)
-    return verify.main(argv)
-
-
 # Each subcommand's main, given the arguments after its name.
 COMMANDS: Final[dict[str, Callable[[list[str]], int]]] = {
     "demo": demo.main,
-    "verify": verify_main,
+    "verify": verify.main,
     "render": render_main,
     "doctor": doctor.main,
     "clean": clean.main,

@@ -154,7 +154,7 @@ def cluster_checks(
         )
     what = "kube context (make up, make verify)"
     try:
-        import kubernetes  # noqa: F401  # make verify installs it; make demo does not
+        import kubernetes  # noqa: F401  # installed with the tools; a virtualenv made otherwise may lack it
     except ImportError:
         yield Check("skip", what, "the Kubernetes client is not installed here (make verify installs it)")
         return

@@ -211,3 +211,23 @@ def test_each_cluster_path_gets_the_image_to_the_nodes_before_watching() -> None
     assert kind.index("make up") < kind.index("kind load docker-image") < kind.index("--watch")
     assert "**Docker Desktop**" in paths
     assert "pulumi config set platform" in paths
+
+
+def test_the_first_screen_gives_a_way_past_a_registry_that_cannot_be_reached() -> None:
+    # The issue's make demo failed after 34 s (Error 4: the base image cannot be pulled), and BASE_IMAGE was nowhere
+    # on the README: its first screen gives a mirror's image, and a base image made from Debian packages.
+    first_screen = "\n".join(README.splitlines()[:FIRST_SCREEN_LINES])
+    blocks = re.findall(r"```sh\n(.*?)```", first_screen, re.DOTALL)
+    commands = [line.split("#")[0].strip() for block in blocks for line in block.splitlines()]
+    assert any(command.startswith("make demo BASE_IMAGE=") for command in commands)
+    assert "sudo make base-image && make demo BASE_IMAGE=oom-killer-base:bookworm" in commands
+    makefile = (PROJECT / "Makefile").read_text()
+    assert "BASE_IMAGE_TAG ?= oom-killer-base:bookworm" in makefile
+    assert "make base-image" in cli_advice()
+
+
+def cli_advice() -> str:
+    """What the demo says when the base image cannot be had: the README's way, too."""
+    from oomtools.rehearsal import BASE_IMAGE_ADVICE
+
+    return BASE_IMAGE_ADVICE
