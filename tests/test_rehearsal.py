@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from oomtools import rehearsal
 from oomtools.rehearsal import engine_time, memory_bytes, nano_cpus, run_options, stack_pod
 
 
@@ -42,3 +43,26 @@ def test_the_engines_times_read_as_posix_seconds_and_its_zero_time_as_none() -> 
     assert later == start + 7.25
     assert engine_time("0001-01-01T00:00:00Z") is None
     assert engine_time("") is None
+
+
+def test_which_base_image_wins_set_then_base_image_then_the_stack_file(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The issue: which of baseImage and BASE_IMAGE wins was not said. docs/demo.md#no-registry says it; this holds it.
+    def base(overrides: dict[str, str]) -> str:
+        pod = stack_pod("dev", overrides)
+        assert pod.build is not None
+        return str(pod.build["build"]["args"]["BASE_IMAGE"])
+
+    monkeypatch.setenv("BASE_IMAGE", "from-the-environment:1")
+    assert base({}) == "from-the-environment:1"
+    assert base({"baseImage": "from-set:1"}) == "from-set:1"
+    monkeypatch.setattr(rehearsal, "stack_config", lambda _stack: {"baseImage": "from-the-stack-file:1"})
+    assert base({}) == "from-the-environment:1"
+    monkeypatch.delenv("BASE_IMAGE")
+    assert base({}) == "from-the-stack-file:1"
+
+
+def test_a_cpu_limit_below_the_kubelets_smallest_quota_is_raised_to_it(tmp_path: Path) -> None:
+    # runc refused the issue's cpuMillicores=5 (a 0.5 ms quota); the kubelet raises it to 1 ms a period, 10m.
+    for millicores, expected in (("5", 10_000_000), ("10", 10_000_000), ("250", 250_000_000)):
+        pod = stack_pod("dev", {"cpuMillicores": millicores})
+        assert run_options(pod, tmp_path / "termination-log")["nano_cpus"] == expected
