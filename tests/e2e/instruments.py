@@ -187,7 +187,7 @@ def pods_in(core: client.CoreV1Api, namespace: str) -> list[Any]:
     return pods
 
 
-def running(pod: Any) -> bool:
+def is_running(pod: Any) -> bool:
     statuses = pod.status.container_statuses or []
     return pod.status.phase == "Running" and bool(statuses) and statuses[0].state.running is not None
 

@@ -55,6 +55,7 @@ from tests.e2e.instruments import (
     PressureWatch,
     epoch,
     harm_events,
+    is_running,
     kills_by_pod,
     memory_requested,
     namespaces,
@@ -62,7 +63,6 @@ from tests.e2e.instruments import (
     pod_uid,
     pods_cgroup,
     pods_in,
-    running,
     sigkill_lines,
     unschedulable,
 )
@@ -336,7 +336,7 @@ def blast(cluster: Cluster, blast_node: Node, engine: docker.DockerClient) -> It
 
         def all_but_one_killed_and_one_pending() -> bool:
             pods = pods_in(core, HOG_NAMESPACE)
-            running = [p for p in pods if running(p)]
+            running = [p for p in pods if is_running(p)]
             counted = hog_kills()
             fresh = [counted.get(p.metadata.uid, 0) - at_scale.get(p.metadata.uid, 0) for p in running]
             return (
@@ -358,7 +358,7 @@ def blast(cluster: Cluster, blast_node: Node, engine: docker.DockerClient) -> It
         pods = pods_in(core, HOG_NAMESPACE)
         hog_log_kills = {}
         for hog in pods:
-            if running(hog) and hog.status.container_statuses[0].restart_count == 0:  # a log of every kill
+            if is_running(hog) and hog.status.container_statuses[0].restart_count == 0:  # a log of every kill
                 uid = str(hog.metadata.uid)
                 before = oom_kills_in_pod(BLAST, uid)
                 lines = sigkill_lines(core, hog.metadata.name, HOG_NAMESPACE)
@@ -388,7 +388,7 @@ def blast(cluster: Cluster, blast_node: Node, engine: docker.DockerClient) -> It
             hogs={str(p.metadata.uid): str(p.metadata.name) for p in pods},
             neighbour=as_json(api, core.read_namespaced_pod(NEIGHBOUR, NEIGHBOUR_NAMESPACE)),
             neighbour_uid=neighbour_uid,
-            running=[str(p.metadata.name) for p in pods if running(p)],
+            running=[str(p.metadata.name) for p in pods if is_running(p)],
             pending={str(p.metadata.name): str(unschedulable(p)) for p in pods if unschedulable(p)},
             qos={str(p.metadata.name): str(p.status.qos_class) for p in pods},
             hog_log_kills=hog_log_kills,
