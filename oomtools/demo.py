@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
 from oomtools import verdict
@@ -161,7 +162,8 @@ def run(args: argparse.Namespace) -> int:
     pod = declared(args.stack, overrides)
     client = engine()
     limit_bytes = memory_bytes(pod.container["resources"]["limits"]["memory"])
-    too_large = fits_engine(limit_bytes, int(client.info().get("MemTotal") or 0))
+    info = client.info()
+    too_large = fits_engine(limit_bytes, int(info.get("MemTotal") or 0))
     if too_large:
         raise DemoError(EXIT_BAD_CONFIG, f"memoryLimitMb={limit_bytes // MIB}: {too_large}")
     swept = sweep(leftovers(client))
@@ -199,7 +201,7 @@ def run(args: argparse.Namespace) -> int:
     limit_mib = memory_bytes(limit) // MIB
     if judged.by_kind:
         kind, model = verdict.memory_kind(env), verdict.process_model(env)
-        line = logfmt.line(
+        shown = dict(
             verdict=judged.happened,
             predicted=judged.predicted,
             memory_kind=kind.name,
@@ -212,7 +214,7 @@ def run(args: argparse.Namespace) -> int:
             seconds=round(outcome.seconds, 1),
         )
     else:
-        line = logfmt.line(
+        shown = dict(
             verdict=judged.happened,
             predicted=judged.predicted,
             oom_killed=outcome.oom_killed,
@@ -223,10 +225,21 @@ def run(args: argparse.Namespace) -> int:
             seconds=round(outcome.seconds, 1),
             termination_message=outcome.termination_message.strip(),
         )
-    print(line, flush=True)
+    print(logfmt.line(**shown), flush=True)
+    code = EXIT_AS_PREDICTED if judged.item.ok else EXIT_NOT_AS_PREDICTED
+    if args.report or args.json or args.junit:
+        from oomtools import demo_report
+
+        run = demo_report.DemoRun(args.stack, env, limit_mib, pod.predicted_seconds, outcome, judged, shown, info)
+        if args.report:
+            demo_report.write_report(args.report, run)
+        if args.json:
+            demo_report.write_json(args.json, run, code)
+        if args.junit:
+            demo_report.write_junit(args.junit, run)
     if args.keep:
         say(f"kept {outcome.container}: docker inspect {outcome.container}; oom-killer clean removes it")
-    return EXIT_AS_PREDICTED if judged.item.ok else EXIT_NOT_AS_PREDICTED
+    return code
 
 
 def kill_timing(outcome: Outcome, stack_predicted: dict[str, float] | None) -> dict[str, object]:
@@ -276,6 +289,15 @@ def configure(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
         action="store_true",
         help="leave the container on the engine when it ends, for docker inspect (oom-killer clean removes it)",
     )
+    parser.add_argument(
+        "--report",
+        type=Path,
+        metavar="FILE",
+        help="write one self-contained HTML page here: memory per step against the limit, the kill, the checks "
+        "(docs/report.md)",
+    )
+    parser.add_argument("--json", type=Path, metavar="FILE", help="write the verdict as JSON here")
+    parser.add_argument("--junit", type=Path, metavar="FILE", help="write the checks as a JUnit XML report here")
     return parser
 
 

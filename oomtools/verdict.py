@@ -9,8 +9,10 @@ Stdlib and workload/ only: the demo imports it without verify's Kubernetes or Pr
 
 from __future__ import annotations
 
+import xml.etree.ElementTree as ET
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Final
 
 from workload import kinds, logfmt
@@ -74,6 +76,34 @@ def rollup(name: str, children: Iterable[Item], detail: str = "") -> Item:
     passed; else passed."""
     items = list(children)
     return Item(name, _rolled(items), detail, items)
+
+
+def tree_json(item: Item) -> dict[str, object]:
+    """An item and what it was judged over, as JSON's objects (a verdict written as JSON)."""
+    found: dict[str, object] = {"name": item.name, "status": item.status, "detail": item.detail}
+    if item.children:
+        found["children"] = [tree_json(child) for child in item.children]
+    return found
+
+
+def write_junit(path: Path, tree: Item, seconds: float, suite: str) -> None:
+    """The result tree as a JUnit suite: a test case per check (tree.cases()), failed where it did not pass (it
+    failed, or checked nothing). `suite` names it (`oom-killer verify`); each case's class is that, dotted."""
+    checks = tree.cases()
+    element = ET.Element(
+        "testsuite",
+        name=suite,
+        tests=str(len(checks)),
+        failures=str(sum(not c.ok for c in checks)),
+        time=f"{seconds:.1f}",
+    )
+    for case in checks:
+        test = ET.SubElement(element, "testcase", classname=suite.replace(" ", "."), name=case.name)
+        if not case.ok:
+            ET.SubElement(test, "failure", message=case.detail).text = case.detail
+        else:
+            ET.SubElement(test, "system-out").text = case.detail
+    ET.ElementTree(element).write(path, encoding="utf-8", xml_declaration=True)
 
 
 def _rolled(items: list[Item]) -> str:

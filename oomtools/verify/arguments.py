@@ -123,6 +123,27 @@ def configure(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
         "scrape interval, cAdvisor's housekeeping, Alertmanager's group_wait), at most (default: 2m)",
     )
     parser.add_argument("--junit", type=Path, metavar="FILE", help="write a JUnit XML report here")
+    parser.add_argument(
+        "--report",
+        type=Path,
+        metavar="FILE",
+        help="write one self-contained HTML page here: memory over time per pod, the timeline, the tables, every "
+        "check and the verdict (docs/report.md)",
+    )
+    parser.add_argument(
+        "--save",
+        type=Path,
+        metavar="FILE",
+        help="write everything observed (pods, kills, logs, samples, alerts, events) here as JSON, to judge again "
+        "with --from",
+    )
+    parser.add_argument(
+        "--from",
+        dest="from_results",
+        type=Path,
+        metavar="FILE",
+        help="judge and report results saved with --save, with no cluster: the same checks, verdict and exit code",
+    )
     parser.add_argument("--kills", type=int, default=2, help="OOM kills to see before the verdict")
     parser.add_argument(
         "--wait-resolved",
@@ -159,6 +180,17 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
             raise BadArguments(f"--{option.replace('_', '-')} needs --prometheus")
     if args.prometheus_ca_file and args.prometheus_insecure_skip_verify:
         raise BadArguments("--prometheus-ca-file and --prometheus-insecure-skip-verify: check the certificate or not")
+    if args.from_results is not None:
+        watching = [
+            option
+            for option in ("prometheus", "alertmanager", "alert", "outputs", "save", "kubeconfig", "context")
+            if getattr(args, option)
+        ]
+        if watching:
+            raise BadArguments(
+                f"--from judges saved results: --{watching[0].replace('_', '-')} is for a watch (the saved file "
+                "says what was read)"
+            )
     if args.kills < 1:
         raise BadArguments(f"--kills {args.kills}: must be at least 1")
     unknown = sorted(set(args.alert) - set(alert_catalogue.NAMES))

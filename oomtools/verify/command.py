@@ -7,11 +7,12 @@ import functools
 import sys
 import time
 from collections.abc import Callable
-from typing import TextIO
+from dataclasses import dataclass
+from typing import Any, TextIO
 
 from oomtools import alert_catalogue
 from oomtools.verdict import NOTHING_CHECKED, PASSED
-from oomtools.verify import fleet, judge, report
+from oomtools.verify import detectors, fleet, judge, report, report_page, results
 from oomtools.verify.arguments import (
     EXIT_AS_PREDICTED,
     EXIT_BAD_ARGUMENTS,
@@ -24,11 +25,14 @@ from oomtools.verify.arguments import (
     parse_args,
     prometheus_access,
 )
-from oomtools.verify.detectors import Coverage, collect, kills_of
+from oomtools.verify.detectors import collect, kills_of
 from oomtools.verify.observe import (
     AlertState,
     Delivery,
+    Event,
+    KubeEvent,
     Observed,
+    Seen,
     Target,
     WatchOptions,
     check_alertmanager,
@@ -38,6 +42,7 @@ from oomtools.verify.observe import (
     list_nodes,
     poll_alertmanager,
     read_events,
+    read_nodes,
     read_samples,
     read_workload,
     replicas_of,
@@ -48,9 +53,27 @@ from oomtools.verify.prediction import Prediction, predict
 
 
 def run(args: argparse.Namespace, out: TextIO, err: TextIO, clock: Callable[[], float] = time.time) -> int:
+    """Gather (watch the stack, or read --from's saved results), then judge and report what was gathered."""
+    terminal = report.Terminal(out, err)
+    if args.from_results is not None:
+        gathered = results.load(args.from_results)
+        terminal.note(report.from_line(args.from_results, gathered.namespace, gathered.started))
+        terminal.say(
+            report.watch_line(gathered.namespace, gathered.selector, gathered.prediction, gathered.alert_names)
+        )
+        for seen in gathered.seen:
+            terminal.seen(seen)
+    else:
+        gathered = gather(args, terminal, clock)
+        if args.save:
+            results.save(args.save, gathered)
+    return judge_and_report(args, gathered, terminal)
+
+
+def gather(args: argparse.Namespace, terminal: report.Terminal, clock: Callable[[], float]) -> results.Gathered:
+    """Watch the deployed stack and read what the detectors read: everything observed, nothing judged."""
     from oomtools import alert_client as prom
 
-    terminal = report.Terminal(out, err)
     access = prometheus_access(args)
     outputs = stack_outputs(args.stack, args.outputs)
     namespace, name = str(outputs["namespace"]), str(outputs["workloadName"])
@@ -62,8 +85,10 @@ def run(args: argparse.Namespace, out: TextIO, err: TextIO, clock: Callable[[], 
     selector = ",".join(f"{k}={v}" for k, v in sorted(workload.spec.selector.match_labels.items()))
     container = workload.spec.template.spec.containers[0]
     env = {e.name: e.value or "" for e in container.env or []}
-    prediction = predict(outputs, replicas_of(workload, kind), env)
+    replicas = replicas_of(workload, kind)
+    prediction = predict(outputs, replicas, env)
     fleet_scope = None
+    pod_spec = None
     if kind == "DaemonSet":
         pod_spec = core.api_client.sanitize_for_serialization(workload.spec.template.spec)
         fleet_scope = fleet.FleetScope(list_nodes(core), pod_spec, prediction, args.kills)
@@ -80,8 +105,16 @@ def run(args: argparse.Namespace, out: TextIO, err: TextIO, clock: Callable[[], 
         delivery = Delivery()
 
     terminal.say(report.watch_line(namespace, selector, prediction, names))
+    said: list[Event | AlertState] = []
+
+    def seen(thing: Event | AlertState) -> None:
+        if not (isinstance(thing, Event) and thing.name in report.PROGRESS):
+            said.append(thing)
+        terminal.seen(thing)
+
     started = clock()
-    options = WatchOptions(args.timeout, args.wait_resolved, args.prometheus, access, args.alertmanager)
+    keep = bool(args.report or args.save)  # the logs and the cluster's memory series: what the report draws
+    options = WatchOptions(args.timeout, args.wait_resolved, args.prometheus, access, args.alertmanager, keep)
     observed = watch(
         Target(core, apps, namespace, name, kind, selector),
         prediction,
@@ -90,21 +123,71 @@ def run(args: argparse.Namespace, out: TextIO, err: TextIO, clock: Callable[[], 
         complete=fleet_scope.complete
         if fleet_scope
         else functools.partial(judge.evidence_complete, prediction, args.kills),
-        seen=terminal.seen,
+        seen=seen,
         clock=clock,
         started=started,
         delivery=delivery,
     )
-    coverages = read_coverage(
-        core, namespace, observed, options, args.detector_grace, names, prediction, delivery, terminal, clock
+    samples = None
+    if options.prometheus and options.access is not None:
+        samples = results.SampleStore()
+    read = read_coverage(
+        core, namespace, observed, options, args.detector_grace, names, prediction, delivery, seen, samples, clock
     )
     seconds = clock() - started
-    nodes = None
-    if fleet_scope is None:
-        checks = judge.checks_for(prediction, observed, args.kills, records)
+    if samples is not None and keep:
+        samples.recording(read_samples(args.prometheus, access))(
+            report_page.working_set_selector(namespace), started, read.until
+        )
+    if fleet_scope is not None:
+        nodes, starts = fleet_scope.nodes, hog_starts(core, namespace, observed)
+    else:
+        nodes, starts = (read_nodes(core, observed.pod_nodes.values()) if keep else []), {}
+    return results.Gathered(
+        outputs=outputs,
+        kind=kind,
+        namespace=namespace,
+        selector=selector,
+        env=env,
+        replicas=replicas,
+        wanted_kills=args.kills,
+        alert_names=names,
+        prometheus=args.prometheus,
+        alertmanager=args.alertmanager,
+        started=started,
+        seconds=seconds,
+        coverage_until=read.until,
+        observed=observed,
+        alerts=records,
+        delivery=delivery,
+        kube_events=read.events,
+        samples=samples,
+        nodes=nodes,
+        pod_spec=pod_spec,
+        starts=starts,
+        seen=said,
+    )
+
+
+def judge_and_report(args: argparse.Namespace, gathered: results.Gathered, terminal: report.Terminal) -> int:
+    """Detect, judge and report from what was gathered alone: a live run and --from take this same way."""
+    prediction, observed, records = gathered.prediction, gathered.observed, gathered.alerts
+    coverages = detectors.read(
+        kills_of(observed, prediction.restarts_into_full_pod),
+        gathered.namespace,
+        gathered.coverage_until,
+        events=gathered.kube_events,
+        samples=gathered.samples,
+        alerts=gathered.alert_names,
+        delivery=gathered.delivery,
+    )
+    expected = prediction.alerts_expected()
+    verdicts = None
+    if gathered.pod_spec is None:
+        checks = judge.checks_for(prediction, observed, gathered.wanted_kills, records)
     else:  # a check per node, then the alerts'
-        verdicts = fleet_scope.judge(observed, hog_starts(core, namespace, observed))
-        nodes = len(verdicts)
+        scope = fleet.FleetScope(gathered.nodes, gathered.pod_spec, prediction, gathered.wanted_kills)
+        verdicts = scope.judge(observed, gathered.starts)
         for verdict in verdicts:
             terminal.say(report.node_line(verdict))
         terminal.table(report.fleet_table(verdicts))
@@ -115,10 +198,22 @@ def run(args: argparse.Namespace, out: TextIO, err: TextIO, clock: Callable[[], 
     for coverage in coverages:
         terminal.say(report.coverage_line(coverage))
     terminal.table(report.coverage_table(coverages))
-    terminal.say(report.verdict_line(tree, observed, records, seconds, nodes=nodes))
+    nodes = None if verdicts is None else len(verdicts)
+    line = report.verdict_line(tree, observed, records, gathered.seconds, nodes=nodes)
+    terminal.say(line)
     if args.junit:
-        report.write_junit(args.junit, tree, seconds)
+        report.write_junit(args.junit, tree, gathered.seconds)
+    if args.report:
+        report_page.write(args.report, report_page.page(gathered, tree, coverages, verdicts, line))
     return {PASSED: EXIT_AS_PREDICTED, NOTHING_CHECKED: EXIT_NOTHING_CHECKED}.get(tree.status, EXIT_NOT_AS_PREDICTED)
+
+
+@dataclass(frozen=True)
+class CoverageRead:
+    """What the detectors' last reading read: when, and the namespace's events then (None: not listable)."""
+
+    until: float
+    events: list[KubeEvent] | None
 
 
 def read_coverage(
@@ -130,32 +225,44 @@ def read_coverage(
     names: tuple[str, ...],
     prediction: Prediction,
     delivery: Delivery | None,
-    terminal: report.Terminal,
+    seen: Seen,
+    store: results.SampleStore | None,
     clock: Callable[[], float],
-) -> list[Coverage]:
-    """Which signals saw each kill observed: the namespace's events always, Prometheus' series and alerts with
-    --prometheus, Alertmanager with --alertmanager (read until they show the last kills, or --detector-grace)."""
+) -> CoverageRead:
+    """Read what shows each kill observed, until it shows the last kills (or --detector-grace): the namespace's
+    events always, Prometheus' series and alerts with --prometheus (each answer kept in `store`), Alertmanager with
+    --alertmanager. The detectors judge from what the last reading read (judge_and_report)."""
+    last: dict[str, Any] = {"until": clock(), "events": None}
 
     def poll(now: float) -> None:
         if delivery is not None and options.alertmanager:
-            poll_alertmanager(options.alertmanager, namespace, delivery, now, terminal.seen)
+            poll_alertmanager(options.alertmanager, namespace, delivery, now, seen)
+
+    def timed() -> float:
+        last["until"] = clock()
+        return float(last["until"])
+
+    def events() -> list[KubeEvent] | None:
+        last["events"] = read_events(core, namespace)
+        return last["events"]  # type: ignore[no-any-return]
 
     samples = None
-    if options.prometheus and options.access is not None:
-        samples = read_samples(options.prometheus, options.access)
-    return collect(
+    if options.prometheus and options.access is not None and store is not None:
+        samples = store.recording(read_samples(options.prometheus, options.access))
+    collect(
         kills_of(observed, prediction.restarts_into_full_pod),
         namespace,
-        events=lambda: read_events(core, namespace),
+        events=events,
         samples=samples,
         alerts=names,
         alerts_expected=prediction.alerts_expected(),
         delivery=delivery,
         poll_alertmanager=poll,
         grace=grace,
-        clock=clock,
+        clock=timed,
         sleep=time.sleep,
     )
+    return CoverageRead(float(last["until"]), last["events"])
 
 
 def main(argv: list[str] | None = None, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:

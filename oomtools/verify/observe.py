@@ -261,6 +261,18 @@ class WorkerKill:
 
 
 @dataclass
+class ContainerLog:
+    """One container's log as the kubelet kept it: each line with the kubelet's stamp (RFC 3339), oldest first. Read
+    while it ran and once more after it ended (`ended`): the hog's start and step lines, what the report draws."""
+
+    pod: str
+    container: str
+    container_id: str
+    lines: list[tuple[str, str]] = field(default_factory=list)
+    ended: bool = False
+
+
+@dataclass
 class Observed:
     deaths: dict[str, Death] = field(default_factory=dict)  # by container ID
     back_offs: dict[str, BackOff] = field(default_factory=dict)  # by the ID of the death it followed
@@ -273,6 +285,7 @@ class Observed:
     gone: bool = False  # the stack was scaled to 0 or its namespace deleted during the run
     gone_at: float | None = None
     first_runs: set[str] = field(default_factory=set)  # the IDs of containers seen running as their pod's first
+    logs: dict[str, ContainerLog] = field(default_factory=dict)  # by container ID: read for --report and --save only
 
     def first_kill_at(self) -> float | None:
         times = [d.finished_at.timestamp() for d in self.deaths.values() if d.reason == "OOMKilled"]
@@ -465,12 +478,95 @@ def record_worker_kills(
         )
 
 
-def read_events(core: Any, namespace: str) -> list[Any] | None:
+def keep_log(observed: Observed, pod: str, container: str, container_id: str, log: str, ended: bool) -> None:
+    """Keep a container's log (read with the kubelet's stamps) where it holds at least the lines kept before."""
+    lines = []
+    for line in log.splitlines():
+        stamp, _, text = line.partition(" ")
+        if stamp:
+            lines.append((stamp, text))
+    kept = observed.logs.get(container_id)
+    if kept is None or len(lines) >= len(kept.lines):
+        observed.logs[container_id] = ContainerLog(pod, container, container_id, lines, ended)
+
+
+def read_ended_logs(core: Any, namespace: str, observed: Observed, pods: list[Any]) -> None:
+    """Read, once, the log of each container that ended since the last listing: the current one's where the pod's
+    status shows it ended, else the previous one's (the last that ended: the kubelet keeps one)."""
+    from kubernetes.client.exceptions import ApiException
+
+    for pod in pods:
+        for status in pod.status.container_statuses or []:
+            for state, previous in ((status.state, False), (status.last_state, True)):
+                ended = state.terminated if state is not None else None
+                if ended is None or not ended.container_id:
+                    continue
+                kept = observed.logs.get(ended.container_id)
+                if kept is not None and kept.ended:
+                    continue
+                try:
+                    log = call(
+                        core.read_namespaced_pod_log,
+                        pod.metadata.name,
+                        namespace,
+                        container=status.name,
+                        previous=previous,
+                        timestamps=True,
+                    )
+                except ApiException:
+                    continue
+                keep_log(observed, pod.metadata.name, status.name, ended.container_id, log, ended=True)
+
+
+def read_nodes(core: Any, names: Iterable[str]) -> list[dict[str, Any]]:
+    """The named nodes as the API's JSON (kernel, kubelet, runtime for the report): none where they cannot be read."""
+    from kubernetes.client.exceptions import ApiException
+
+    wanted = set(names)
+    try:
+        return [node for node in list_nodes(core) if node.get("metadata", {}).get("name") in wanted]
+    except (Unreachable, ApiException):
+        return []
+
+
+@dataclass(frozen=True)
+class InvolvedObject:
+    kind: str
+    name: str
+    namespace: str
+
+
+@dataclass(frozen=True)
+class KubeEvent:
+    """One of the namespace's events, as much of it as the detectors read (the API object's own attribute names)."""
+
+    involved_object: InvolvedObject | None
+    reason: str
+    message: str
+    last_timestamp: datetime.datetime | None
+    event_time: datetime.datetime | None
+
+
+def kube_event(event: Any) -> KubeEvent:
+    involved = event.involved_object
+    about = None
+    if involved is not None:
+        about = InvolvedObject(involved.kind or "", involved.name or "", involved.namespace or "")
+    return KubeEvent(
+        about,
+        event.reason or "",
+        event.message or "",
+        event.last_timestamp,
+        event.event_time,
+    )
+
+
+def read_events(core: Any, namespace: str) -> list[KubeEvent] | None:
     """The namespace's events; None without the right to list them (the detector is then not read)."""
     from kubernetes.client.exceptions import ApiException
 
     try:
-        return list(call(core.list_namespaced_event, namespace).items)
+        return [kube_event(event) for event in call(core.list_namespaced_event, namespace).items]
     except ApiException:
         return None
 
@@ -554,6 +650,7 @@ class WatchOptions:
     prometheus: str | None = None
     access: prom.Access | None = None
     alertmanager: str | None = None
+    logs: bool = False  # keep every container's log (--report, --save): each poll reads the running ones' logs
 
 
 def watch(
@@ -589,7 +686,7 @@ def watch(
                 raise Unreachable(f"listing pods: {error.status} {error.reason}") from error
             pods = []
         record_pods(observed, pods, seen)
-        if prediction.supervised:
+        if prediction.supervised or options.logs:
             for pod in pods:
                 for status in pod.status.container_statuses or []:
                     if status.state and status.state.running:
@@ -603,9 +700,14 @@ def watch(
                             )
                         except ApiException:
                             continue
-                        record_worker_kills(
-                            observed, pod.metadata.name, status.name, log, seen, status.container_id or ""
-                        )
+                        if prediction.supervised:
+                            record_worker_kills(
+                                observed, pod.metadata.name, status.name, log, seen, status.container_id or ""
+                            )
+                        if options.logs and status.container_id:
+                            keep_log(observed, pod.metadata.name, status.name, status.container_id, log, ended=False)
+        if options.logs:
+            read_ended_logs(core, namespace, observed, pods)
         if not observed.gone and prediction.replicas > 0:
             current = read_workload(target.apps, target.kind, namespace, target.name)
             if current is None or not replicas_of(current, target.kind):

@@ -4,12 +4,12 @@ the node and coverage tables, the verdict line, and the JUnit report, the last t
 from __future__ import annotations
 
 import datetime
-import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Final, TextIO
 
 from oomtools.verdict import FAILED, NOTHING_CHECKED, PASSED
+from oomtools.verdict import write_junit as junit_of_tree
 from oomtools.verify.observe import AlertState, Event
 from workload import logfmt
 
@@ -82,6 +82,12 @@ def prometheus_lines(url: str, version: str, missing: list[str]) -> list[str]:
             "(or prometheusRule=true)"
         )
     return lines
+
+
+def from_line(path: Path, namespace: str, started: float) -> str:
+    """What --from judges: a watch's saved results, with no cluster."""
+    at = datetime.datetime.fromtimestamp(started, datetime.UTC).isoformat(timespec="seconds")
+    return f"verify: judging {path}: what a watch of {namespace} from {at} saved (no cluster is read)"
 
 
 def alertmanager_line(url: str, version: str) -> str:
@@ -171,20 +177,5 @@ def aligned(rows: list[list[str]]) -> list[str]:
 
 
 def write_junit(path: Path, tree: Item, seconds: float) -> None:
-    """The result tree as a JUnit suite: a test case per check (tree.cases()), failed where it did not pass (it
-    failed, or checked nothing)."""
-    checks = tree.cases()
-    suite = ET.Element(
-        "testsuite",
-        name="oom-killer verify",
-        tests=str(len(checks)),
-        failures=str(sum(not c.ok for c in checks)),
-        time=f"{seconds:.1f}",
-    )
-    for check in checks:
-        case = ET.SubElement(suite, "testcase", classname="oom-killer.verify", name=check.name)
-        if not check.ok:
-            ET.SubElement(case, "failure", message=check.detail).text = check.detail
-        else:
-            ET.SubElement(case, "system-out").text = check.detail
-    ET.ElementTree(suite).write(path, encoding="utf-8", xml_declaration=True)
+    """The result tree as a JUnit suite (verdict.write_junit): a test case per check."""
+    junit_of_tree(path, tree, seconds, "oom-killer verify")
