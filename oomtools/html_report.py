@@ -5,8 +5,9 @@ from their own result tree and what they observed (verify/report_page.py, demo_r
 The page loads nothing: no script, no font, no image from anywhere (a Content-Security-Policy says so to the
 browser); the charts are matplotlib's SVG, inlined, their text drawn as paths. The same run gives the same bytes:
 each chart has a fixed `svg.hashsalt` and no date. Each drawn thing has an id a browser test can count:
-`<chart>-<series>` (one marker per step line), `<chart>-limit`, `<chart>-kill-range`, `<chart>-kill-<n>` (one per
-kill), `<chart>-death-<n>`, `<chart>-back-off-<n>`, `<chart>-alert-<n>`, `<chart>-cluster-working-set`.
+`<chart>-<series>` (one marker per step line), `<chart>-limit`, `<chart>-announced` (the kill range),
+`<chart>-kill-<n>` (one per kill), `<chart>-death-<n>`, `<chart>-back-off-<n>`, `<chart>-alert-<n>`,
+`<chart>-cluster-working-set`.
 """
 
 from __future__ import annotations
@@ -144,7 +145,7 @@ def chart_svg(chart: Chart, salt: str) -> str:
         if chart.kill_range is not None:
             low, high = chart.kill_range
             axes.axhspan(
-                low, high, color="tab:orange", alpha=0.15, label=chart.kill_range_label, gid=f"{chart.key}-kill-range"
+                low, high, color="tab:orange", alpha=0.15, label=chart.kill_range_label, gid=f"{chart.key}-announced"
             )
         if chart.limit_mib is not None:
             axes.axhline(
