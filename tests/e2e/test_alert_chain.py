@@ -14,6 +14,7 @@ from __future__ import annotations
 import datetime
 import io
 import json
+import re
 import tempfile
 import time
 import xml.etree.ElementTree as ET
@@ -30,6 +31,7 @@ from oomtools import alert_client as prom
 from oomtools import verify
 from oomtools.rehearsal import build_image, declared_pod
 from oomtools.render import Rendered, stack_config
+from tests import report_check
 from tests.e2e.cluster import Cluster
 from tests.e2e.monitoring import GROUP_INTERVAL_S, SCRAPE_INTERVAL_S, SPEED, Chain, start_chain
 from tests.e2e.support import apply_in_dependency_order, fact, line, render_for_the_node, workload_archive
@@ -38,6 +40,7 @@ from workload import logfmt
 pytestmark = pytest.mark.e2e
 
 # Each model and kind, and two pods that hold: settings beyond the dev stack's (128 MiB, 16 MiB a second).
+REPORTED = "supervised"  # the stack whose `verify --report` and `--save` the report's test reads
 STACKS: dict[str, dict[str, str]] = {
     "single": {},
     "single-tmpfs": {"memoryKind": "tmpfs"},
@@ -137,6 +140,8 @@ def _verify(cluster: Cluster, chain: Chain, stack: Stack) -> Verified:
         argv += ["--prometheus", chain.prometheus, "--alertmanager", chain.alertmanager, "--detector-grace", "30s"]
         # Holding stacks: the whole window is the evidence; a kill loop's two kills and back-off take under a minute.
         argv += ["--timeout", "4m" if stack.expected_alerts else "75s", "--kills", "2"]
+        if stack.name == REPORTED:  # its report and saved results, kept for test_the_supervised_stack_s_report
+            argv += report_check.report_args(report_check.folder(f"alert-chain-{stack.name}"))
         out, err = io.StringIO(), io.StringIO()
         code = verify.main(argv, out=out, err=err)
         lines = [logfmt.parse(text) for text in out.getvalue().splitlines()]
@@ -385,3 +390,15 @@ def test_verify_reports_which_signals_saw_each_kill(rehearsal: Rehearsal, stack:
     for detector in ("pod_status", "kubelet_event", "kube_state_metrics", "cadvisor", "hog_line"):
         assert f"detector {detector}" in cases  # JUnit: a case per detector
     assert "every kill seen by the monitoring" in cases
+
+
+def test_the_supervised_stack_s_report_judges_again_and_shows_each_kill_and_alert(rehearsal: Rehearsal) -> None:
+    """verify --report and --save beside the alert chain: --from gives the same verdict and exit code, and the page in
+    chromium draws each worker's steps and a mark per worker kill (tests/report_check.py); a screenshot is kept."""
+    verified = rehearsal.verified[REPORTED]
+    where = report_check.REPORTS / f"alert-chain-{REPORTED}"
+    fact("report_alert_chain", report_check.check(where, verified.code, verified.lines[-1]))
+    page = (where / "report.html").read_text()
+    for what in ("alert fired", "alert delivered"):  # each expected alert's firing, and its delivery, in the timeline
+        named = re.findall(f'data-what="{what}"><td>[^<]*</td><td>{what}</td><td>([^<]+)</td>', page)
+        assert set(rehearsal.stacks[REPORTED].expected_alerts) <= set(named), (what, named)

@@ -14,6 +14,7 @@ import pytest
 from kubernetes import client
 
 from oomtools import verify
+from tests import report_check
 from tests.e2e.cluster import Cluster, as_json
 from tests.e2e.support import Deployed, fact
 from workload import logfmt
@@ -70,7 +71,9 @@ def fresh_rollout(deployed: Deployed) -> None:
 @pytest.mark.usefixtures("fresh_rollout")
 def test_verify_sees_the_dev_stack_killed_as_predicted(cluster: Cluster, deployed: Deployed, tmp_path: Path) -> None:
     junit = tmp_path / "verify.xml"
+    reports = report_check.folder("make-verify-single-stack")  # the report, the saved results, a screenshot
     code, lines, err = run_verify(
+        *report_check.report_args(reports),
         "--outputs",
         str(outputs_file(tmp_path, deployed)),
         "--kubeconfig",
@@ -98,6 +101,8 @@ def test_verify_sees_the_dev_stack_killed_as_predicted(cluster: Cluster, deploye
     suite = ET.parse(junit).getroot()  # noqa: S314 (the report this test had written)
     assert suite.get("failures") == "0"
     assert int(suite.get("tests", "0")) >= 4
+    # verify --from on the saved results: the same verdict and exit code; the page in chromium, a screenshot kept
+    fact("report", report_check.check(reports, code, verdict))
 
 
 @pytest.mark.usefixtures("fresh_rollout")
