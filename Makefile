@@ -9,7 +9,7 @@ STACK ?= dev
 # The goal that needs the CLI, by name (make up, make destroy), in the one line that says where to get it.
 GOAL = $(or $(firstword $(MAKECMDGOALS)),up)
 
-.PHONY: up demo verify destroy base-image test lint pytest e2e soak bench clean pulumi-cli
+.PHONY: up demo verify destroy base-image test lint pytest e2e soak bench mutation clean pulumi-cli
 
 # Checked before anything is installed or run: without the Pulumi CLI, make up and make destroy stop in one line.
 pulumi-cli:
@@ -129,6 +129,11 @@ soak: $(BIN)/.installed $(CHECKOV_VENV)/.installed
 ## bench: time to the OOM kill against stress-ng and MAP_POPULATE, baseline RSS, CPU while holding (root, Linux)
 bench: $(BIN)/.installed
 	$(BIN)/python bench/oom_bench.py
+
+## mutation: mutmut plants faults in each judge and prediction and runs their tests against each; prints every
+## module's score and survivors, exit 1 under 90% (minutes a module; docs/development.md lists what survives and why)
+mutation: $(BIN)/.installed
+	$(BIN)/python -m tests.mutation $(ARGS)
 
 clean:
 	rm -rf $(VENV) $(CHECKOV_VENV) .mypy_cache .pytest_cache .ruff_cache .hypothesis oom_killer.egg-info

@@ -6,9 +6,14 @@ from collections.abc import Iterator
 
 import docker
 import pytest
+from hypothesis import HealthCheck, settings
 
 from oomtools.rehearsal import DeclaredPod, build_image, stack_pod
 from tests.support import CONTAINER_LIMIT_MIB, docker_engine
+
+# make mutation (tests/mutation.py) runs tests through mutmut's trampolines, many times slower: there, with
+# --hypothesis-profile=mutation, no deadline and no complaint that generating examples is slow.
+settings.register_profile("mutation", deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 @pytest.fixture(scope="session")

@@ -25,8 +25,8 @@ import pytest
 
 from oomtools import alert_client as prom
 from oomtools.verify.detectors import Delivery
-from tests.conftest import tool_on_path
 from tests.servers import alertmanager_argv, free_port, prometheus_argv
+from tests.support import tool_on_path
 
 SHOP_POD = {"namespace": "shop", "pod": "web-6f7d-abc", "container": "web"}
 OTHER_POD = {"namespace": "other", "pod": "api-5b8c-xyz", "container": "api"}

@@ -15,6 +15,7 @@ RBAC lets through is stopped by the namespace's Pod Security instead: a Deployme
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -102,6 +103,17 @@ def users(cluster: Cluster) -> Iterator[Users]:
 RBAC_REFUSAL = re.compile(r'User "[^"]+" cannot \w+ resource "[^"]+"')
 
 
+def refused_by_rbac(body: str) -> bool:
+    """The 403's body (the API server's Status object, as JSON) words an RBAC refusal. The wording is in its
+    `message`: in the raw body its quotes are escaped, so the pattern is matched on the decoded message."""
+    try:
+        status = json.loads(body)
+    except json.JSONDecodeError:
+        return False
+    message = status.get("message") if isinstance(status, dict) else None
+    return isinstance(message, str) and RBAC_REFUSAL.search(message) is not None and "PodSecurity" not in message
+
+
 def _forbidden(what: str, call: Callable[[], object]) -> str:
     """`call` is refused by RBAC with 403 (not by an admission plugin after RBAC let it through); returns what was
     refused."""
@@ -109,7 +121,7 @@ def _forbidden(what: str, call: Callable[[], object]) -> str:
         call()
     assert caught.value.status == 403, f"{what}: {caught.value.status} {caught.value.reason} {caught.value.body}"
     body = str(caught.value.body)
-    assert RBAC_REFUSAL.search(body), f"{what}: refused, but not by RBAC: {body}"
+    assert refused_by_rbac(body), f"{what}: refused, but not by RBAC: {body}"
     assert "PodSecurity" not in body, f"{what}: refused by Pod Security, not by RBAC: {body}"
     return what
 
