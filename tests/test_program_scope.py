@@ -5,6 +5,7 @@ exports follow the kind. Strict schemas and checkov for a DaemonSet stack: tests
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import pytest
@@ -133,7 +134,9 @@ def test_replicas_zero_stops_a_daemon_set_by_a_node_selector_no_node_carries() -
 
 def test_make_demo_runs_the_daemon_sets_one_pod_as_the_deployments() -> None:
     for name in CONFIGS:
-        assert declared_pod(scoped(name, "node")) == declared_pod(scoped(name, "deployment")), name
+        daemon_set, deployment = declared_pod(scoped(name, "node")), declared_pod(scoped(name, "deployment"))
+        assert (daemon_set.kind, deployment.kind) == ("DaemonSet", "Deployment"), name
+        assert dataclasses.replace(daemon_set, kind="Deployment") == deployment, name  # the same pod otherwise
     assert declared_pod(scoped("dev", "node")).replicas == 1
     assert declared_pod(render({"scope": "node", "replicas": "0"})).replicas == 0
     with pytest.raises(demo.DemoError) as caught:
