@@ -16,6 +16,7 @@ import sys
 from typing import Final
 
 from oomtools.arguments import Parser, UsageError, exit_codes
+from oomtools.errors import one_line
 
 EXIT_CLEAN: Final = 0
 EXIT_BAD_ARGUMENTS: Final = 2
@@ -68,8 +69,6 @@ def run(args: argparse.Namespace) -> int:
                 images += 1
                 print(f"clean: removed image {', '.join(image.tags) or image.short_id}")
     except docker.errors.DockerException as error:
-        from oomtools.rehearsal import one_line
-
         print(f"clean: the Docker engine failed: {one_line(error)}", file=sys.stderr)
         return EXIT_ENGINE_FAILED
     if not removed and not images:

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Final
 
 from oomtools import verdict
 from oomtools.arguments import Parser, UsageError, add_stack_arguments, exit_codes, stack_overrides
+from oomtools.errors import one_line, root_cause
 from workload import logfmt
 from workload.memory import MIB
 
@@ -66,7 +67,7 @@ def declared(stack: str, overrides: dict[str, str]) -> DeclaredPod:
     import yaml
 
     from infra.settings import ConfigError
-    from oomtools.rehearsal import one_line, stack_pod
+    from oomtools.rehearsal import stack_pod
     from oomtools.render import stack_file
 
     try:
@@ -81,24 +82,6 @@ def declared(stack: str, overrides: dict[str, str]) -> DeclaredPod:
             f"replicas=0: the {stack} stack declares no pod, so nothing would run (and nothing be OOM-killed)",
         )
     return pod
-
-
-def root_cause(error: BaseException) -> str:
-    """What an engine error comes down to, in a few words: the socket's own error where there is one (No such file
-    or directory, Connection refused, Permission denied), else the error's own line."""
-    from oomtools.rehearsal import one_line
-
-    pending, seen = [error], set()
-    while pending:
-        current = pending.pop(0)
-        if id(current) in seen:
-            continue
-        seen.add(id(current))
-        if isinstance(current, OSError) and current.strerror:
-            return current.strerror
-        pending += [arg for arg in current.args if isinstance(arg, BaseException)]
-        pending += [link for link in (current.__cause__, current.__context__) if link is not None]
-    return one_line(error)
 
 
 def engine_address() -> tuple[str, str]:
@@ -149,7 +132,6 @@ def run(args: argparse.Namespace) -> int:
         fits_engine,
         leftovers,
         memory_bytes,
-        one_line,
         rehearse,
         sweep,
     )

@@ -23,6 +23,8 @@ from pathlib import Path
 from typing import Any, Final
 
 from oomtools.arguments import PROJECT_DIR, Parser, UsageError, add_stack_arguments, exit_codes, stack_overrides
+from oomtools.errors import one_line, root_cause
+from oomtools.kube_context import ContextProblem, chosen_context, kubeconfig_paths
 
 EXIT_READY: Final = 0
 EXIT_NOT_READY: Final = 1
@@ -89,7 +91,6 @@ def docker_checks(stack: str, overrides: dict[str, str]) -> Iterator[Check]:
         dockerfile_base_image,
         fits_engine,
         memory_bytes,
-        one_line,
         stack_pod,
     )
 
@@ -141,7 +142,7 @@ def docker_checks(stack: str, overrides: dict[str, str]) -> Iterator[Check]:
 def cluster_checks(
     stack: str, overrides: dict[str, str], context: str | None, kubeconfig: str | None
 ) -> Iterator[Check]:
-    paths = kubeconfig or os.environ.get("KUBECONFIG") or str(Path.home() / ".kube" / "config")
+    paths = kubeconfig_paths(kubeconfig)
     has_kubeconfig = bool(kubeconfig) or any(Path(p).exists() for p in paths.split(os.pathsep))
     pulumi = shutil.which("pulumi")
     if pulumi:
@@ -161,28 +162,18 @@ def cluster_checks(
     from kubernetes import client as kube
     from kubernetes import config
 
-    if kubeconfig and not Path(kubeconfig).exists():
-        yield Check("FAIL", what, f"--kubeconfig {kubeconfig}: there is no such file")
-        return
     if not has_kubeconfig:
         yield Check("skip", what, f"no kubeconfig ({paths}): make up and make verify need one, make demo does not")
         return
     try:
-        contexts, current = config.list_kube_config_contexts(config_file=kubeconfig)  # type: ignore[no-untyped-call]
-    except config.ConfigException as error:
-        yield Check("FAIL", what, f"the kubeconfig cannot be read: {' '.join(str(error).split())}")
-        return
-    names = [c["name"] for c in contexts]
-    chosen = context or (current or {}).get("name")
-    if chosen not in names:
-        yield Check("FAIL", what, f"--context {chosen}: not in the kubeconfig (its contexts: {', '.join(names)})")
+        chosen = chosen_context(kubeconfig, context)
+    except ContextProblem as problem:
+        yield Check("FAIL", what, str(problem))
         return
     api: Any = config.new_client_from_config(config_file=kubeconfig, context=chosen)  # type: ignore[no-untyped-call]
     try:
         version = kube.VersionApi(api).get_code(_request_timeout=5)
     except Exception as error:  # urllib3's many ways to fail: one line
-        from oomtools.demo import root_cause
-
         host = api.configuration.host
         yield Check("FAIL", what, f"{chosen}: the API server at {host} does not answer: {root_cause(error)}")
         return

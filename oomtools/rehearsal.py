@@ -35,6 +35,7 @@ import docker.errors
 from docker.models.containers import Container
 
 from infra.names import STOPPED_NODE_SELECTOR
+from oomtools.errors import one_line
 from oomtools.render import PROJECT_DIR, Rendered, render, stack_config
 
 DEPLOYMENT = "kubernetes:apps/v1:Deployment"
@@ -167,11 +168,6 @@ def run_options(pod: DeclaredPod, termination_file: Path) -> dict[str, Any]:
             directory.chmod(0o777)  # an emptyDir is world-writable: the pod's user writes to it
             options["volumes"][str(directory)] = {"bind": path, "mode": "rw"}
     return options
-
-
-def one_line(error: BaseException) -> str:
-    """An error as one line: the engine's explanation where it gives one, white space collapsed."""
-    return " ".join(str(getattr(error, "explanation", None) or error).split())
 
 
 def ensure_image(

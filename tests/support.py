@@ -42,3 +42,29 @@ def docker_engine() -> docker.DockerClient:
         require(False, f"no Docker engine answers (DOCKER_HOST or the default socket): {error}")
         raise
     return client
+
+
+def kubeconfig_nobody_answers(folder: Path, context: str = "nowhere") -> tuple[Path, str]:
+    """A well-formed kubeconfig whose one context points at a loopback port nothing listens on (it was bound and
+    closed here): the client connects and is refused. Returns the file and the server's address."""
+    import socket
+
+    import yaml
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        server = f"https://127.0.0.1:{probe.getsockname()[1]}"
+    kubeconfig = folder / "kubeconfig-nobody-answers"
+    kubeconfig.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [{"name": context, "cluster": {"server": server, "insecure-skip-tls-verify": True}}],
+                "users": [{"name": context, "user": {"token": "not-a-real-token"}}],
+                "contexts": [{"name": context, "context": {"cluster": context, "user": context}}],
+                "current-context": context,
+            }
+        )
+    )
+    return kubeconfig, server

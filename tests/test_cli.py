@@ -11,6 +11,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +20,8 @@ import pytest
 import yaml
 
 from oomtools import clean, demo, doctor, verify
-from tests.support import PROJECT, require
+from oomtools.verify import observe
+from tests.support import PROJECT, kubeconfig_nobody_answers, require
 
 COMMAND = Path(sys.executable).parent / "oom-killer"
 REINSTALL = "venv/bin/pip install --no-deps -e . (make demo does it)"
@@ -119,11 +121,32 @@ def test_no_engine_is_exit_3_naming_the_address(tmp_path: Path) -> None:
     one_line(ran, f"demo: no Docker engine answers at {socket} (DOCKER_HOST): No such file or directory")
 
 
-def test_verify_without_a_cluster_is_exit_3_and_takes_its_outputs_inline(tmp_path: Path) -> None:
+def test_verify_with_a_kubeconfig_that_is_not_there_is_exit_2_naming_it(tmp_path: Path) -> None:
     outputs = json.dumps({"namespace": "oom-killer", "deploymentName": "oom-killer"})
     ran = oom_killer("verify", "--outputs", outputs, "--kubeconfig", str(tmp_path / "no-kubeconfig"))
+    assert ran.returncode == verify.EXIT_BAD_ARGUMENTS == 2
+    one_line(ran, f"verify: --kubeconfig {tmp_path / 'no-kubeconfig'}: there is no such file")
+
+
+def test_verify_with_a_context_the_kubeconfig_lacks_is_exit_2_naming_those_it_has(tmp_path: Path) -> None:
+    kubeconfig, _ = kubeconfig_nobody_answers(tmp_path, context="e2e")
+    outputs = json.dumps({"namespace": "oom-killer", "workloadName": "oom-killer"})
+    ran = oom_killer("verify", "--outputs", outputs, "--kubeconfig", str(kubeconfig), "--context", "nosuch")
+    assert ran.returncode == verify.EXIT_BAD_ARGUMENTS
+    one_line(ran, f"verify: --context nosuch: not in the kubeconfig ({kubeconfig}; its contexts: e2e)")
+
+
+def test_verify_without_a_cluster_asks_again_until_the_timeout_then_is_exit_3_in_words(tmp_path: Path) -> None:
+    kubeconfig, server = kubeconfig_nobody_answers(tmp_path)
+    outputs = json.dumps({"namespace": "oom-killer", "workloadName": "oom-killer"})
+    started = time.monotonic()
+    ran = oom_killer("verify", "--outputs", outputs, "--kubeconfig", str(kubeconfig), "--timeout", "6s")
+    waited = time.monotonic() - started
     assert ran.returncode == verify.EXIT_UNREACHABLE == 3
-    one_line(ran, "verify: no usable kube context")
+    said = f"verify: the cluster at {server} does not answer: Connection refused"
+    assert ran.stdout == ""
+    assert ran.stderr.splitlines() == [f"{said}; asking again every 2 s until --timeout", said], ran.stderr
+    assert waited >= 6 - observe.RETRY_SECONDS, f"gave up after {waited:.1f} s of a 6 s --timeout"
 
 
 def test_render_prints_the_objects_and_the_outputs_verify_reads() -> None:

@@ -12,7 +12,7 @@ import docker.constants
 import pytest
 
 from infra.settings import ConfigError
-from oomtools import demo, verdict
+from oomtools import demo, errors, verdict
 from oomtools.arguments import Parser
 from oomtools.rehearsal import Outcome, fits_engine, stack_pod
 from oomtools.render import render, stack_file
@@ -105,8 +105,19 @@ def test_an_engine_error_comes_down_to_the_sockets_own_words() -> None:
     refused = ConnectionRefusedError(111, "Connection refused")
     error = RuntimeError("Error while fetching server API version: ...")
     error.__cause__ = ValueError("Connection aborted.", refused)
-    assert demo.root_cause(error) == "Connection refused"
-    assert demo.root_cause(RuntimeError("Invalid bind address format: foo")) == "Invalid bind address format: foo"
+    assert errors.root_cause(error) == "Connection refused"
+    assert errors.root_cause(RuntimeError("Invalid bind address format: foo")) == "Invalid bind address format: foo"
+
+
+def test_a_kube_api_error_comes_down_to_the_sockets_own_words_not_urllib3s_repr() -> None:
+    # As urllib3 raises it under the Kubernetes client: MaxRetryError from NewConnectionError from the socket's.
+    import urllib3
+
+    pool = urllib3.HTTPSConnectionPool("127.0.0.1", 1)
+    with pytest.raises(urllib3.exceptions.MaxRetryError) as raised:
+        pool.urlopen("GET", "/version", retries=urllib3.Retry(0))
+    assert "HTTPSConnectionPool" in str(raised.value)  # what the line used to show
+    assert errors.root_cause(raised.value) == "Connection refused"
 
 
 @pytest.mark.parametrize(

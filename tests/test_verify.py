@@ -6,6 +6,7 @@ import dataclasses
 import datetime
 import io
 import json
+import os
 import xml.etree.ElementTree as ET
 from pathlib import Path
 from types import SimpleNamespace
@@ -159,8 +160,7 @@ def test_outputs_are_read_from_a_file_or_inline_json(tmp_path: Path) -> None:
         ("{namespace: oom-killer}", "the stack's outputs (--outputs) are not JSON: "),
         ("/no/such/outputs.json", "--outputs /no/such/outputs.json: No such file or directory (a file, or the JSON"),
         ('{"namespace": "oom-killer"}', "stack dev has no namespace and workloadName outputs"),
-        # what `pulumi stack output --json` prints before the stack's first pulumi up has ended
-        ("{}", "stack dev has no outputs: it was never deployed, or its first pulumi up did not finish"),
+        ("{}", "--outputs: no outputs in it; give what `pulumi stack output --json` prints for a deployed stack"),
         (
             '{"namespace": "n", "workloadName": "w", "workloadKind": "StatefulSet"}',
             "stack dev's workloadKind 'StatefulSet': not one of Deployment, DaemonSet",
@@ -172,6 +172,22 @@ def test_bad_outputs_are_exit_2_in_one_line_saying_which(outputs: str, says: str
     assert verify.main(["--outputs", outputs], out=io.StringIO(), err=err) == verify.EXIT_BAD_ARGUMENTS
     (line,) = err.getvalue().splitlines()
     assert line.startswith(f"verify: {says}"), line
+
+
+def test_a_stack_whose_first_up_never_ended_is_exit_2_saying_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # What `pulumi stack output --json` prints before the stack's first pulumi up has ended (make e2e, test_faults).
+    pulumi = tmp_path / "pulumi"
+    pulumi.write_text("#!/bin/sh\necho '{}'\n")
+    pulumi.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
+    err = io.StringIO()
+    assert verify.main(["--stack", "dev"], out=io.StringIO(), err=err) == verify.EXIT_BAD_ARGUMENTS
+    assert err.getvalue() == (
+        "verify: stack dev has no outputs: it was never deployed, or its first pulumi up did not finish; "
+        "run make up (pulumi up)\n"
+    )
 
 
 def test_the_help_shows_each_default_and_every_exit_code() -> None:

@@ -26,8 +26,9 @@ DEFAULT_DETECTOR_GRACE_SECONDS: Final = 120.0
 CODE_MEANINGS: Final = {
     EXIT_AS_PREDICTED: "what the stack's settings predict was observed, and every alert asked for fired",
     EXIT_NOT_AS_PREDICTED: "it was not (the verdict line's failed= says which check)",
-    EXIT_BAD_ARGUMENTS: "a bad argument, or no deployed stack to read (no outputs, no Deployment)",
-    EXIT_UNREACHABLE: "the cluster, Prometheus or Alertmanager cannot be reached",
+    EXIT_BAD_ARGUMENTS: "a bad argument (a --kubeconfig that is not there, a --context it lacks), or no deployed "
+    "stack to read (no outputs, no Deployment)",
+    EXIT_UNREACHABLE: "the cluster (asked again until --timeout), Prometheus or Alertmanager cannot be reached",
     EXIT_NOTHING_CHECKED: "nothing to hold the prediction to (verdict=nothing-checked, failed= says what): no node "
     "selected, or every kill came at start of a tmpfs restart",
     EXIT_INTERRUPTED: "interrupted (Ctrl-C)",

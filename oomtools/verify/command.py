@@ -47,6 +47,7 @@ from oomtools.verify.observe import (
     read_workload,
     replicas_of,
     stack_outputs,
+    until_answers,
     watch,
 )
 from oomtools.verify.prediction import Prediction, predict
@@ -79,7 +80,7 @@ def gather(args: argparse.Namespace, terminal: report.Terminal, clock: Callable[
     namespace, name = str(outputs["namespace"]), str(outputs["workloadName"])
     kind = str(outputs.get("workloadKind", "Deployment"))
     core, apps = kube_api(args.kubeconfig, args.context)
-    workload = read_workload(apps, kind, namespace, name)
+    workload = until_answers(lambda: read_workload(apps, kind, namespace, name), args.timeout, terminal.note)
     if workload is None:
         raise BadArguments(f"no {kind.lower()} {namespace}/{name} on this kube context: deploy it (make up)")
     selector = ",".join(f"{k}={v}" for k, v in sorted(workload.spec.selector.match_labels.items()))

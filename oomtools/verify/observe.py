@@ -15,8 +15,10 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
+from oomtools.errors import root_cause
+from oomtools.kube_context import ContextProblem, chosen_context
 from oomtools.verify.arguments import BadArguments, Unreachable
 from workload import logfmt
 
@@ -28,6 +30,8 @@ POLL_SECONDS: Final = 1.0
 WORKLOAD_KINDS: Final = ("Deployment", "DaemonSet")
 STOPPED_LABEL: Final = "oom-killer.io/stopped"  # infra.kube.STOPPED_NODE_SELECTOR (not imported: it brings Pulumi)
 PROGRESS_SECONDS: Final = 15.0
+RETRY_SECONDS: Final = 2.0  # between two tries of an API server that does not answer
+T = TypeVar("T")
 
 
 def stack_outputs(stack: str, outputs: str | None) -> dict[str, Any]:
@@ -67,6 +71,11 @@ def stack_outputs(stack: str, outputs: str | None) -> dict[str, Any]:
         # A stack whose first pulumi up was stopped before it ended (a Ctrl-C, a killed CLI, a cluster that did not
         # answer) has no outputs, even where some of its objects were made (make e2e, test_faults.py). A later
         # update that fails keeps the last finished update's outputs.
+        if source.startswith("--outputs"):
+            raise BadArguments(
+                f"{source}: no outputs in it; give what `pulumi stack output --json` prints for a deployed stack "
+                "(namespace, workloadName)"
+            )
         raise BadArguments(
             f"stack {stack} has no outputs: it was never deployed, or its first pulumi up did not finish; "
             "run make up (pulumi up)"
@@ -85,24 +94,61 @@ def stack_outputs(stack: str, outputs: str | None) -> dict[str, Any]:
 
 
 def kube_api(kubeconfig: str | None, context: str | None) -> Any:
+    """The core and apps APIs of the chosen context. A kubeconfig that is not there or a context it lacks is the
+    user's mistake (BadArguments, exit 2), not a cluster that does not answer (exit 3)."""
     from kubernetes import client, config  # imported here: `--help` and bad arguments need no client
     from kubernetes.config.config_exception import ConfigException
 
     try:
-        api_client = config.new_client_from_config(config_file=kubeconfig, context=context)  # type: ignore[no-untyped-call]
+        chosen = chosen_context(kubeconfig, context)
+    except ContextProblem as problem:
+        raise BadArguments(str(problem)) from problem
+    try:
+        api_client = config.new_client_from_config(config_file=kubeconfig, context=chosen)  # type: ignore[no-untyped-call]
     except (ConfigException, OSError, TypeError) as error:
-        raise Unreachable(f"no usable kube context ({error})") from error
+        raise BadArguments(f"context {chosen}: unusable ({' '.join(str(error).split())})") from error
     return client.CoreV1Api(api_client), client.AppsV1Api(api_client)
 
 
+class NoAnswer(Unreachable):
+    """The API server did not answer at all (refused, timed out, no route): worth asking again."""
+
+
 def call(function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-    """An API call; a connection failure is Unreachable, an API error is raised as it is."""
+    """An API call; a connection failure is NoAnswer (one line: the server and what the socket said), an API error
+    is raised as it is."""
     import urllib3
 
     try:
         return function(*args, _request_timeout=10, **kwargs)
     except (urllib3.exceptions.HTTPError, OSError) as error:
-        raise Unreachable(f"the cluster does not answer ({error})") from error
+        api = getattr(getattr(function, "__self__", None), "api_client", None)
+        server = f" at {api.configuration.host}" if api is not None else ""
+        raise NoAnswer(f"the cluster{server} does not answer: {root_cause(error)}") from error
+
+
+def until_answers(
+    read: Callable[[], T],
+    timeout: float,
+    note: Callable[[str], None],
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> T:
+    """`read()`, asked again every RETRY_SECONDS while the API server does not answer, until `timeout` (verify's
+    --timeout) has passed: a cluster still coming up, or a tunnel being reopened, is waited for. The first miss is
+    said once; the last is raised."""
+    deadline = clock() + timeout
+    said = False
+    while True:
+        try:
+            return read()
+        except NoAnswer as error:
+            if clock() + RETRY_SECONDS > deadline:
+                raise
+            if not said:
+                note(f"verify: {error}; asking again every {RETRY_SECONDS:g} s until --timeout")
+                said = True
+            sleep(RETRY_SECONDS)
 
 
 def _not_found(error: Exception) -> bool:
