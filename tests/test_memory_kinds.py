@@ -155,7 +155,7 @@ def test_tmpfs_files_are_charged_as_shmem_and_the_kernel_kills_at_the_limit(
     assert sorted(p.name for p in tmpfs_dir.iterdir()) == ["not-the-hogs"]
 
 
-def test_on_kubernetes_a_tmpfs_runs_restart_is_killed_at_start_the_pods_cgroup_keeps_the_charge(
+def test_on_kubernetes_a_tmpfs_restart_starts_in_a_pod_still_full_and_is_killed_at_start_or_clears_it_first(
     make_cgroup: MakeCgroup, tmpfs_dir: Path
 ) -> None:
     """As the kubelet lays it out: the pod's cgroup with the pod's limit, each container's run in a cgroup of its own

@@ -106,6 +106,10 @@ BASELINE_PASSES = 15  # the quiet baseline: this many passes before any hog runs
 # runs the hogs' restarts (up to six interpreters starting at once, each capped at 100m) and, in CI, another test
 # suite at the same time: tens to a few hundred milliseconds a pass (measured: docs/safety.md).
 SLOWDOWN_BOUND_MS = 1000
+# And its pace, the median gap, may grow by no more than this over its quiet median: a reclaim stall on every pass
+# would move the median; the CPU the hogs' restarts take moves a few passes (medians measured 222 to 253 ms quiet,
+# 227 to 243 ms during: docs/safety.md). The README gives both bounds as what make e2e holds.
+MEDIAN_SLOWDOWN_BOUND_MS = 75
 NEIGHBOUR_PROGRAM = Path(neighbour.__file__).read_text()  # its source, run by the image's python3 with -c
 
 # -- the node -----------------------------------------------------------------------------------------------------
@@ -223,6 +227,13 @@ class Measured:
         return max(float(p["gap_ms"]) for p in self.during)
 
     @property
+    def median_slowdown_ms(self) -> float:
+        """How much the neighbour's median gap grew while the hogs were killed, over its quiet median."""
+        return statistics.median(float(p["gap_ms"]) for p in self.during) - statistics.median(
+            float(p["gap_ms"]) for p in self.baseline
+        )
+
+    @property
     def neighbour_restarts(self) -> int:
         return sum(int(s["restartCount"]) for s in self.neighbour["status"].get("containerStatuses", []))
 
@@ -257,7 +268,8 @@ class Measured:
             found.append("neighbour-restarted")
         if self.neighbour["status"]["phase"] != "Running" or any(p["ok"] != "true" for p in self.passes):
             found.append("neighbour-hurt")
-        if self.worst_gap_ms > self.baseline_ms + SLOWDOWN_BOUND_MS:
+        worst_over = self.worst_gap_ms > self.baseline_ms + SLOWDOWN_BOUND_MS
+        if worst_over or self.median_slowdown_ms > MEDIAN_SLOWDOWN_BOUND_MS:
             found.append("neighbour-slowed")
         if self.memory_pressure:
             found.append("memory-pressure")
@@ -425,6 +437,7 @@ def _report(m: Measured) -> None:
         f" neighbour_worst_gap_ms={m.worst_gap_ms:.0f} neighbour_median_gap_ms={statistics.median(during):.0f}"
         f" baseline_ms={m.baseline_ms:.0f} baseline_median_ms={statistics.median(quiet):.0f}"
         f" bound_ms={m.baseline_ms + SLOWDOWN_BOUND_MS:.0f}"
+        f" median_slowdown_ms={m.median_slowdown_ms:.0f} median_bound_ms={MEDIAN_SLOWDOWN_BOUND_MS}"
         f" neighbour_passes={len(m.during)} neighbour_held_mib={NEIGHBOUR_HOLD_MIB}"
         f" memory_pressure={str(m.memory_pressure).lower()} pressure_polls={m.pressure_polls}"
         f" replicas={m.replicas} running={len(m.running)} pending={len(m.pending)}"
@@ -501,6 +514,9 @@ def test_the_neighbour_is_never_restarted_hurt_or_slowed_past_the_bound(blast: M
     assert blast.worst_gap_ms <= blast.baseline_ms + SLOWDOWN_BOUND_MS, (
         f"the neighbour was slowed: a gap of {blast.worst_gap_ms:.0f} ms against a baseline's worst of"
         f" {blast.baseline_ms:.0f} ms"
+    )
+    assert blast.median_slowdown_ms <= MEDIAN_SLOWDOWN_BOUND_MS, (
+        f"the neighbour's pace fell: its median gap grew by {blast.median_slowdown_ms:.0f} ms over its quiet one"
     )
 
 
