@@ -310,8 +310,15 @@ def create(client: docker.DockerClient, pod: DeclaredPod, workdir: Path, keep: b
     options = run_options(pod, termination_file)
     if keep:
         options["labels"][KEPT_LABEL] = "true"
-    with interrupt_held():
-        return client.containers.create(name=container_name(), **options), termination_file
+    created: list[Container] = []
+    try:
+        with interrupt_held():
+            created.append(client.containers.create(name=container_name(), **options))
+    except KeyboardInterrupt:  # pressed while the engine made it: made, so removed before the interrupt goes on
+        for container in created:
+            remove(container)
+        raise
+    return created[0], termination_file
 
 
 def start(client: docker.DockerClient, pod: DeclaredPod, workdir: Path) -> tuple[Container, Path]:
@@ -478,22 +485,21 @@ def rehearse(
         if on_phase is not None:
             on_phase("creating the container (the engine copies the image for it)")
         container, termination_file = create(client, pod, Path(workdir), keep=keep)
-        stopper = threading.Timer(stop_after_holding, container.stop, kwargs={"timeout": grace})
-
-        seen_child_exit = False
-
-        def watch(line: str) -> None:
-            nonlocal seen_child_exit
-            # Held at a ceiling; or a supervised worker killed and a new one started in the container that lived.
-            restarted = seen_child_exit and line.startswith("event=start ")
-            seen_child_exit = seen_child_exit or line.startswith("event=child_exit ")
-            if (line.startswith("event=holding ") or restarted) and stopper.ident is None:
-                stopper.start()
-            if on_line is not None:
-                on_line(line)
-
         ended = False
-        try:
+        stopper = threading.Timer(stop_after_holding, container.stop, kwargs={"timeout": grace})
+        try:  # from the container's creation on: every way out removes it
+            seen_child_exit = False
+
+            def watch(line: str) -> None:
+                nonlocal seen_child_exit
+                # Held at a ceiling; or a supervised worker killed and a new one started in the container that lived.
+                restarted = seen_child_exit and line.startswith("event=start ")
+                seen_child_exit = seen_child_exit or line.startswith("event=child_exit ")
+                if (line.startswith("event=holding ") or restarted) and stopper.ident is None:
+                    stopper.start()
+                if on_line is not None:
+                    on_line(line)
+
             container.start()
             if on_phase is not None:
                 on_phase(f"started {container.name}")

@@ -39,7 +39,7 @@ TARGETS = (
     Target("oomtools/verify/fleet.py", ("tests/test_verify_fleet.py",)),
     Target("oomtools/verdict.py", ("tests/test_demo.py", "tests/test_verify_golden.py")),
     Target("workload/predict.py", ("tests/test_workload_steps.py", "tests/test_program.py", "tests/test_verify.py")),
-    Target("infra/table.py", ("tests/test_settings.py", "tests/test_settings_table.py")),
+    Target("infra/table.py", ("tests/test_settings.py", "tests/test_settings_table.py", "tests/test_demo.py")),
 )
 
 # What the copy leaves out: the virtualenvs (linked instead), git's and the tools' own state.
@@ -88,6 +88,10 @@ def config(target: Target, copied: Path) -> str:
         # No cache of earlier runs, no stopping at the first failure (pyproject's addopts say -x for make test).
         "pytest_add_cli_args=-p\n\tno:cacheprovider\n\t--hypothesis-profile=mutation",
         "also_copy=" + "\n\t".join(also),
+        # Each mutant's tests run in a process forked from a server that has only collected them: forked straight
+        # from mutmut's own process, which ran the suite once for its timings, every test that renders the program
+        # under Pulumi's mocks hung (grpc's and asyncio's threads do not survive a fork) and counted as a timeout.
+        "process_isolation=forkserver",
     ]
     return "\n".join(lines) + "\n"
 

@@ -21,6 +21,7 @@ import pytest
 
 from oomtools import alert_client as prom
 from oomtools import demo, rehearsal, verify
+from oomtools.verify import observe
 from tests import test_verify_golden as golden
 
 LIMIT_MIB = 128
@@ -153,6 +154,7 @@ def run_verify(argv: list[str], monkeypatch: pytest.MonkeyPatch) -> Said:
     fake = golden.FakeTime()
     cluster = game_day_cluster(fake)
     monkeypatch.setattr(time, "sleep", fake.sleep)
+    monkeypatch.setattr(observe, "chosen_context", lambda _kubeconfig, _context: "fake")  # no kubeconfig to read
     monkeypatch.setattr(kubernetes.config, "new_client_from_config", lambda **_: cluster.api_client)
     monkeypatch.setattr(kubernetes.client, "CoreV1Api", lambda _client: cluster)
     monkeypatch.setattr(kubernetes.client, "AppsV1Api", lambda _client: cluster)

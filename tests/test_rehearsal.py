@@ -66,3 +66,34 @@ def test_a_cpu_limit_below_the_kubelets_smallest_quota_is_raised_to_it(tmp_path:
     for millicores, expected in (("5", 10_000_000), ("10", 10_000_000), ("250", 250_000_000)):
         pod = stack_pod("dev", {"cpuMillicores": millicores})
         assert run_options(pod, tmp_path / "termination-log")["nano_cpus"] == expected
+
+
+class _Made:
+    """A container as the engine answers a create: removing it is all this test looks at."""
+
+    name = "oom-killer-rehearsal-made"
+
+    def __init__(self) -> None:
+        self.removed = False
+
+    def remove(self, force: bool) -> None:
+        self.removed = force
+
+
+def test_ctrl_c_while_the_engine_creates_the_container_removes_what_it_made(tmp_path: Path) -> None:
+    # The race make test's Ctrl-C test met under load: the interrupt lands while the engine is making the
+    # container. The engine makes it all the same, so the answer must not be dropped with the interrupt.
+    import os
+    import signal
+    from types import SimpleNamespace
+
+    made = _Made()
+
+    def create_under_ctrl_c(**_options: object) -> _Made:
+        os.kill(os.getpid(), signal.SIGINT)  # pressed now, delivered while the engine has not answered yet
+        return made
+
+    client = SimpleNamespace(containers=SimpleNamespace(create=create_under_ctrl_c))
+    with pytest.raises(KeyboardInterrupt):
+        rehearsal.create(client, stack_pod("dev", {}), tmp_path)  # type: ignore[arg-type]
+    assert made.removed, "the container the engine made under the interrupt was left behind"

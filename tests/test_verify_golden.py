@@ -27,6 +27,7 @@ import pytest
 
 from oomtools import alert_client as prom
 from oomtools import demo, rehearsal, verify
+from oomtools.verify import observe
 
 GOLDEN = Path(__file__).parent / "golden" / "verdicts.txt"
 T0 = datetime.datetime(2026, 11, 30, 12, 0, 0, tzinfo=datetime.UTC)
@@ -500,6 +501,7 @@ def run_verify(scenario: Run, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -
     fake = FakeTime()
     cluster = scenario.cluster(fake)
     monkeypatch.setattr(time, "sleep", fake.sleep)
+    monkeypatch.setattr(observe, "chosen_context", lambda _kubeconfig, _context: "fake")  # no kubeconfig to read
     monkeypatch.setattr(kubernetes.config, "new_client_from_config", lambda **_: cluster.api_client)
     monkeypatch.setattr(kubernetes.client, "CoreV1Api", lambda _client: cluster)
     monkeypatch.setattr(kubernetes.client, "AppsV1Api", lambda _client: cluster)
