@@ -34,7 +34,10 @@ class Target:
 
 
 TARGETS = (
-    Target("oomtools/verify/judge.py", ("tests/test_verify.py", "tests/test_verify_golden.py")),
+    Target(
+        "oomtools/verify/judge.py",
+        ("tests/test_verify.py", "tests/test_verify_judge.py", "tests/test_verify_golden.py"),
+    ),
     Target("oomtools/verify/detectors.py", ("tests/test_verify_detectors.py",)),
     Target("oomtools/verify/fleet.py", ("tests/test_verify_fleet.py",)),
     Target("oomtools/verdict.py", ("tests/test_demo.py", "tests/test_verify_golden.py")),

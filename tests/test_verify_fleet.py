@@ -3,6 +3,7 @@ what a node is, and the verdict per node from what was observed on it."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 from typing import Any
 
@@ -155,3 +156,99 @@ def test_a_fleet_with_a_node_selected_is_judged_by_its_nodes() -> None:
     assert fleet.fleet_item([as_predicted, late]).status == verdict.FAILED
     # a group that checked something is written as its nodes alone
     assert [c.name for c in judge.verdict([fleet.fleet_item([as_predicted, left_out])]).cases()] == ["node a", "node b"]
+
+
+@pytest.mark.parametrize(
+    ("toleration", "taint", "tolerated"),
+    [
+        ({"key": "a", "value": "x"}, {"key": "a", "value": "x", "effect": "NoSchedule"}, True),  # Equal by default
+        ({"key": "a", "value": "x"}, {"key": "a", "value": "y", "effect": "NoSchedule"}, False),
+        ({"key": "a"}, {"key": "a", "effect": "NoSchedule"}, True),  # no value on either side: equal
+        ({"key": "a"}, {"key": "a", "value": "x", "effect": "NoSchedule"}, False),
+        ({"key": "a", "value": "x", "operator": "Equal"}, {"key": "a", "effect": "NoSchedule"}, False),
+    ],
+)
+def test_an_equal_toleration_is_the_default_and_compares_values_a_missing_one_as_empty(
+    toleration: dict[str, str], taint: dict[str, str], tolerated: bool
+) -> None:
+    assert fleet.tolerates(toleration, taint) is tolerated
+
+
+def test_a_noexecute_taint_keeps_the_pod_off_and_a_bare_node_takes_it() -> None:
+    evicting = {"key": "maintenance", "effect": "NoExecute"}
+    assert fleet.selection(node("a", taints=[evicting]), POD_SPEC) == "taint maintenance:NoExecute"
+    assert fleet.selection({"metadata": {"name": "bare"}}, {}) is None  # no labels, no spec: nothing keeps it off
+
+
+UNKNOWN_NODE = {"kernel": "?", "kubelet": "?", "runtime": "?", "allocatable_memory": "?"}
+KNOWN_NODE = {"kernel": "6.1.0", "kubelet": "v1.37.2", "runtime": "containerd://2.4.2", "allocatable_memory": "2000Mi"}
+
+
+@pytest.mark.parametrize(
+    ("start", "told"),
+    [
+        (None, {"cgroup": "?", "driver": "?", "oom_group": "?", "memory_high": "?", "swap": "?"}),
+        (
+            {**START, "memory_high_mib": "96", "swap_max_mib": "0"},
+            {"cgroup": "v2", "driver": "systemd", "oom_group": "1", "memory_high": "96", "swap": "0"},
+        ),
+        (  # a systemd slice whose container's cgroup is no .scope (an older containerd's)
+            {"cgroup": "v2:/kubepods.slice/kubepods-pod1.slice/abc"},
+            {"cgroup": "v2", "driver": "systemd", "oom_group": "?", "memory_high": "none", "swap": "none"},
+        ),
+        (
+            {"cgroup": "v1:/kubepods/burstable/pod1/abc"},
+            {"cgroup": "v1", "driver": "cgroupfs", "oom_group": "n/a", "memory_high": "none", "swap": "none"},
+        ),
+        ({"event": "start"}, {"cgroup": "?", "driver": "?", "oom_group": "?", "memory_high": "none", "swap": "none"}),
+    ],
+)
+def test_each_fact_of_a_node_as_the_fleet_table_shows_it(start: dict[str, str] | None, told: dict[str, str]) -> None:
+    assert fleet.facts(node("a"), start) == {**KNOWN_NODE, **told}
+    assert fleet.facts({"metadata": {"name": "a"}}, start) == {**UNKNOWN_NODE, **told}
+
+
+def test_each_nodes_verdict_says_what_happened_and_what_the_node_is() -> None:
+    prediction = verify.Prediction(True, False, 6, 8, 1, KillRange(7, 8, 8, 0))
+    observed = verify.Observed()
+    # Two kills on node a, seen in the other order; one on node early, before the announced steps and late.
+    observed.deaths = {"2": oom("pod-a", "2", 8), "1": oom("pod-a", "1", 7), "3": oom("pod-early", "3", 30, step=3)}
+    earlier = datetime.timedelta(seconds=60)
+    observed.deaths["1"] = dataclasses.replace(
+        observed.deaths["1"],
+        started_at=observed.deaths["1"].started_at - earlier,
+        finished_at=observed.deaths["1"].finished_at - earlier,
+    )
+    observed.pod_nodes = {"pod-a": "a", "pod-early": "early"}
+    nodes = [node("a"), node("early"), node("idle"), node("web", {"pool": "web"})]
+    verdicts = fleet.FleetScope(nodes, POD_SPEC, prediction, 1).judge(observed, {"a": START})
+    assert [(v.node, v.verdict, v.happened) for v in verdicts] == [
+        ("a", fleet.AS_PREDICTED, "OOM-killed 2 times, at 7,8 s from start"),
+        (
+            "early",
+            fleet.DIFFERS,
+            "each kill in an announced step (predicted_steps=7..8 seen=4(early)); "
+            "each kill on time (predicted=6..8s seen=30)",
+        ),
+        ("idle", fleet.NOT_SCHEDULED, "not scheduled: no pod of the DaemonSet was seen there"),
+        ("web", fleet.NOT_SELECTED, "not selected: nodeSelector pool=oom"),
+    ]
+    unran = {"cgroup": "?", "driver": "?", "oom_group": "?", "memory_high": "?", "swap": "?"}
+    assert [v.facts for v in verdicts] == [
+        fleet.facts(node("a"), START),
+        {**KNOWN_NODE, **unran},
+        {**KNOWN_NODE, **unran},
+        {**KNOWN_NODE, **unran},
+    ]
+    assert [c.name for c in verdicts[0].checks] == [c.name for c in verdicts[1].checks]
+    assert [c.ok for c in verdicts[0].checks] == [True] * 4  # kills, no other death, steps, time
+    assert verdicts[2].checks == verdicts[3].checks == []
+
+
+def test_a_held_node_says_so() -> None:
+    held = verify.Prediction(False, False, None, None, 1)
+    observed = verify.Observed()
+    observed.pod_nodes = {"pod-a": "a"}
+    observed.running = {("pod-a", "oom-killer")}
+    (verdict_of_a,) = fleet.FleetScope([node("a")], POD_SPEC, held, 1).judge(observed, {})
+    assert (verdict_of_a.verdict, verdict_of_a.happened) == (fleet.AS_PREDICTED, "held, as predicted")

@@ -49,12 +49,12 @@ def tolerates(toleration: dict[str, Any], taint: dict[str, Any]) -> bool:
 def selection(node: dict[str, Any], pod_spec: dict[str, Any]) -> str | None:
     """Why the DaemonSet's pod may not go to this node (None: it may): a nodeSelector label the node lacks, or a
     taint that keeps pods off that no toleration takes."""
-    labels = node.get("metadata", {}).get("labels", {}) or {}
+    labels = (node.get("metadata") or {}).get("labels") or {}
     for key, value in (pod_spec.get("nodeSelector") or {}).items():
         if labels.get(key) != value:
             return f"nodeSelector {key}={value}"
     tolerations = [*(pod_spec.get("tolerations") or []), *DAEMONSET_TOLERATIONS]
-    for taint in node.get("spec", {}).get("taints", []) or []:
+    for taint in (node.get("spec") or {}).get("taints") or []:
         if taint.get("effect") in ("NoSchedule", "NoExecute") and not any(tolerates(t, taint) for t in tolerations):
             value = f"={taint['value']}" if taint.get("value") else ""
             return f"taint {taint['key']}{value}:{taint['effect']}"
@@ -63,8 +63,8 @@ def selection(node: dict[str, Any], pod_spec: dict[str, Any]) -> str | None:
 
 def facts(node: dict[str, Any], start: dict[str, str] | None) -> dict[str, str]:
     """What the node is: from its object, and from the hog's start line where one ran there."""
-    info = node.get("status", {}).get("nodeInfo", {}) or {}
-    allocatable = node.get("status", {}).get("allocatable", {}) or {}
+    status = node.get("status") or {}
+    info, allocatable = status.get("nodeInfo") or {}, status.get("allocatable") or {}
     found = {
         "kernel": str(info.get("kernelVersion", "?")),
         "kubelet": str(info.get("kubeletVersion", "?")),
