@@ -40,7 +40,10 @@ TARGETS = (
     ),
     Target("oomtools/verify/detectors.py", ("tests/test_verify_detectors.py",)),
     Target("oomtools/verify/fleet.py", ("tests/test_verify_fleet.py",)),
-    Target("oomtools/verdict.py", ("tests/test_demo.py", "tests/test_verify_golden.py")),
+    Target(
+        "oomtools/verdict.py",
+        ("tests/test_verdict.py", "tests/test_demo.py", "tests/test_verify_judge.py", "tests/test_verify_golden.py"),
+    ),
     Target("workload/predict.py", ("tests/test_workload_steps.py", "tests/test_program.py", "tests/test_verify.py")),
     Target("infra/table.py", ("tests/test_settings.py", "tests/test_settings_table.py", "tests/test_demo.py")),
 )
