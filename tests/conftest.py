@@ -11,9 +11,12 @@ from hypothesis import HealthCheck, settings
 from oomtools.rehearsal import DeclaredPod, build_image, stack_pod
 from tests.support import CONTAINER_LIMIT_MIB, docker_engine
 
-# make mutation (tests/mutation.py) runs tests through mutmut's trampolines, many times slower: there, with
-# --hypothesis-profile=mutation, no deadline and no complaint that generating examples is slow.
-settings.register_profile("mutation", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# No deadline per example and no complaint that generating examples is slow: what the property tests hold is the
+# answer, not its speed, and make test runs beside make e2e on two cores (a 200 ms deadline there fails at random).
+# make mutation (tests/mutation.py) runs them through mutmut's trampolines, slower still, with its own name for it.
+for profile in ("oom-killer", "mutation"):
+    settings.register_profile(profile, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("oom-killer")
 
 
 @pytest.fixture(scope="session")

@@ -188,3 +188,13 @@ def test_no_throttled_field_without_a_memory_high(tmp_path: Path) -> None:
     fields = logfmt.parse(step_line(1, 10, 20 * MIB, cgroup, Counters(cgroup), 0.01))
     assert "throttled" not in fields
     assert fields["high_events"] == "0"
+
+
+def test_two_ranges_are_equal_only_field_for_field() -> None:
+    # Every assertion above compares a prediction with ==: a KillRange equal to any other would pass them all.
+    announced = KillRange(7, 8, 8, 1000)
+    assert announced == KillRange(7, 8, 8, 1000)
+    assert hash(announced) == hash(KillRange(7, 8, 8, 1000))
+    for other in (KillRange(6, 8, 8, 1000), KillRange(7, 7, 8, 1000), KillRange(7, 8, 9, 1000), KillRange(7, 8, 8, 0)):
+        assert announced != other
+    assert announced != (7, 8, 8, 1000)
