@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from infra.settings import DEFAULTS, ConfigError, load_settings
-from infra.table import ROWS, RULES, SETTINGS, Invalid
+from infra.table import ROWS, RULES, SETTINGS, Invalid, Toleration, default_namespace, parse_tolerations
 from oomtools import config_files
 from oomtools.arguments import UsageError, setting_names, stack_overrides
 from oomtools.render import render
@@ -25,7 +25,9 @@ def _mocks() -> None:
 
 
 def load(config: dict[str, str]) -> object:
-    pulumi.runtime.set_all_config({f"oom-killer:{k}": v for k, v in config.items()})
+    """The settings of this config; a password is given as `pulumi config set --secret` stores it."""
+    secret = [f"oom-killer:{k}" for k in config if k == "registryPassword"]
+    pulumi.runtime.set_all_config({f"oom-killer:{k}": v for k, v in config.items()}, secret)
     return load_settings()
 
 
@@ -92,8 +94,32 @@ BREAKS = {
         "platform": "linux/amd64",
         "registryUsername": "robot",
     },
-    "registry credentials are for a push": {"registryUsername": "robot"},
+    "registry credentials are for a push": {"registryUsername": "robot", "registryPassword": "secret"},
     "labels are for a declared PrometheusRule": {"prometheusRuleLabels": "release=x"},
+}
+
+
+# The one line each says, as `pulumi up` and `--set` print it: the setting, its value, why, and what to do.
+REFUSALS = {
+    "a step leaves room for the interpreters": "memoryIncrementMb=49: must be at most 48: memoryLimitMb (64) less up "
+    "to 16 MiB the interpreter takes, or the container is killed before its first step",
+    "a ceiling leaves room for the interpreters": "memoryCeilingMb=113: must be 0 (no ceiling) or at most 112: "
+    "memoryLimitMb (128) less up to 16 MiB the interpreter takes, so that it surely holds there (for a kill, set 0)",
+    "scope=node runs one pod per node": "replicas=2: must be 1 (or 0 to stop the pods) for scope=node: scope=node "
+    "runs one pod per selected node",
+    "the namespace is the stack's own": "namespace='kube-system': must be a namespace of its own: the stack creates "
+    "it and `pulumi destroy` deletes it with all it holds",
+    "a prebuilt image or a build to push": "image='a:1': is a prebuilt image, so nothing is built to push to "
+    "imageRepository: set only one of the two",
+    "a pushed build names its platform": "platform='': must name your nodes' os/arch for a pushed image, e.g. "
+    "`pulumi config set platform linux/amd64` (kubectl get nodes -o "
+    "jsonpath='{.items[*].status.nodeInfo.architecture}')",
+    "registry credentials go together": "registryUsername='robot': and registryPassword go together: set both, or "
+    "neither to use your docker login",
+    "registry credentials are for a push": "registryUsername='robot': is only used to push to imageRepository, "
+    "which is not set",
+    "labels are for a declared PrometheusRule": "prometheusRuleLabels='release=x': label the PrometheusRule, which "
+    "is not declared: `pulumi config set prometheusRule true`",
 }
 
 
@@ -104,6 +130,7 @@ def test_each_rule_refuses_its_key_alone(rule: object) -> None:
     with pytest.raises(ConfigError) as caught:
         load(config)
     assert caught.value.key == rule.key
+    assert str(caught.value) == f"invalid config oom-killer:{REFUSALS[rule.name]}"
     assert rule.refuses(
         {**{r.key: r.parse(None) for r in ROWS}, **{k: SETTINGS[k].parse(v) for k, v in config.items()}}
     )
@@ -165,3 +192,82 @@ def test_a_refusal_from_the_table_is_the_programs_line() -> None:
     with pytest.raises(ConfigError) as program:
         load({"replicas": "101"})
     assert str(caught.value) == str(program.value) == "invalid config oom-killer:replicas=101: must be from 0 to 100"
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        {"memoryLimitMb": "64", "memoryIncrementMb": "48"},  # a step of exactly the room left
+        {"memoryLimitMb": "128", "memoryCeilingMb": "112"},  # a ceiling at exactly the room left
+        {"memoryLimitMb": "128", "processModel": "supervised", "memoryCeilingMb": "96"},
+        {"scope": "node", "replicas": "0"},  # the stack's pods stopped
+        {"scope": "node", "replicas": "1"},
+        {"namespace": "kubernetes-lab"},  # kube- is the system's prefix; this is not it
+        {"registryUsername": "robot", "registryPassword": "secret", "imageRepository": "ghcr.io/a/b",
+         "platform": "linux/amd64"},
+        {"prometheusRule": "True", "prometheusRuleLabels": "release=x"},  # as YAML spells true
+    ],
+)  # fmt: skip
+def test_a_value_at_each_rules_edge_is_taken(config: dict[str, str]) -> None:
+    assert load(config)
+
+
+@pytest.mark.parametrize(
+    ("config", "refusal"),
+    [
+        (
+            {"memoryLimitMb": "128", "processModel": "supervised", "memoryCeilingMb": "97"},
+            "memoryCeilingMb=97: must be 0 (no ceiling) or at most 96 for processModel=supervised: memoryLimitMb "
+            "(128) less up to 16 MiB for each of two interpreters, so that it surely holds there",
+        ),
+        (
+            {"memoryLimitMb": "128", "processModel": "supervised", "memoryIncrementMb": "97"},
+            "memoryIncrementMb=97: must be at most 96 for processModel=supervised: memoryLimitMb (128) less up to "
+            "16 MiB for each of two interpreters, or the worker is killed before its first step",
+        ),
+        (
+            {"namespace": "default"},
+            "namespace='default': must be a namespace of its own: the stack creates it and `pulumi destroy` deletes "
+            "it with all it holds",
+        ),
+        ({"prometheusRule": "TRUE"}, "prometheusRule='TRUE': must be true or false"),
+        (
+            {"registryPassword": "secret", "imageRepository": "ghcr.io/a/b", "platform": "linux/amd64"},
+            "registryUsername='': and registryPassword go together: set both, or neither to use your docker login",
+        ),
+        (
+            {"tolerations": "a=b:Bad"},
+            "tolerations='a=b:Bad': must be key=value:Effect, key:Effect, key=value or key, comma-separated: 'Bad' "
+            "(for a=b) is not an effect: NoSchedule, PreferNoSchedule, NoExecute",
+        ),
+    ],
+)
+def test_each_refusal_names_the_setting_its_value_and_the_bound_for_the_model(
+    config: dict[str, str], refusal: str
+) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load(config)
+    assert str(caught.value) == f"invalid config oom-killer:{refusal}"
+
+
+def test_tolerations_read_as_kubectl_taint_writes_taints() -> None:
+    assert parse_tolerations(" gpu=yes:NoSchedule, dedicated:NoExecute ,spot=true,any ,") == (
+        Toleration("gpu", "yes", "NoSchedule"),
+        Toleration("dedicated", None, "NoExecute"),
+        Toleration("spot", "true", ""),
+        Toleration("any", None, ""),
+    )
+    assert [t.operator for t in parse_tolerations("a=b,a")] == ["Equal", "Exists"]
+    assert parse_tolerations("a=:NoSchedule") == (Toleration("a", "", "NoSchedule"),)  # Equal to the empty value
+    for bad in ("a:Never", "a=b:NoSchedule:NoExecute", "a b:NoSchedule", "=b"):
+        with pytest.raises(ValueError, match=r".") as caught:
+            parse_tolerations(bad)
+        assert "\n" not in str(caught.value), bad
+
+
+@pytest.mark.parametrize(
+    ("stack", "namespace"),
+    [("dev", "oom-killer-dev"), ("Team_A.prod", "oom-killer-team-a-prod"), ("x" * 80, ("oom-killer-" + "x" * 80)[:63])],
+)
+def test_a_stacks_own_namespace_is_a_valid_name_made_from_the_stacks(stack: str, namespace: str) -> None:
+    assert default_namespace(stack) == namespace
