@@ -194,6 +194,7 @@ def test_the_kills_are_the_oomkilled_deaths_and_the_worker_kills_numbered_per_co
     assert kills[0].container == CONTAINER_NAME
     assert kills[0].hog_line == HOG_LINE
     assert kills[0].label == f"{POD}/{CONTAINER_NAME}@12:00:07"
+    assert (kills[1].pod, kills[1].container) == (WORKERS_POD, "worker")  # the worker's pod and container
     assert logfmt.parse(kills[1].hog_line) == {
         "event": "child_exit",
         "signal": "SIGKILL",
@@ -286,6 +287,15 @@ def test_cadvisor_saw_worker_kill_n_once_the_containers_counter_reached_n() -> N
     assert seen(second, samples=prometheus, until=40)["cadvisor"] == "no"  # not yet scraped then
 
 
+@pytest.mark.parametrize("label", ["id", "name"])
+def test_cadvisor_finds_the_container_by_its_id_or_its_name_label_alone(label: str) -> None:
+    # cAdvisor's series carry the runtime's ID in `id` (the cgroup path) and in `name`; some setups only one of them.
+    prometheus = FakePrometheus()
+    labels = pod_labels(pod=WORKERS_POD, container="worker")
+    prometheus.add(CADVISOR, {**labels, label: "/kubepods/burstable/podu2/w1"}, (ts(15), 1))
+    assert seen(a_worker_kill(12, 1), samples=prometheus)["cadvisor"] == "yes"
+
+
 def test_cadvisor_counts_only_the_series_of_the_container_the_kill_was_in() -> None:
     prometheus = FakePrometheus()
     cadvisor_series(prometheus, "w0", (ts(15), 1), (ts(35), 2))
@@ -312,6 +322,14 @@ def test_cadvisor_counts_only_the_series_of_the_container_the_kill_was_in() -> N
         ([event(POD, "OOMKilling", "Memory cgroup out of memory", None, at(-60))], "no"),
         ([event("web-6f7d-abc", "OOMKilling", "Memory cgroup out of memory", at(9))], "no"),
         ([event(POD, "Started", "Started container oom-killer", at(9))], "no"),
+        # the OOM in the message alone (a runtime's own reason), after another pod's event
+        (
+            [
+                event("web-6f7d-abc", "OOMKilling", "Memory cgroup out of memory", at(9)),
+                event(POD, "ContainerDied", "OOM: the kernel killed python", at(9)),
+            ],
+            "yes",
+        ),
         ([], "no"),
         (None, "-"),  # no right to list events: not read, rather than a "no" that would be a finding
     ],
@@ -767,3 +785,21 @@ def test_collect_does_not_wait_for_a_signal_it_cannot_read() -> None:
     assert coverage.seen["delivered ContainerOOMKilled"] == UNREAD
     assert coverage.seen["alert ContainerOOMKilled"] == "yes"
     assert time.slept == []
+
+
+@pytest.mark.parametrize(
+    ("detector", "kinds"),
+    [
+        ("pod_status", {CONTAINER, AT_START}),
+        ("kube_state_metrics", {CONTAINER, AT_START}),
+        ("cadvisor", {WORKER}),
+        ("hog_line", {CONTAINER, WORKER}),
+        ("kubelet_event", set()),  # made for no kill: reported, never judged
+        ("alert ContainerOOMKilled", {CONTAINER, AT_START}),
+        ("delivered ContainerOOMKillWithoutRestart", {WORKER}),
+        ("alert ContainerCrashLooping", set()),  # not expected by these settings
+    ],
+)
+def test_each_detector_is_held_to_the_kinds_of_kill_it_is_made_to_see(detector: str, kinds: set[str]) -> None:
+    expected = {"ContainerOOMKilled": True, "ContainerOOMKillWithoutRestart": True, "ContainerCrashLooping": False}
+    assert detectors.expected_kinds(detector, expected) == kinds
