@@ -144,7 +144,7 @@ def kill_step(last_line: str) -> int:
     return int(logged) + 1 if logged.isdigit() else 1
 
 
-def killed_at_start(restarts_into_full_pod: bool, last_line: str, first_run: bool = False) -> bool:
+def killed_at_start(restarts_into_full_pod: bool, last_line: str, first_run: bool) -> bool:
     """A restart in a pod a killed run's charge still fills (kinds.restarts_into_full_pod), killed before its first
     step line: as predicted for such a pod, and held to no step or time. Never the pod's first run: nothing filled
     its pod before it, so it is held to the steps and the time as any run (killed before a step, it came early)."""

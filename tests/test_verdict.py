@@ -128,6 +128,15 @@ def test_each_restart_is_held_to_its_own_start_line() -> None:
     ]
     kills = verdict.kills_against_announced(events, container_killed=True)
     assert [(kill.step, kill.where) for kill in kills] == [(1, verdict.BEFORE_START), (8, "2/2"), (3, "early")]
+    # A worker killed again before its restart logged a start line announced nothing: it is before start, step 1.
+    again = [
+        START,
+        *steps(7),
+        {"event": "child_exit", "signal": "SIGKILL"},
+        {"event": "child_exit", "signal": "SIGKILL"},
+    ]
+    kills = verdict.kills_against_announced(again, container_killed=False)
+    assert [(kill.step, kill.where) for kill in kills] == [(8, "2/2"), (1, verdict.BEFORE_START)]
 
 
 def test_a_page_cache_hog_that_held_reports_its_charge_and_missing_figures_as_none() -> None:
@@ -165,6 +174,9 @@ def test_a_supervised_workers_kill_counts_the_kills_and_the_kernels_count() -> N
     assert (judged.happened, judged.predicted) == (kinds.WORKER_KILLED, kinds.WORKER_KILLED)
     assert judged.fields["oom_group"] == "0"
     assert (judged.fields["worker_kills"], judged.fields["oom_kill_count"]) == (2, "2")
+    assert judged.fields["killed_in_step"] == "8,8"  # the verdict line's fields, one entry per kill
+    assert judged.fields["announced_steps"] == "7..8,7..8"
+    assert judged.fields["where"] == "2/2,2/2"
     assert judged.fields["container_survived"] is True
     assert judged.item.ok
     events[-1] = {"event": "child_exit", "signal": "SIGKILL"}

@@ -196,6 +196,10 @@ KNOWN_NODE = {"kernel": "6.1.0", "kubelet": "v1.37.2", "runtime": "containerd://
             {"cgroup": "v2:/kubepods.slice/kubepods-pod1.slice/abc"},
             {"cgroup": "v2", "driver": "systemd", "oom_group": "?", "memory_high": "none", "swap": "none"},
         ),
+        (  # a systemd scope outside any slice (a runtime that made its own scope)
+            {"cgroup": "v2:/cri-containerd-abc.scope", "oom_group": "1"},
+            {"cgroup": "v2", "driver": "systemd", "oom_group": "1", "memory_high": "none", "swap": "none"},
+        ),
         (
             {"cgroup": "v1:/kubepods/burstable/pod1/abc"},
             {"cgroup": "v1", "driver": "cgroupfs", "oom_group": "n/a", "memory_high": "none", "swap": "none"},
