@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -198,3 +199,44 @@ def test_two_ranges_are_equal_only_field_for_field() -> None:
     for other in (KillRange(6, 8, 8, 1000), KillRange(7, 7, 8, 1000), KillRange(7, 8, 9, 1000), KillRange(7, 8, 8, 0)):
         assert announced != other
     assert announced != (7, 8, 8, 1000)
+
+
+# A 16 MiB step with its page tables (1/512 of it) takes exactly this many bytes: four fit in four of them.
+STEP_WITH_PAGE_TABLES = 16 * MIB * 513 // 512
+
+
+@pytest.mark.parametrize(
+    ("limit", "charged", "more", "expected"),
+    [
+        (64 * MIB + 4 * STEP_WITH_PAGE_TABLES, 64 * MIB, {}, 5),  # four steps fit to the byte: the fifth is killed
+        (64 * MIB + 4 * STEP_WITH_PAGE_TABLES - 1, 64 * MIB, {}, 4),  # one byte less: the fourth
+        (64 * MIB + 4 * STEP_WITH_PAGE_TABLES - 1, 64 * MIB, {"reclaimable_bytes": 0}, 4),
+        (4 * STEP_WITH_PAGE_TABLES - 1, 0, {"reclaimable_bytes": 5 * MIB}, 4),  # nothing charged, nothing to take back
+        # what the kernel may take back but the working set keeps (no inactive file pages) moves only the latest
+        (
+            64 * MIB + 4 * STEP_WITH_PAGE_TABLES - 1,
+            64 * MIB,
+            {"reclaimable_bytes": 8 * MIB, "inactive_file_bytes": 0},
+            4,
+        ),
+    ],
+)
+def test_the_expected_step_is_exact_to_the_byte_at_a_steps_edge(
+    limit: int, charged: int, more: dict[str, int], expected: int
+) -> None:
+    kill = predict_kill(limit, charged, 16, 0, None, **more)
+    assert kill is not None
+    assert kill.expected == expected
+
+
+def test_a_ceiling_the_expected_step_passes_caps_the_latest_at_the_step_that_reaches_it() -> None:
+    # 88 MiB of room, 32 MiB of page cache the working set leaves out: expected in 6, latest 8 without a ceiling.
+    args = (128 * MIB, 40 * MIB, 16, 0)
+    cache = {"reclaimable_bytes": 32 * MIB, "inactive_file_bytes": 0}
+    assert predict_kill(*args, None, **cache) == KillRange(6, 6, 8, 0)
+    # A ceiling at 100 MiB is reached in step 7: the hog stops growing there, so no kill comes later than 7.
+    assert predict_kill(*args, 100, **cache) == KillRange(6, 6, 7, 0)
+    # A ceiling the room holds, to the MiB: it holds there, no kill.
+    assert predict_kill(*args, 88, **cache) is None
+    assert predict_kill(128 * MIB, 28 * MIB, 16, 0, 100) is None
+    assert predict_kill(128 * MIB, 28 * MIB, 16, 0, 101) == KillRange(7, 7, 7, 0)

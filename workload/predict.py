@@ -70,12 +70,10 @@ class KillRange:
         return f"KillRange({self.earliest}..{self.latest}, expected {self.expected}, every {self.interval_ms} ms)"
 
 
-def first_step_past(room: int, increment_bytes: int, divisor: int | None = None) -> int:
+def first_step_past(room: int, increment_bytes: int, divisor: int) -> int:
     """The first step whose allocation (plus 1/divisor of it, the kernel's growth with it) needs more than room."""
     if room < 0:
         return 1
-    if divisor is None:
-        return room // increment_bytes + 1
     # s * increment * (divisor + 1) / divisor > room  <=>  s > room * divisor / (increment * (divisor + 1))
     return room * divisor // (increment_bytes * (divisor + 1)) + 1
 
