@@ -206,6 +206,7 @@ def test_a_refusal_from_the_table_is_the_programs_line() -> None:
         {"registryUsername": "robot", "registryPassword": "secret", "imageRepository": "ghcr.io/a/b",
          "platform": "linux/amd64"},
         {"prometheusRule": "True", "prometheusRuleLabels": "release=x"},  # as YAML spells true
+        {"prometheusRule": "False"},
     ],
 )  # fmt: skip
 def test_a_value_at_each_rules_edge_is_taken(config: dict[str, str]) -> None:
@@ -231,6 +232,15 @@ def test_a_value_at_each_rules_edge_is_taken(config: dict[str, str]) -> None:
             "it with all it holds",
         ),
         ({"prometheusRule": "TRUE"}, "prometheusRule='TRUE': must be true or false"),
+        (
+            {"namespace": "default", "createNamespace": "false"},
+            "namespace='default': must be a namespace of its own: its LimitRange and deny-all NetworkPolicy hold "
+            "every pod in it",
+        ),
+        (
+            {"image": "registry.example.com/hog:1 latest"},
+            "image='registry.example.com/hog:1 latest': an image reference has no white space",
+        ),
         (
             {"registryPassword": "secret", "imageRepository": "ghcr.io/a/b", "platform": "linux/amd64"},
             "registryUsername='': and registryPassword go together: set both, or neither to use your docker login",
@@ -267,7 +277,12 @@ def test_tolerations_read_as_kubectl_taint_writes_taints() -> None:
 
 @pytest.mark.parametrize(
     ("stack", "namespace"),
-    [("dev", "oom-killer-dev"), ("Team_A.prod", "oom-killer-team-a-prod"), ("x" * 80, ("oom-killer-" + "x" * 80)[:63])],
+    [
+        ("dev", "oom-killer-dev"),
+        ("Team_A.prod", "oom-killer-team-a-prod"),
+        ("dev_", "oom-killer-dev"),  # no dash left at either end
+        ("x" * 80, ("oom-killer-" + "x" * 80)[:63]),
+    ],
 )
 def test_a_stacks_own_namespace_is_a_valid_name_made_from_the_stacks(stack: str, namespace: str) -> None:
     assert default_namespace(stack) == namespace
