@@ -803,3 +803,17 @@ def test_collect_does_not_wait_for_a_signal_it_cannot_read() -> None:
 def test_each_detector_is_held_to_the_kinds_of_kill_it_is_made_to_see(detector: str, kinds: set[str]) -> None:
     expected = {"ContainerOOMKilled": True, "ContainerOOMKillWithoutRestart": True, "ContainerCrashLooping": False}
     assert detectors.expected_kinds(detector, expected) == kinds
+
+
+def test_collect_reads_a_last_time_at_the_grace_itself_and_not_after() -> None:
+    prometheus = FakePrometheus()
+    prometheus.add(KSM, pod_labels(), (ts(0), ts(-50)))  # never shows the kill
+    time, readings = FakeTime(ts(9)), list[float]()
+    collect([container_kill(7)], time, samples=prometheus, grace=9, readings=readings)
+    assert readings == [ts(9), ts(12), ts(15), ts(18)]  # the grace ends at 18 s: that reading is the last
+
+
+def test_a_kill_before_the_first_step_is_a_container_kill_unless_the_pod_restarts_full() -> None:
+    observed = observed_with(deaths=[death("containerd://c1", 7, message="")])
+    assert [kill.kind for kill in detectors.kills_of(observed)] == [CONTAINER]
+    assert [kill.kind for kill in detectors.kills_of(observed, restarts_into_full_pod=True)] == [AT_START]
