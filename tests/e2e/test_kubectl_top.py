@@ -3,10 +3,10 @@ metrics-server v0.8.0, registered through the API aggregation layer (tests/e2e/m
 
 What `kubectl top` prints is the working set the kubelet sampled (cAdvisor, every 10 to 20 s) when metrics-server
 last scraped it (every METRIC_RESOLUTION_S): a figure up to half a minute old, and the API says of which moment
-(PodMetrics' `timestamp`). Each reading is paired with the hog's own `working_set_mib` at that moment, from the step
-lines of its log (the kubelet's timestamps), and held to it within one increment: the sample may fall inside a
-step's allocation. Readings rise as the hog grows, stay below the limit, and after the kill the restarted container
-reads small again.
+(PodMetrics' `timestamp`). Each reading is paired with the hog's own `working_set_mib` at that moment, from the
+step lines of its log (the runtime's timestamps, as `kubectl logs --timestamps` shows them), and held to it within
+one increment: the sample may fall inside a step's allocation. Readings rise as the hog grows, stay below the
+limit, and after the kill the restarted container reads small again.
 """
 
 from __future__ import annotations
@@ -29,16 +29,16 @@ from oomtools.render import stack_config
 from tests.e2e.cluster import Cluster, as_json
 from tests.e2e.harness.state import BIN
 from tests.e2e.metrics_server import METRIC_RESOLUTION_S, api_service_conditions, start_metrics_server
-from tests.e2e.support import apply_in_dependency_order, fact, render_for_the_node, workload_archive
+from tests.e2e.support import apply_in_dependency_order, fact, render_for_the_node, until, workload_archive
 from workload import logfmt
 from workload.memory import MIB
 
 pytestmark = pytest.mark.e2e
 
 NAMESPACE = "kubectl-top"
-# The dev stack's 128 MiB limit, climbed slowly enough to watch: 8 MiB every 6 s takes ~13 steps, ~80 s, from the
-# interpreter's ~20 MiB to the kill. The kubelet samples every 10-20 s, so each sample falls at least one step after
-# the one before (the readings rise), and the climb spans five or more of metrics-server's 15 s scrapes.
+# The dev stack's 128 MiB limit, climbed slowly enough to watch: 8 MiB every 6 s takes ~15 steps, ~90 s, from the
+# few MiB the interpreter starts with to the kill. The kubelet samples every 10-20 s, so each sample falls at least
+# one step after the one before (the readings rise), and the climb spans five or more of metrics-server's scrapes.
 INCREMENT_MIB = 8
 INTERVAL_MS = 6000
 SETTINGS = {"memoryIncrementMb": str(INCREMENT_MIB), "incrementIntervalMs": str(INTERVAL_MS)}
@@ -49,7 +49,8 @@ KUBELET_STATS_AGE_S = 2 * 15
 SCRAPE_TIMEOUT_S = 10
 LAG_BOUND_S = KUBELET_STATS_AGE_S + METRIC_RESOLUTION_S + SCRAPE_TIMEOUT_S
 RISING_SAMPLES = 3  # distinct samples of the first container, each above the one before
-WATCH_TIMEOUT_S = 300.0  # the climb (~80 s), the kill, and the restarted container's first scrapes
+NAMESPACE_GONE_TIMEOUT_S = 120.0
+WATCH_TIMEOUT_S = 300.0  # the climb (~90 s), the kill, and the restarted container's first scrapes
 
 
 @dataclass(frozen=True)
@@ -64,7 +65,7 @@ class Reading:
 
 @dataclass(frozen=True)
 class Step:
-    at: datetime.datetime  # the kubelet's timestamp of the step line
+    at: datetime.datetime  # the runtime's timestamp of the step line
     working_set_mib: int
 
 
@@ -194,13 +195,19 @@ def test_kubectl_top_follows_the_hog_s_working_set(cluster: Cluster, engine: doc
 
     with start_metrics_server(cluster):
         api = cluster.api()
+        core = client.CoreV1Api(api)
+        # A run before this one (make soak, pytest --count) deleted its namespace: gone before this one makes it.
+        until(
+            f"namespace {NAMESPACE} of an earlier run gone",
+            lambda: not core.list_namespace(field_selector=f"metadata.name={NAMESPACE}").items,
+            NAMESPACE_GONE_TIMEOUT_S,
+        )
         available = api_service_conditions(api)["Available"]
         assert available["status"] == "True", available
 
         rendered = render_for_the_node({**stack_config("dev"), **SETTINGS, "namespace": NAMESPACE}, NAMESPACE)
         cluster.load_image(workload_archive(engine, build_image(engine, declared_pod(rendered))))
         apply_in_dependency_order(api, rendered)
-        core = client.CoreV1Api(api)
         limit_mib = int(
             rendered.one("kubernetes:apps/v1:Deployment")
             .inputs["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]["memory"]
