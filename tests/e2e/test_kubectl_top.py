@@ -36,11 +36,13 @@ from workload.memory import MIB
 pytestmark = pytest.mark.e2e
 
 NAMESPACE = "kubectl-top"
-# The dev stack's 128 MiB limit, climbed slowly enough to watch: 8 MiB every 6 s takes ~15 steps, ~90 s, from the
-# few MiB the interpreter starts with to the kill. The kubelet samples every 10-20 s, so each sample falls at least
-# one step after the one before (the readings rise), and the climb spans five or more of metrics-server's scrapes.
+# The dev stack's 128 MiB limit, climbed slowly enough to watch: 8 MiB every 8 s takes ~15 steps, ~2 minutes, from
+# the few MiB the interpreter starts with to the kill. The kubelet samples a growing container every 10 to 20 s, so
+# each sample falls at least one step after the one before (the readings rise). The first figure comes within ~30 s
+# of the start, leaving ~90 s of the climb: six of metrics-server's 15 s scrapes, of which at least every other one
+# takes a newer sample (the kubelet's are at most 20 s apart): RISING_SAMPLES with room to spare.
 INCREMENT_MIB = 8
-INTERVAL_MS = 6000
+INTERVAL_MS = 8000
 SETTINGS = {"memoryIncrementMb": str(INCREMENT_MIB), "incrementIntervalMs": str(INTERVAL_MS)}
 # How old a reading may be when kubectl prints it: the kubelet's cAdvisor refreshes a container's stats at most
 # 15 s apart (its longest housekeeping interval), jittered by up to as much again; metrics-server scrapes every
@@ -50,7 +52,7 @@ SCRAPE_TIMEOUT_S = 10
 LAG_BOUND_S = KUBELET_STATS_AGE_S + METRIC_RESOLUTION_S + SCRAPE_TIMEOUT_S
 RISING_SAMPLES = 3  # distinct samples of the first container, each above the one before
 NAMESPACE_GONE_TIMEOUT_S = 120.0
-WATCH_TIMEOUT_S = 300.0  # the climb (~90 s), the kill, and the restarted container's first scrapes
+WATCH_TIMEOUT_S = 300.0  # the climb (~2 minutes), the kill, and the restarted container's first scrapes
 
 
 @dataclass(frozen=True)
