@@ -55,12 +55,14 @@ def _write(directory: Path, stem: str, key: Key, certificate: x509.Certificate) 
 
 
 class Authority:
-    """A CA that signs the cluster's certificates; written as ca.crt and ca.key in `directory`."""
+    """A CA that signs the cluster's certificates; written as <stem>.crt and <stem>.key (ca.crt, ca.key) in
+    `directory`. The front proxy's is a second one, as kubeadm makes it: the API server trusts a request's
+    X-Remote-User headers only from a client that CA signed."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, stem: str = "ca", common_name: str = "oom-killer-e2e-ca") -> None:
         self.directory = directory
         self.key = _key()
-        self.name = _name("oom-killer-e2e-ca")
+        self.name = _name(common_name)
         self.certificate = (
             _builder(self.name, self.name, self.key, ca=True)
             .add_extension(
@@ -79,7 +81,7 @@ class Authority:
             )
             .sign(self.key, hashes.SHA256())
         )
-        _write(directory, "ca", self.key, self.certificate)
+        _write(directory, stem, self.key, self.certificate)
 
     def issue(
         self,

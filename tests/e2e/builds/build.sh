@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Build the test cluster's binaries from their Go modules, once per machine: etcd, containerd (with its runc shim
 # and ctr), and the Kubernetes node (kube-apiserver, kube-controller-manager, kube-scheduler, kubelet); then Pulumi's
-# CLI, Python language host and Kubernetes and Docker provider plugins; last kube-state-metrics, for the alerting chain.
+# CLI, Python language host and Kubernetes and Docker provider plugins; then kube-state-metrics, for the alerting chain;
+# last metrics-server and the release's kubectl, for `kubectl top` through the API aggregation layer.
 # Each module here pins one release; a component is rebuilt only when its go.mod, go.sum or main changes, or the
 # third_party sources it is built from do, or the Go toolchain does. Two components come from sources no module
 # proxy serves, in $OOM_KILLER_THIRD_PARTY (default: shared/third_party beside the repository's folder, as laid for
@@ -18,9 +19,10 @@ work="$bin/.work"
 
 # The version a Kubernetes binary reports (kubectl version, the node's kubeletVersion) is set at link time, as
 # upstream's own build does (hack/lib/version.sh); without it the binaries say v0.0.0-master.
+# kubernetes_ldflags [MODULE]: for the k8s.io/kubernetes release that module folder (default: kubernetes) requires.
 kubernetes_ldflags() {
   local version major minor
-  version=$(cd "$here/kubernetes" && go list -m -f '{{.Version}}' k8s.io/kubernetes)
+  version=$(cd "$here/${1:-kubernetes}" && go list -m -f '{{.Version}}' k8s.io/kubernetes)
   major=${version#v}; major=${major%%.*}
   minor=${version#v*.}; minor=${minor%%.*}
   local flags="-s -w"
@@ -154,3 +156,12 @@ prepare_kube_state_metrics() {
 build kube-state-metrics . \
   "-s -w -X github.com/prometheus/common/version.Version=$ksm_version -X github.com/prometheus/common/version.Branch=release-2.20" \
   "$bin/kube-state-metrics"
+
+# metrics-server v0.8.0 (`kubectl top`): the release module from the module proxy, with the version its Makefile links
+# in (k8s.io/client-go/pkg/version, which its --version and User-Agent report).
+build metrics-server tool \
+  "-s -w -X k8s.io/client-go/pkg/version.gitVersion=$(module_version metrics-server sigs.k8s.io/metrics-server)"
+
+# kubectl of the node's own release, in a module of its own (the same release and replaces as kubernetes/) so that the
+# node's binaries are not rebuilt for it; `kubectl version --client` reports the release.
+build kubectl tool "$(kubernetes_ldflags kubectl)"

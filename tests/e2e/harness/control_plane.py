@@ -121,6 +121,12 @@ def certificates(context: Context) -> None:
     authority.issue("admin", "oom-killer-e2e-admin", "system:masters")
     authority.issue("controller-manager", "system:kube-controller-manager")
     authority.issue("scheduler", "system:kube-scheduler")
+    # The aggregation layer, as kubeadm sets it up: the API server proxies /apis/metrics.k8s.io to metrics-server as
+    # the front-proxy client, whose CA metrics-server trusts for the user it names; metrics-server serves with a
+    # certificate for its Service's name, which the APIService's caBundle (this CA) checks.
+    front_proxy = pki.Authority(context.pki, "front-proxy-ca", "oom-killer-e2e-front-proxy-ca")
+    front_proxy.issue("front-proxy-client", "front-proxy-client")
+    authority.issue("metrics-server", "metrics-server", server_names=("metrics-server.kube-system.svc",))
     pki.service_account_key(context.pki)
 
 
@@ -189,6 +195,18 @@ def apiserver(context: Context) -> None:
             # Privileged containers are allowed by the server, so that a refusal can only be Pod Security's.
             "--allow-privileged=true",
             "--profiling=false",
+            # The aggregation layer (kubeadm's values): who may name the user in headers, and the client
+            # certificate the API server proxies to an extension API server (metrics-server) with.
+            f"--requestheader-client-ca-file={p / 'front-proxy-ca.crt'}",
+            "--requestheader-allowed-names=front-proxy-client",
+            "--requestheader-username-headers=X-Remote-User",
+            "--requestheader-group-headers=X-Remote-Group",
+            "--requestheader-extra-headers-prefix=X-Remote-Extra-",
+            f"--proxy-client-cert-file={p / 'front-proxy-client.crt'}",
+            f"--proxy-client-key-file={p / 'front-proxy-client.key'}",
+            # No kube-proxy here, so no Service IP routes anywhere: the API server reaches an APIService's Service
+            # at its endpoint's address (without this the APIService stays FailedDiscoveryCheck).
+            "--enable-aggregator-routing=true",
         ],
     )
     write_kubeconfig(context.kubeconfig, context.server, p, "admin")
