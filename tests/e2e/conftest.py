@@ -128,11 +128,10 @@ def kubectl_top_climb(cluster: Cluster, engine: docker.DockerClient) -> Iterator
     fixture starts it once its own image is loaded and waits for it before it ends, so that it overlaps that
     module's waiting and no later test sees its kill (the blast radius counts every kernel OOM line); a run of
     test_kubectl_top.py alone starts it there."""
-    from tests.e2e.test_kubectl_top import climb, rendered_stack
+    from tests.e2e.test_kubectl_top import climb
 
-    rendered = rendered_stack()
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="kubectl-top") as pool:
-        yield pool.submit(climb, cluster, engine, rendered)
+        yield pool.submit(climb, cluster, engine)
 
 
 @pytest.fixture(scope="session")

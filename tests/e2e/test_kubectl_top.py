@@ -26,7 +26,7 @@ from kubernetes import client
 from kubernetes.utils import parse_quantity
 
 from oomtools.rehearsal import build_image, declared_pod
-from oomtools.render import Rendered, stack_config
+from oomtools.render import stack_config
 from tests.e2e.cluster import Cluster, as_json
 from tests.e2e.harness.state import BIN
 from tests.e2e.metrics_server import METRIC_RESOLUTION_S, api_service_conditions, start_metrics_server
@@ -202,13 +202,7 @@ class Climb:
     limit_mib: int
 
 
-def rendered_stack() -> Rendered:
-    """The slowed dev stack in its own namespace, rendered under Pulumi's mocks: in the main thread (the mocks run on
-    its event loop), before climb() goes to a thread of its own."""
-    return render_for_the_node({**stack_config("dev"), **SETTINGS, "namespace": NAMESPACE}, NAMESPACE)
-
-
-def climb(cluster: Cluster, engine: docker.DockerClient, rendered: Rendered) -> Climb:
+def climb(cluster: Cluster, engine: docker.DockerClient) -> Climb:
     """Deploy the slowed hog beside metrics-server and read `kubectl top` from its start to its restarted
     container's first scrape (about 2.5 minutes, nearly all of it waiting): make e2e runs this beside the alert
     chain's own waiting (the kubectl_top_climb fixture), and the test judges what it saw."""
@@ -224,6 +218,7 @@ def climb(cluster: Cluster, engine: docker.DockerClient, rendered: Rendered) -> 
         available = api_service_conditions(api)["Available"]
         assert available["status"] == "True", available
 
+        rendered = render_for_the_node({**stack_config("dev"), **SETTINGS, "namespace": NAMESPACE}, NAMESPACE)
         cluster.load_image(workload_archive(engine, build_image(engine, declared_pod(rendered))))
         apply_in_dependency_order(api, rendered)
         limit_mib = int(
