@@ -16,10 +16,8 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
 from http import HTTPStatus
 from pathlib import Path
-from typing import Any
 
 import bcrypt
 import docker
@@ -119,19 +117,6 @@ def cluster(engine: docker.DockerClient) -> Iterator[Cluster]:
         Cluster(workdir).stop()  # whatever the line left, so that the next session finds the machine as it was
     assert stopped.returncode == 0, f"the printed stop command failed ({stopped.returncode}):\n{stopped.stderr[-3000:]}"
     shutil.rmtree(workdir, ignore_errors=True)
-
-
-@pytest.fixture(scope="session")
-def kubectl_top_climb(cluster: Cluster, engine: docker.DockerClient) -> Iterator[Future[Any]]:
-    """kubectl top's run (test_kubectl_top.climb), started once in a thread of its own: about 2.5 minutes, nearly
-    all of it waiting for the hog to climb and the kubelet and metrics-server to sample it. The alert chain's
-    fixture starts it once its own image is loaded and waits for it before it ends, so that it overlaps that
-    module's waiting and no later test sees its kill (the blast radius counts every kernel OOM line); a run of
-    test_kubectl_top.py alone starts it there."""
-    from tests.e2e.test_kubectl_top import climb
-
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="kubectl-top") as pool:
-        yield pool.submit(climb, cluster, engine)
 
 
 @pytest.fixture(scope="session")

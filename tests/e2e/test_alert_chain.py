@@ -19,7 +19,7 @@ import tempfile
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
-from concurrent.futures import Future, ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -198,15 +198,10 @@ def _delivered(chain: Chain, stack: Stack, alert: str, since: float) -> list[flo
 
 
 @pytest.fixture(scope="module")
-def rehearsal(cluster: Cluster, engine: docker.DockerClient, request: pytest.FixtureRequest) -> Iterator[Rehearsal]:
+def rehearsal(cluster: Cluster, engine: docker.DockerClient) -> Iterator[Rehearsal]:
     with start_chain(cluster) as chain:
         deployed_at = time.time()
         stacks = _deploy(cluster, engine)
-        # kubectl top's slowed hog climbs beside this module's waiting (its image is loaded now), and is done before
-        # the module ends: its own test judges it later.
-        beside: Future[Any] | None = None
-        if any(item.path.name == "test_kubectl_top.py" for item in request.session.items):
-            beside = request.getfixturevalue("kubectl_top_climb")
         run = Rehearsal(chain, stacks, deployed_at)
         pool = ThreadPoolExecutor(max_workers=len(stacks))
         verifying: dict[str, Future[Verified]] = {
@@ -265,8 +260,6 @@ def rehearsal(cluster: Cluster, engine: docker.DockerClient, request: pytest.Fix
             )
         fact("alert_chain_speed", f"{SPEED} (for:, look-backs, scrape and evaluation intervals, group timings)")
         yield run
-        if beside is not None:
-            wait([beside])  # its outcome is test_kubectl_top's to judge
 
 
 def _kind(stack: Stack) -> str:

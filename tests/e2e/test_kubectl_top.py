@@ -16,7 +16,6 @@ import itertools
 import os
 import subprocess
 import time
-from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -189,23 +188,13 @@ def _watch(cluster: Cluster, api: client.ApiClient) -> tuple[list[Reading], dict
     )
 
 
-@dataclass(frozen=True)
-class Climb:
-    """What the hog's run showed: every `kubectl top` reading, the pod as last seen, when its container started
-    again, and each container's start line and steps."""
+@pytest.mark.timeout(600)
+def test_kubectl_top_follows_the_hog_s_working_set(cluster: Cluster, engine: docker.DockerClient) -> None:
+    for binary in ("metrics-server", "kubectl"):
+        assert (BIN / binary).exists(), f"{BIN / binary} is not built (tests/e2e/builds/build.sh builds it)"
+    version = _kubectl(cluster, "version", "--client", "--output=json")
+    assert '"gitVersion": "v1.37.2"' in version.stdout, version.stdout + version.stderr
 
-    readings: list[Reading]
-    pod: dict[str, Any]
-    restarted_at: datetime.datetime
-    first: tuple[dict[str, str], list[Step]]
-    second: tuple[dict[str, str], list[Step]]
-    limit_mib: int
-
-
-def climb(cluster: Cluster, engine: docker.DockerClient) -> Climb:
-    """Deploy the slowed hog beside metrics-server and read `kubectl top` from its start to its restarted
-    container's first scrape (about 2.5 minutes, nearly all of it waiting): make e2e runs this beside the alert
-    chain's own waiting (the kubectl_top_climb fixture), and the test judges what it saw."""
     with start_metrics_server(cluster):
         api = cluster.api()
         core = client.CoreV1Api(api)
@@ -226,29 +215,18 @@ def climb(cluster: Cluster, engine: docker.DockerClient) -> Climb:
             .inputs["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]["memory"]
             .removesuffix("Mi")
         )
+
         try:
             readings, pod, restarted_at = _watch(cluster, api)
             status = pod["status"]["containerStatuses"][0]
             assert status["restartCount"] == 1, status
             assert status["lastState"]["terminated"]["reason"] == "OOMKilled", status
             name = pod["metadata"]["name"]
-            first = _steps(core, name, previous=True)
-            second = _steps(core, name, previous=False)
+            first_start, first_steps = _steps(core, name, previous=True)
+            second_start, second_steps = _steps(core, name, previous=False)
         finally:
             core.delete_namespace(NAMESPACE)
-    return Climb(readings, pod, restarted_at, first, second, limit_mib)
 
-
-@pytest.mark.timeout(600)
-def test_kubectl_top_follows_the_hog_s_working_set(cluster: Cluster, kubectl_top_climb: Future[Climb]) -> None:
-    for binary in ("metrics-server", "kubectl"):
-        assert (BIN / binary).exists(), f"{BIN / binary} is not built (tests/e2e/builds/build.sh builds it)"
-    version = _kubectl(cluster, "version", "--client", "--output=json")
-    assert '"gitVersion": "v1.37.2"' in version.stdout, version.stdout + version.stderr
-
-    seen = kubectl_top_climb.result(timeout=WATCH_TIMEOUT_S + 2 * NAMESPACE_GONE_TIMEOUT_S)
-    readings, restarted_at, limit_mib = seen.readings, seen.restarted_at, seen.limit_mib
-    (first_start, first_steps), (second_start, second_steps) = seen.first, seen.second
     for start in (first_start, second_start):  # the hog runs with the settings the bounds are stated from
         assert (start["increment_mib"], start["interval_ms"]) == (str(INCREMENT_MIB), str(INTERVAL_MS)), start
         assert start["limit_mib"] == str(limit_mib), start
