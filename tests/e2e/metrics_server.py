@@ -22,13 +22,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-import yaml
 from kubernetes import client, utils
 from kubernetes.client.exceptions import ApiException
 from kubernetes.utils import FailToCreateError
 
 from tests.e2e.cluster import Cluster
-from tests.e2e.harness.control_plane import ADVERTISE_ADDRESS
+from tests.e2e.harness.control_plane import ADVERTISE_ADDRESS, service_account_token, write_kubeconfig
 from tests.e2e.harness.state import BIN
 from tests.servers import free_port
 
@@ -140,15 +139,6 @@ def _create(api: client.ApiClient, manifest: dict[str, Any]) -> None:
             raise
 
 
-def _token(api: client.ApiClient) -> str:
-    request = client.AuthenticationV1TokenRequest(
-        spec=client.V1TokenRequestSpec(audiences=[], expiration_seconds=TOKEN_SECONDS)
-    )
-    answer = client.CoreV1Api(api).create_namespaced_service_account_token(NAME, NAMESPACE, request)
-    assert answer.status is not None, "the TokenRequest gave no token"
-    return str(answer.status.token)
-
-
 def api_service_conditions(api: client.ApiClient) -> dict[str, dict[str, Any]]:
     """The APIService's status conditions by type (Available: True once the API server reaches metrics-server)."""
     found = client.ApiregistrationV1Api(api).read_api_service(API_SERVICE)
@@ -172,23 +162,8 @@ def start_metrics_server(cluster: Cluster) -> Iterator[MetricsServer]:
     for manifest in OBJECTS:
         _create(api, manifest)
     kubeconfig = workdir / "metrics-server.kubeconfig"
-    kubeconfig.write_text(
-        yaml.safe_dump(
-            {
-                "apiVersion": "v1",
-                "kind": "Config",
-                "clusters": [
-                    {
-                        "name": "e2e",
-                        "cluster": {"server": cluster.server, "certificate-authority": str(cluster.pki / "ca.crt")},
-                    }
-                ],
-                "users": [{"name": NAME, "user": {"token": _token(api)}}],
-                "contexts": [{"name": "e2e", "context": {"cluster": "e2e", "user": NAME}}],
-                "current-context": "e2e",
-            }
-        )
-    )
+    token = service_account_token(api, NAMESPACE, NAME, TOKEN_SECONDS)
+    write_kubeconfig(kubeconfig, cluster.server, cluster.pki, NAME, token=token)
     port = free_port()
     process = cluster.run_beside(
         NAME,

@@ -31,7 +31,7 @@ from kubernetes import client, utils
 from infra.monitoring import RULES_FILE
 from oomtools import alert_client as prom
 from tests.e2e.cluster import Cluster
-from tests.e2e.harness.control_plane import http_ok
+from tests.e2e.harness.control_plane import http_ok, service_account_token, write_kubeconfig
 from tests.e2e.harness.state import BIN
 from tests.promtime import compress
 from tests.servers import alertmanager_argv, free_port, prometheus_argv
@@ -79,11 +79,8 @@ def _rbac(api: client.ApiClient) -> None:
 
 
 def _token(api: client.ApiClient, account: str) -> str:
-    """A token of the ServiceAccount (TokenRequest, an hour), as a pod of that account is given one."""
-    request = client.AuthenticationV1TokenRequest(spec=client.V1TokenRequestSpec(audiences=[], expiration_seconds=3600))
-    answer = client.CoreV1Api(api).create_namespaced_service_account_token(account, MONITORING_NAMESPACE, request)
-    assert answer.status is not None, "the TokenRequest gave no token"
-    return str(answer.status.token)
+    """A token of the monitoring ServiceAccount, for an hour (a chain runs minutes)."""
+    return service_account_token(api, MONITORING_NAMESPACE, account, 3600)
 
 
 @dataclass(frozen=True)
@@ -227,22 +224,12 @@ def start_chain(cluster: Cluster) -> Iterator[Chain]:
     webhook = Webhook()
     try:
         ksm_port, ksm_telemetry = free_port(), free_port()
-        (workdir / "kube-state-metrics.kubeconfig").write_text(
-            yaml.safe_dump(
-                {
-                    "apiVersion": "v1",
-                    "kind": "Config",
-                    "clusters": [
-                        {
-                            "name": "e2e",
-                            "cluster": {"server": cluster.server, "certificate-authority": str(cluster.pki / "ca.crt")},
-                        }
-                    ],
-                    "users": [{"name": "kube-state-metrics", "user": {"token": _token(api, "kube-state-metrics")}}],
-                    "contexts": [{"name": "e2e", "context": {"cluster": "e2e", "user": "kube-state-metrics"}}],
-                    "current-context": "e2e",
-                }
-            )
+        write_kubeconfig(
+            workdir / "kube-state-metrics.kubeconfig",
+            cluster.server,
+            cluster.pki,
+            "kube-state-metrics",
+            token=_token(api, "kube-state-metrics"),
         )
         ksm = cluster.run_beside(
             "kube-state-metrics",

@@ -12,6 +12,7 @@ import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -66,27 +67,37 @@ class Context:
         return self.authority
 
 
-def write_kubeconfig(path: Path, server: str, pki_dir: Path, user: str) -> None:
-    """A kubeconfig for `user`, by the client certificate the authority issued it."""
+def write_kubeconfig(path: Path, server: str, pki_dir: Path, user: str, token: str | None = None) -> None:
+    """A kubeconfig for `user`: by the client certificate the authority issued it, or by a bearer `token` (a
+    ServiceAccount's, service_account_token())."""
+    credential = (
+        {"token": token}
+        if token is not None
+        else {"client-certificate": str(pki_dir / f"{user}.crt"), "client-key": str(pki_dir / f"{user}.key")}
+    )
     document = {
         "apiVersion": "v1",
         "kind": "Config",
         "clusters": [
             {"name": CLUSTER_NAME, "cluster": {"server": server, "certificate-authority": str(pki_dir / "ca.crt")}}
         ],
-        "users": [
-            {
-                "name": user,
-                "user": {
-                    "client-certificate": str(pki_dir / f"{user}.crt"),
-                    "client-key": str(pki_dir / f"{user}.key"),
-                },
-            }
-        ],
+        "users": [{"name": user, "user": credential}],
         "contexts": [{"name": CLUSTER_NAME, "context": {"cluster": CLUSTER_NAME, "user": user}}],
         "current-context": CLUSTER_NAME,
     }
     path.write_text(yaml.safe_dump(document))
+
+
+def service_account_token(api: Any, namespace: str, account: str, seconds: int) -> str:
+    """A token of the ServiceAccount (a TokenRequest of `seconds`), as a pod of that account is given one."""
+    from kubernetes import client
+
+    request = client.AuthenticationV1TokenRequest(
+        spec=client.V1TokenRequestSpec(audiences=[], expiration_seconds=seconds)
+    )
+    answer = client.CoreV1Api(api).create_namespaced_service_account_token(account, namespace, request)
+    assert answer.status is not None, "the TokenRequest gave no token"
+    return str(answer.status.token)
 
 
 def http_ok(url: str, pki_dir: Path | None = None) -> bool:
