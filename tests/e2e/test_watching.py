@@ -14,9 +14,13 @@ from __future__ import annotations
 import datetime
 import itertools
 import os
+import re
+import shutil
 import subprocess
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, cast
 
 import docker
@@ -26,10 +30,13 @@ from kubernetes.utils import parse_quantity
 
 from oomtools.rehearsal import build_image, declared_pod
 from oomtools.render import stack_config
+from tests import browser
+from tests.e2e import headlamp
 from tests.e2e.cluster import Cluster, as_json
 from tests.e2e.harness.state import BIN
 from tests.e2e.metrics_server import METRIC_RESOLUTION_S, api_service_conditions, start_metrics_server
 from tests.e2e.support import apply_in_dependency_order, fact, render_for_the_node, until, workload_archive
+from tests.support import require
 from workload import logfmt
 from workload.memory import MIB
 
@@ -188,8 +195,22 @@ def _watch(cluster: Cluster, api: client.ApiClient) -> tuple[list[Reading], dict
     )
 
 
-@pytest.mark.timeout(600)
-def test_kubectl_top_follows_the_hog_s_working_set(cluster: Cluster, engine: docker.DockerClient) -> None:
+@dataclass(frozen=True)
+class Watched:
+    """One climb to the kill and the restart after it, as `kubectl top` followed it; the pod still runs."""
+
+    readings: list[Reading]
+    pod: dict[str, Any]  # as last seen: restarted once
+    restarted_at: datetime.datetime
+    limit_mib: int
+    first: tuple[dict[str, str], list[Step]]  # the killed container's start line and steps
+    second: tuple[dict[str, str], list[Step]]  # the restarted one's
+
+
+@pytest.fixture(scope="module")
+def watched(cluster: Cluster, engine: docker.DockerClient) -> Iterator[Watched]:
+    """metrics-server, the hog climbing to its kill under `kubectl top` every 2 s, and Headlamp deployed beside the
+    climb (its image is made first, so that the climb's readings start at once); the namespaces go at the end."""
     for binary in ("metrics-server", "kubectl"):
         assert (BIN / binary).exists(), f"{BIN / binary} is not built (tests/e2e/builds/build.sh builds it)"
     version = _kubectl(cluster, "version", "--client", "--output=json")
@@ -199,9 +220,10 @@ def test_kubectl_top_follows_the_hog_s_working_set(cluster: Cluster, engine: doc
         api = cluster.api()
         core = client.CoreV1Api(api)
         # A run before this one (make soak, pytest --count) deleted its namespace: gone before this one makes it.
+        earlier = {NAMESPACE, headlamp.NAMESPACE}
         until(
-            f"namespace {NAMESPACE} of an earlier run gone",
-            lambda: not core.list_namespace(field_selector=f"metadata.name={NAMESPACE}").items,
+            f"namespaces {', '.join(sorted(earlier))} of an earlier run gone",
+            lambda: not earlier & {n.metadata.name for n in core.list_namespace().items if n.metadata},
             NAMESPACE_GONE_TIMEOUT_S,
         )
         available = api_service_conditions(api)["Available"]
@@ -209,23 +231,36 @@ def test_kubectl_top_follows_the_hog_s_working_set(cluster: Cluster, engine: doc
 
         rendered = render_for_the_node({**stack_config("dev"), **SETTINGS, "namespace": NAMESPACE}, NAMESPACE)
         cluster.load_image(workload_archive(engine, build_image(engine, declared_pod(rendered))))
-        apply_in_dependency_order(api, rendered)
+        dashboard = headlamp.image_archive(engine)
         limit_mib = int(
             rendered.one("kubernetes:apps/v1:Deployment")
             .inputs["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]["memory"]
             .removesuffix("Mi")
         )
-
+        apply_in_dependency_order(api, rendered)
         try:
-            readings, pod, restarted_at = _watch(cluster, api)
-            status = pod["status"]["containerStatuses"][0]
-            assert status["restartCount"] == 1, status
-            assert status["lastState"]["terminated"]["reason"] == "OOMKilled", status
-            name = pod["metadata"]["name"]
-            first_start, first_steps = _steps(core, name, previous=True)
-            second_start, second_steps = _steps(core, name, previous=False)
+            with headlamp.deploy(cluster, dashboard):
+                readings, pod, restarted_at = _watch(cluster, api)
+                name = pod["metadata"]["name"]
+                yield Watched(
+                    readings,
+                    pod,
+                    restarted_at,
+                    limit_mib,
+                    _steps(core, name, previous=True),
+                    _steps(core, name, previous=False),
+                )
         finally:
             core.delete_namespace(NAMESPACE)
+
+
+@pytest.mark.timeout(600)
+def test_kubectl_top_follows_the_hog_s_working_set(watched: Watched) -> None:
+    readings, pod, restarted_at, limit_mib = watched.readings, watched.pod, watched.restarted_at, watched.limit_mib
+    (first_start, first_steps), (second_start, second_steps) = watched.first, watched.second
+    status = pod["status"]["containerStatuses"][0]
+    assert status["restartCount"] == 1, status
+    assert status["lastState"]["terminated"]["reason"] == "OOMKilled", status
 
     for start in (first_start, second_start):  # the hog runs with the settings the bounds are stated from
         assert (start["increment_mib"], start["interval_ms"]) == (str(INCREMENT_MIB), str(INTERVAL_MS)), start
@@ -266,4 +301,138 @@ def test_kubectl_top_follows_the_hog_s_working_set(cluster: Cluster, engine: doc
         f"killed_at_working_set_mib={first_steps[-1].working_set_mib} "
         f"restarted_mib={restarted.mib} restarted_sample_age_s={age_s:.0f} "
         f"baseline_mib={second_start['cgroup_usage_mib']} lag_s_max={max(lags):.0f} bound_s={LAG_BOUND_S}",
+    )
+
+
+# -- Headlamp, in a real browser ----------------------------------------------------------------------------------
+
+SCREENSHOTS_ENV = "OOM_KILLER_SCREENSHOTS"  # a folder (docs/, by make headlamp-screenshots) to keep the pages in
+PAGE_TIMEOUT_S = 60.0
+
+
+def _wait_for_text(driver: Any, wanted: Callable[[str], bool], what: str, timeout: float = PAGE_TIMEOUT_S) -> str:
+    """The page's visible text, once `wanted` holds of it (Headlamp fills a page as its requests answer)."""
+    deadline = time.monotonic() + timeout
+    text = ""
+    while time.monotonic() < deadline:
+        text = str(driver.execute_script("return document.body.innerText"))
+        if wanted(text):
+            return text
+        time.sleep(0.5)
+    pytest.fail(f"Headlamp's page at {driver.current_url} never showed {what} in {timeout:.0f} s:\n{text[-3000:]}")
+
+
+def _sign_in(driver: Any, site: headlamp.Headlamp) -> None:
+    """As a person signs in: Headlamp asks for a token at its first page; the viewer's is pasted in."""
+    from selenium.webdriver.common.by import By
+
+    driver.get(site.url)
+    _wait_for_text(driver, lambda text: "ID token" in text or "Authenticate" in text, "the token prompt")
+    driver.find_element(By.XPATH, "//label[text()='ID token']/following::input[1]").send_keys(site.token)
+    driver.find_element(By.XPATH, "//button[normalize-space()='Authenticate']").click()
+    _wait_for_text(driver, lambda text: "ID token" not in text, "the signed-in page")
+
+
+def _keep(driver: Any, cluster: Cluster, name: str) -> Path:
+    """A screenshot of the window as it shows the page, in the run's logs, and in $OOM_KILLER_SCREENSHOTS if set."""
+    path = cluster.logs / f"{name}.png"
+    driver.save_screenshot(str(path))
+    folder = os.environ.get(SCREENSHOTS_ENV)
+    if folder:
+        shutil.copy(path, Path(folder) / path.name)
+    return path
+
+
+def _after(lines: list[str], label: str, start: int = 0) -> str:
+    """The first line with text after the first line that reads `label` (from line `start`): how Headlamp's
+    details read as text, each label above its value."""
+    at = lines.index(label, start)
+    return next(line for line in lines[at + 1 :] if line.strip())
+
+
+def _lines(text: str) -> list[str]:
+    return [line.strip() for line in text.splitlines()]
+
+
+def _show(driver: Any, text: str) -> None:
+    """Scroll the first element that reads exactly `text` to the top of the window, as a person scrolls to it."""
+    from selenium.webdriver.common.by import By
+
+    element = driver.find_element(By.XPATH, f"//*[normalize-space(text())='{text}']")
+    driver.execute_script("arguments[0].scrollIntoView({block: 'start'});", element)
+
+
+@pytest.mark.timeout(600)
+def test_headlamp_shows_the_kill_and_the_memory(cluster: Cluster, watched: Watched) -> None:
+    """Headlamp, signed in with a `view` token, shows what a person looks for: on the pod's page its container's
+    last state OOMKilled with exit code 137 and the restart count; in the namespace's pod list the restarts and the
+    memory metrics-server reports (the metrics API's own figure of the moment, in Headlamp's 0.1 Mi); among the
+    namespace's events, the container started again as often as it restarted, plus once."""
+    lacking = browser.missing()
+    require(lacking is None, lacking or "")
+    from selenium.webdriver.common.by import By
+
+    api = cluster.api()
+    core = client.CoreV1Api(api)
+    name = watched.pod["metadata"]["name"]
+    with headlamp.reach(cluster) as site, browser.chromium(1400, 900) as driver:
+        _sign_in(driver, site)
+
+        # The pod's page: its container's last state, exit code and restart count, as the API has them now.
+        driver.get(site.pod_page(NAMESPACE, name))
+        text = _wait_for_text(driver, lambda text: "Last State" in text and "Exit Code" in text, "the last state")
+        status = as_json(api, core.read_namespaced_pod(name, NAMESPACE))["status"]["containerStatuses"][0]
+        lines = _lines(text)
+        containers = lines.index("Containers")
+        shown_restarts = int(_after(lines, "Restart Count", containers))
+        last_state = _after(lines, "Last State", containers)
+        exit_code = int(_after(lines, "Exit Code", containers))
+        assert "OOMKilled" in last_state, f"Headlamp's last state reads {last_state!r}"
+        assert exit_code == status["lastState"]["terminated"]["exitCode"] == 137, (exit_code, status["lastState"])
+        assert shown_restarts == status["restartCount"] >= 1, (shown_restarts, status["restartCount"])
+        _show(driver, "Containers")
+        _keep(driver, cluster, "headlamp-pod")
+
+        # The namespace's pods: restarts, and the working set metrics-server has, read just before and after.
+        before = _sample(api)
+        driver.get(f"{site.url}/c/{site.cluster}/pods?namespace={NAMESPACE}")
+        text = _wait_for_text(driver, lambda text: re.search(r"^\d+(\.\d)? Mi$", text, re.M) is not None, "memory")
+        after = _sample(api)
+        lines = _lines(text)
+        row = lines[lines.index(name) + 1 :]
+        memory_mib = float(next(line for line in row if line.endswith(" Mi")).removesuffix(" Mi"))
+        restarts_cell = next(line for line in row if re.fullmatch(r"\d+( \(.+ ago\))?", line))
+        assert int(restarts_cell.split()[0]) == shown_restarts, (restarts_cell, shown_restarts)
+        samples = {sample[1] / MIB for sample in (before, after) if sample is not None}
+        assert samples, "the metrics API had no figure of the pod"
+        # Headlamp rounds to 0.1 Mi (lodash round): the shown figure is within half of that of a sample's.
+        assert any(abs(memory_mib - sample) <= 0.05 + 1e-9 for sample in samples), (memory_mib, samples)
+        assert memory_mib < watched.limit_mib
+        _keep(driver, cluster, "headlamp-pods")
+
+        # The namespace's events (the cluster overview, all events shown, not only warnings): the container's
+        # Started event counted once per start.
+        started = [
+            e for e in core.list_namespaced_event(NAMESPACE).items if e.reason == "Started" and e.count is not None
+        ]
+        assert len(started) == 1, [(e.reason, e.count) for e in started]
+        driver.get(f"{site.url}/c/{site.cluster}?namespace={NAMESPACE}")
+        _wait_for_text(driver, lambda text: "Only warnings" in text, "the events' filter")
+        driver.find_element(By.XPATH, "//*[contains(normalize-space(text()), 'Only warnings')]").click()
+        text = _wait_for_text(driver, lambda text: "Started" in text, "the Started event")
+        lines = _lines(text)
+        # The row: the reason, the message, then its count.
+        at = lines.index("Started")
+        counts = [int(line) for line in lines[at + 1 : at + 6] if line.isdigit()]
+        assert counts, f"no count beside the Started event: {lines[at : at + 6]}"
+        assert counts[0] == started[0].count == shown_restarts + 1, (lines[at : at + 6], started[0].count)
+        _show(driver, "Events")
+        _keep(driver, cluster, "headlamp-events")
+
+    fact(
+        "dashboard",
+        f"headlamp version={headlamp.VERSION} oomkilled_shown=true exit_code_shown={exit_code} "
+        f"restarts_shown={shown_restarts} memory_shown_mib={memory_mib} "
+        f"metrics_api_mib={','.join(f'{m:.2f}' for m in sorted(samples))} started_events_shown={counts[0]} "
+        f"signed_in_as=view",
     )
