@@ -9,7 +9,7 @@ STACK ?= dev
 # The goal that needs the CLI, by name (make up, make destroy), in the one line that says where to get it.
 GOAL = $(or $(firstword $(MAKECMDGOALS)),up)
 
-.PHONY: up demo verify destroy base-image test lint pytest e2e soak bench mutation clean pulumi-cli
+.PHONY: up demo verify destroy base-image test lint pytest e2e dashboard-screenshots soak bench mutation clean pulumi-cli
 
 # Checked before anything is installed or run: without the Pulumi CLI, make up and make destroy stop in one line.
 pulumi-cli:
@@ -108,6 +108,12 @@ pytest: $(BIN)/.installed $(CHECKOV_VENV)/.installed
 e2e: $(BIN)/.installed
 	bash tests/e2e/builds/build.sh
 	$(BIN)/python -m pytest -m e2e tests/e2e
+
+## dashboard-screenshots: docs/headlamp-*.png again, from a run of make e2e's watching tests (a real cluster, the
+## hog's kill, Headlamp in chromium: about 4 minutes; what make e2e needs).
+dashboard-screenshots: $(BIN)/.installed
+	bash tests/e2e/builds/build.sh
+	OOM_KILLER_SCREENSHOTS=docs $(BIN)/python -m pytest -m e2e tests/e2e/test_watching.py
 
 # make soak's runs per group (each group one pytest session with pytest-repeat's --count=N).
 SOAK_RUNS ?= 25

@@ -142,8 +142,6 @@ def objects(api_host: str, api_port: int) -> list[dict[str, Any]]:
 
 def image_archive(engine: docker.DockerClient) -> bytes:
     """The image, made from the built server and UI, as a `docker save` archive for the node."""
-    lacking = missing()
-    assert lacking is None, lacking
     with tempfile.TemporaryDirectory() as folder:
         context = Path(folder)
         shutil.copy(SERVER, context / "headlamp-server")
