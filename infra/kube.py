@@ -51,6 +51,8 @@ def workload_env(settings: StackSettings) -> dict[str, str]:
     }
     if settings.memory_ceiling_mb:
         env["MEMORY_CEILING_MB"] = str(settings.memory_ceiling_mb)
+    if settings.memory_ceiling_pct:
+        env["MEMORY_CEILING_PCT"] = str(settings.memory_ceiling_pct)
     if memory_kind(settings.memory_kind).writes_files:
         env["MEMORY_KIND"] = settings.memory_kind
         env["MEMORY_DIR"] = MEMORY_DIR
@@ -80,7 +82,8 @@ def memory_empty_dir(settings: StackSettings) -> dict[str, str] | None:
     if not kind.on_node_disk:
         return {"medium": kind.empty_dir_medium, "sizeLimit": settings.memory_limit}
     # What it writes before it holds (the workload's own rule), and room for its logs.
-    written = kind.hold_ceiling_mib(settings.memory_ceiling_mb, settings.memory_limit_mb) or settings.memory_limit_mb
+    ceiling = settings.memory_ceiling_mb or settings.memory_limit_mb * settings.memory_ceiling_pct // 100
+    written = kind.hold_ceiling_mib(ceiling, settings.memory_limit_mb) or settings.memory_limit_mb
     return {"medium": "", "sizeLimit": f"{written + PAGECACHE_ROOM_MIB}Mi"}
 
 
@@ -103,6 +106,8 @@ def predicted_oom_kill(settings: StackSettings) -> KillRange | None:
     """
     if not memory_kind(settings.memory_kind).killed:
         return None  # page cache is reclaimed at the limit: no kill comes
+    if settings.memory_ceiling_pct:
+        return None  # it holds below the limit: the rules leave the percent room past the interpreters
     model = process_model(settings.process_model)
     return predict_kill(
         settings.memory_limit_mb * MIB,

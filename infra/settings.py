@@ -73,6 +73,7 @@ class StackSettings:
     node_selector: tuple[tuple[str, str], ...] = ()  # the labels a node must carry, in order given
     tolerations: tuple[Toleration, ...] = ()
     create_namespace: bool = True  # false: the namespace is an admin's; the stack neither creates nor deletes it
+    memory_ceiling_pct: int = 0  # 0: none; else the percent of the limit the container's charge holds at
 
     @property
     def memory_limit(self) -> str:

@@ -26,7 +26,7 @@ from workload.kinds import (
     memory_kind,
     process_model,
 )
-from workload.settings import MAX_CEILING_MIB, MAX_INTERVAL_MS
+from workload.settings import MAX_CEILING_MIB, MAX_CEILING_PCT, MAX_INTERVAL_MS
 
 MAX_MIB: Final = MAX_CEILING_MIB  # 1 TiB, the workload's own bound: past this a value is a typo, not a test
 # Docker refuses a smaller memory limit ("Minimum memory limit allowed is 6MB"), and runc under a kubelet too.
@@ -219,6 +219,20 @@ ROWS: Final = (
         lowest=0,
         highest=MAX_MIB,
         bounds_note=" (MiB)",
+    ),
+    Setting(
+        "memoryCeilingPct",
+        0,
+        "Stop growing when the container's memory charge reaches this percent of its memory limit, and hold, never "
+        f"killed (0 means none); from 1 to {MAX_CEILING_PCT}. The hog allocates what the percent leaves above its own "
+        "start-up charge, to the MiB, and reports the charge it holds at against the one asked. One ceiling: not with "
+        "memoryCeilingMb.",
+        "hold when the container's memory charge reaches this percent of its limit, never killed (an 80 to 95% "
+        f"test); from 1 to {MAX_CEILING_PCT}; its `holding` line gives `asked_mib` and `achieved_mib` ([sizing in "
+        "percent](memory-kinds.md#sizing-in-percent-of-the-limit)); not with `memoryCeilingMb`; `0` means none",
+        lowest=0,
+        highest=MAX_CEILING_PCT,
+        bounds_note=" (percent of memoryLimitMb)",
     ),
     Setting(
         "cpuMillicores",
@@ -457,6 +471,29 @@ def _ceiling_leaves_room(values: Values) -> str | None:
     )
 
 
+def _one_ceiling(values: Values) -> str | None:
+    if not (values["memoryCeilingPct"] and values["memoryCeilingMb"]):
+        return None
+    return (
+        f"must be 0 while memoryCeilingMb is set ({values['memoryCeilingMb']}): one ceiling, in MiB or in percent of "
+        "the limit (`pulumi config rm memoryCeilingMb`)"
+    )
+
+
+def _percent_leaves_room(values: Values) -> str | None:
+    """The percent must reach past the largest baseline, or the hog holds at once having allocated nothing."""
+    pct, limit = values["memoryCeilingPct"], values["memoryLimitMb"]
+    model = process_model(values["processModel"])
+    if not pct or limit * pct > model.baseline_max_mib * 100:
+        return None
+    lowest = model.baseline_max_mib * 100 // limit + 1
+    who = "the interpreter takes" if model.interpreters == 1 else _interpreters(model.interpreters)
+    return (
+        f"must be 0 (none) or at least {lowest}: {pct}% of memoryLimitMb ({limit}) is within the up to "
+        f"{BASELINE_MAX_MIB} MiB {who} before the first step, so it would hold having allocated nothing"
+    )
+
+
 def _one_pod_per_node(values: Values) -> str | None:
     if values["scope"] != "node" or values["replicas"] in (0, 1):
         return None
@@ -519,6 +556,8 @@ class Rule:
 RULES: Final = (
     Rule("a step leaves room for the interpreters", "memoryIncrementMb", _step_leaves_room),
     Rule("a ceiling leaves room for the interpreters", "memoryCeilingMb", _ceiling_leaves_room),
+    Rule("one ceiling, in MiB or in percent", "memoryCeilingPct", _one_ceiling),
+    Rule("a ceiling in percent reaches past the interpreters", "memoryCeilingPct", _percent_leaves_room),
     Rule("scope=node runs one pod per node", "replicas", _one_pod_per_node),
     Rule("the namespace is the stack's own", "namespace", _namespace_of_its_own),
     Rule("a prebuilt image or a build to push", "image", _prebuilt_or_built),

@@ -262,7 +262,8 @@ def judge_run(env: dict[str, str], events: list[dict[str, str]], oom_killed: boo
         return _judge_by_kind(kind, model, events, exit_code)
     steps = [fields for fields in events if fields.get("event") == "step"]
     # A ceiling holds it below the limit (the settings leave room for the baseline); without one, the kernel kills.
-    predicted = kinds.expected_end(kind, model, holds=env.get("MEMORY_CEILING_MB", "0") not in ("", "0"))
+    ceiling = any(env.get(name, "0") not in ("", "0") for name in ("MEMORY_CEILING_MB", "MEMORY_CEILING_PCT"))
+    predicted = kinds.expected_end(kind, model, holds=ceiling)
     kills, where = kill_fields(events, exit_code == 137)
     if oom_killed and exit_code == 137:
         # As predicted only in a step the hog announced at its start (its own charge, what the kernel may take back).

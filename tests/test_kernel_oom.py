@@ -6,6 +6,7 @@ fail instead.
 
 from __future__ import annotations
 
+import itertools
 import os
 import shutil
 import signal
@@ -179,6 +180,42 @@ def test_a_ceiling_below_the_limit_holds_without_a_kill(make_cgroup: MakeCgroup)
     assert process.returncode == 0
 
 
+@pytest.mark.parametrize("pct", [50, 95])
+def test_a_ceiling_in_percent_of_the_limit_holds_the_charge_there_without_a_kill(
+    make_cgroup: MakeCgroup, pct: int
+) -> None:
+    group = make_cgroup(LIMIT_MIB)
+    process = start_workload(group, MEMORY_INCREMENT_MB="16", INCREMENT_INTERVAL_MS="0", MEMORY_CEILING_PCT=str(pct))
+    try:
+        lines = read_until(process, "holding")
+        time.sleep(1)
+        assert process.poll() is None, "it should hold at the ceiling, not exit"
+        usage_after = group.usage_bytes()
+    finally:
+        process.terminate()
+        process.communicate(timeout=5)
+    assert process.returncode == 0
+    assert group.oom_kills() == 0
+    start, holding = logfmt.parse(lines[0]), logfmt.parse(lines[-1])
+    steps = [logfmt.parse(line) for line in lines if line.startswith("event=step")]
+    asked = LIMIT_MIB * pct / 100
+    assert float(start["asked_mib"]) == float(holding["asked_mib"]) == round(asked, 1)
+    assert start["ceiling_pct"] == holding["ceiling_pct"] == str(pct)
+    # The hog allocates what the percent leaves above its charge at the start, to the MiB (the start line gives that
+    # charge rounded down, so one of two values); the last step is cut to it.
+    ceiling, charged = int(start["ceiling_mib"]), int(start["cgroup_usage_mib"])
+    assert ceiling in (int(asked - charged), int(asked - charged) - 1), (ceiling, asked, charged)
+    assert int(steps[-1]["allocated_mib"]) == int(holding["allocated_mib"]) == ceiling
+    assert all(int(b["allocated_mib"]) - int(a["allocated_mib"]) == 16 for a, b in itertools.pairwise(steps[:-1]))
+    # The charge it holds at: the percent asked, less under one MiB (the rounding down) and whatever of the start's
+    # charge the kernel has taken back since (its reclaimable page cache), plus at most a MiB the kernel charges
+    # beyond the hog's own pages (its page tables take 2 KiB a MiB).
+    achieved = float(holding["achieved_mib"])
+    assert asked - 1 - int(start["reclaimable_mib"]) <= achieved <= asked + 1, (asked, achieved, start)
+    assert float(holding["limit_pct"]) <= pct + 100 / LIMIT_MIB
+    assert usage_after <= (asked + 1) * (1 << 20), "a second later it has not grown past the percent"
+
+
 def charge_a_file(group: MemoryCgroup, path: Path, mib: int) -> None:
     """Write a file of mib MiB from inside the cgroup, so that its pages are charged there (page cache, or shmem
     on a tmpfs), as a container's own writes are."""
@@ -255,6 +292,23 @@ def test_without_a_limit_it_refuses_with_exit_2(make_cgroup: MakeCgroup) -> None
     assert stdout == ""
     assert "event=refused" in stderr
     assert "ALLOW_UNLIMITED=1" in stderr
+    assert len(stderr.strip().splitlines()) == 1
+
+
+def test_a_ceiling_in_percent_without_a_limit_is_refused_with_exit_2(make_cgroup: MakeCgroup) -> None:
+    group = make_cgroup(None)
+    own = discover()
+    require(own is not None and own.limit_bytes is None, "this test's own cgroup already has a memory limit")
+    # ALLOW_UNLIMITED lets it run without a limit, but a percent of no limit is no ceiling
+    process = start_workload(group, MEMORY_CEILING_PCT="90", ALLOW_UNLIMITED="1")
+    stdout, stderr = process.communicate(timeout=30)
+    assert process.returncode == 2
+    assert stdout == ""
+    fields = logfmt.parse(stderr.strip())
+    assert fields["event"] == "refused"
+    assert fields["reason"] == (
+        "MEMORY_CEILING_PCT=90 is a percent of the memory limit, and no memory limit applies to this process"
+    )
     assert len(stderr.strip().splitlines()) == 1
 
 

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from pulumi.runtime import rpc
 
 from infra.image import context_tag
-from infra.kube import predicted_oom_kill_step, predicted_seconds_to_oom_kill
+from infra.kube import predicted_oom_kill_step, predicted_seconds_to_oom_kill, workload_env
 from infra.settings import (
     DEFAULTS,
     ConfigError,
@@ -480,6 +480,39 @@ def test_an_accepted_ceiling_holds_whatever_the_baseline(limit: int, ceiling: in
     assert predicted_seconds_to_oom_kill(settings) is None
     assert predicted_oom_kill_step(settings) is None
     assert predict_kill(limit * MIB, baseline_kib * 1024, 1, 0, ceiling) is None
+
+
+@given(
+    limit=st.integers(min_value=2 * BASELINE_MAX_MIB + 1, max_value=4096),  # room for a step of either model
+    pct=st.integers(min_value=1, max_value=99),
+    model=st.sampled_from(["single", "supervised"]),
+)
+def test_an_accepted_ceiling_in_percent_predicts_no_kill_and_reaches_the_workload_as_the_same_percent(
+    limit: int, pct: int, model: str
+) -> None:
+    config = {
+        "memoryLimitMb": str(limit),
+        "memoryIncrementMb": "1",
+        "memoryCeilingPct": str(pct),
+        "processModel": model,
+    }
+    baseline = 2 * BASELINE_MAX_MIB if model == "supervised" else BASELINE_MAX_MIB
+    if limit * pct <= baseline * 100:  # within the interpreters' own charge: it would hold having allocated nothing
+        with pytest.raises(ConfigError, match=r"^invalid config oom-killer:memoryCeilingPct="):
+            load_settings_for(config)
+        return
+    settings = load_settings_for(config)
+    assert predicted_seconds_to_oom_kill(settings) is None
+    assert predicted_oom_kill_step(settings) is None
+    env = workload_env(settings)
+    assert env["MEMORY_CEILING_PCT"] == str(pct)
+    assert "MEMORY_CEILING_MB" not in env
+    assert parse_settings(env).ceiling_pct == pct
+
+
+def test_a_ceiling_in_percent_of_0_sends_nothing_and_one_sends_the_percent() -> None:
+    assert "MEMORY_CEILING_PCT" not in env_of(render({"memoryCeilingPct": "0"}))
+    assert env_of(render({"memoryCeilingPct": "90"}))["MEMORY_CEILING_PCT"] == "90"
 
 
 def test_ceiling_zero_and_the_ceiling_bound_mean_the_same_to_the_stack_and_the_workload() -> None:

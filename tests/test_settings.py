@@ -10,6 +10,7 @@ from workload.settings import (
     DEFAULT_INCREMENT_MIB,
     DEFAULT_INTERVAL_MS,
     MAX_CEILING_MIB,
+    MAX_CEILING_PCT,
     MAX_INCREMENT_MIB,
     Settings,
     SettingsError,
@@ -53,6 +54,25 @@ def test_a_ceiling_of_0_means_none_as_the_stacks_memory_ceiling_mb_0_does() -> N
     assert parse_settings({"MEMORY_CEILING_MB": str(MAX_CEILING_MIB)}).ceiling_mib == 1024 * 1024  # 1 TiB
 
 
+def test_a_ceiling_in_percent_is_read_and_0_means_none() -> None:
+    assert parse_settings({"MEMORY_CEILING_PCT": "90"}).ceiling_pct == 90
+    assert parse_settings({"MEMORY_CEILING_PCT": str(MAX_CEILING_PCT)}).ceiling_pct == 99
+    assert parse_settings({"MEMORY_CEILING_PCT": "0"}) == parse_settings({"MEMORY_CEILING_PCT": ""}) == Settings()
+    assert Settings() != Settings(ceiling_pct=90)
+
+
+def test_one_ceiling_or_the_other() -> None:
+    with pytest.raises(SettingsError) as caught:
+        parse_settings({"MEMORY_CEILING_MB": "100", "MEMORY_CEILING_PCT": "90"})
+    assert str(caught.value) == (
+        "MEMORY_CEILING_PCT='90': must not be set with MEMORY_CEILING_MB: give one ceiling, in MiB or in percent of "
+        "the limit"
+    )
+    # 0 is none: with the other it is no second ceiling
+    assert parse_settings({"MEMORY_CEILING_MB": "100", "MEMORY_CEILING_PCT": "0"}).ceiling_mib == 100
+    assert parse_settings({"MEMORY_CEILING_MB": "0", "MEMORY_CEILING_PCT": "90"}).ceiling_pct == 90
+
+
 @pytest.mark.parametrize(
     ("variable", "value"),
     [
@@ -71,6 +91,10 @@ def test_a_ceiling_of_0_means_none_as_the_stacks_memory_ceiling_mb_0_does() -> N
         ("MEMORY_CEILING_MB", "-1"),
         ("MEMORY_CEILING_MB", str(MAX_CEILING_MIB + 1)),
         ("MEMORY_CEILING_MB", "lots"),
+        ("MEMORY_CEILING_PCT", "100"),
+        ("MEMORY_CEILING_PCT", "-1"),
+        ("MEMORY_CEILING_PCT", "90%"),
+        ("MEMORY_CEILING_PCT", "0.9"),
         ("ALLOW_UNLIMITED", "yes"),
         ("ALLOW_UNLIMITED", "true"),
     ],

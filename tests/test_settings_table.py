@@ -32,7 +32,7 @@ def load(config: dict[str, str]) -> object:
 
 
 def test_every_key_is_one_row_and_its_default_passes_its_own_checks() -> None:
-    assert len(ROWS) == len(SETTINGS) == 21
+    assert len(ROWS) == len(SETTINGS) == 22
     for row in ROWS:
         assert row.parse(None) == row.parse(row.default_text), row.key
         assert row.summary.strip(), row.key
@@ -85,6 +85,8 @@ def test_each_integers_bounds_are_the_ones_the_program_enforces(row: object) -> 
 BREAKS = {
     "a step leaves room for the interpreters": {"memoryLimitMb": "64", "memoryIncrementMb": "49"},
     "a ceiling leaves room for the interpreters": {"memoryLimitMb": "128", "memoryCeilingMb": "113"},
+    "one ceiling, in MiB or in percent": {"memoryCeilingMb": "64", "memoryCeilingPct": "90"},
+    "a ceiling in percent reaches past the interpreters": {"memoryLimitMb": "128", "memoryCeilingPct": "12"},
     "scope=node runs one pod per node": {"scope": "node", "replicas": "2"},
     "the namespace is the stack's own": {"namespace": "kube-system"},
     "a prebuilt image or a build to push": {"image": "a:1", "imageRepository": "ghcr.io/a/b"},
@@ -105,6 +107,11 @@ REFUSALS = {
     "to 16 MiB the interpreter takes, or the container is killed before its first step",
     "a ceiling leaves room for the interpreters": "memoryCeilingMb=113: must be 0 (no ceiling) or at most 112: "
     "memoryLimitMb (128) less up to 16 MiB the interpreter takes, so that it surely holds there (for a kill, set 0)",
+    "one ceiling, in MiB or in percent": "memoryCeilingPct=90: must be 0 while memoryCeilingMb is set (64): one "
+    "ceiling, in MiB or in percent of the limit (`pulumi config rm memoryCeilingMb`)",
+    "a ceiling in percent reaches past the interpreters": "memoryCeilingPct=12: must be 0 (none) or at least 13: "
+    "12% of memoryLimitMb (128) is within the up to 16 MiB the interpreter takes before the first step, so it would "
+    "hold having allocated nothing",
     "scope=node runs one pod per node": "replicas=2: must be 1 (or 0 to stop the pods) for scope=node: scope=node "
     "runs one pod per selected node",
     "the namespace is the stack's own": "namespace='kube-system': must be a namespace of its own: the stack creates "
@@ -200,6 +207,10 @@ def test_a_refusal_from_the_table_is_the_programs_line() -> None:
         {"memoryLimitMb": "64", "memoryIncrementMb": "48"},  # a step of exactly the room left
         {"memoryLimitMb": "128", "memoryCeilingMb": "112"},  # a ceiling at exactly the room left
         {"memoryLimitMb": "128", "processModel": "supervised", "memoryCeilingMb": "96"},
+        {"memoryLimitMb": "128", "memoryCeilingPct": "13"},  # the least percent past the interpreter's baseline
+        {"memoryLimitMb": "128", "processModel": "supervised", "memoryCeilingPct": "26"},
+        {"memoryLimitMb": "128", "memoryCeilingPct": "99"},
+        {"memoryCeilingMb": "0", "memoryCeilingPct": "90"},  # 0 is no ceiling: the percent is the one
         {"scope": "node", "replicas": "0"},  # the stack's pods stopped
         {"scope": "node", "replicas": "1"},
         {"namespace": "kubernetes-lab"},  # kube- is the system's prefix; this is not it
@@ -220,6 +231,15 @@ def test_a_value_at_each_rules_edge_is_taken(config: dict[str, str]) -> None:
             {"memoryLimitMb": "128", "processModel": "supervised", "memoryCeilingMb": "97"},
             "memoryCeilingMb=97: must be 0 (no ceiling) or at most 96 for processModel=supervised: memoryLimitMb "
             "(128) less up to 16 MiB for each of two interpreters, so that it surely holds there",
+        ),
+        (
+            {"memoryLimitMb": "128", "processModel": "supervised", "memoryCeilingPct": "25"},
+            "memoryCeilingPct=25: must be 0 (none) or at least 26: 25% of memoryLimitMb (128) is within the up to 16 "
+            "MiB for each of two interpreters before the first step, so it would hold having allocated nothing",
+        ),
+        (
+            {"memoryCeilingPct": "100"},
+            "memoryCeilingPct=100: must be from 0 to 99 (percent of memoryLimitMb)",
         ),
         (
             {"memoryLimitMb": "128", "processModel": "supervised", "memoryIncrementMb": "97"},

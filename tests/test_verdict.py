@@ -111,8 +111,17 @@ def test_a_run_is_killed_or_held_only_by_both_signs_of_it(
 
 
 @pytest.mark.parametrize("ceiling", ["", "0"])
-def test_no_ceiling_predicts_the_kill(ceiling: str) -> None:
-    assert verdict.judge_run({"MEMORY_CEILING_MB": ceiling}, [START], True, 137).predicted == kinds.OOM_KILLED
+@pytest.mark.parametrize("variable", ["MEMORY_CEILING_MB", "MEMORY_CEILING_PCT"])
+def test_no_ceiling_predicts_the_kill(variable: str, ceiling: str) -> None:
+    assert verdict.judge_run({variable: ceiling}, [START], True, 137).predicted == kinds.OOM_KILLED
+
+
+def test_a_ceiling_in_percent_predicts_the_hold_and_a_kill_under_it_is_no_pass() -> None:
+    held = [START, *steps(3), {"event": "holding", "allocated_mib": "48"}]
+    judged = verdict.judge_run({"MEMORY_CEILING_PCT": "90"}, held, False, 0)
+    assert (judged.happened, judged.predicted, judged.item.ok) == (kinds.HELD, kinds.HELD, True)
+    killed = verdict.judge_run({"MEMORY_CEILING_PCT": "90"}, [START, *steps(7)], True, 137)
+    assert (killed.happened, killed.predicted, killed.item.ok) == (kinds.OOM_KILLED, kinds.HELD, False)
 
 
 def test_each_restart_is_held_to_its_own_start_line() -> None:

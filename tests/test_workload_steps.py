@@ -12,7 +12,15 @@ from workload import logfmt
 from workload.cgroup import MemoryCgroup
 from workload.main import Counters, next_step_mib, step_line, write_termination_message
 from workload.memory import MIB, allocate, rss_bytes
-from workload.predict import GROWTH_BASE_BYTES, GROWTH_DIVISOR, KillRange, predict_kill, predict_throttle
+from workload.predict import (
+    GROWTH_BASE_BYTES,
+    GROWTH_DIVISOR,
+    KillRange,
+    asked_mib,
+    ceiling_from_pct,
+    predict_kill,
+    predict_throttle,
+)
 from workload.settings import Settings
 
 
@@ -240,3 +248,36 @@ def test_a_ceiling_the_expected_step_passes_caps_the_latest_at_the_step_that_rea
     assert predict_kill(*args, 88, **cache) is None
     assert predict_kill(128 * MIB, 28 * MIB, 16, 0, 100) is None
     assert predict_kill(128 * MIB, 28 * MIB, 16, 0, 101) == KillRange(7, 7, 7, 0)
+
+
+def test_a_ceiling_in_percent_is_what_the_percent_leaves_above_the_charge_to_the_mib_rounded_down() -> None:
+    limit = 128 * MIB
+    # 90% of 128 MiB is 115.2 MiB: above a 10 MiB charge, 105.2 MiB, so 105 whole MiB
+    assert ceiling_from_pct(90, limit, 10 * MIB) == 105
+    assert asked_mib(90, limit) == pytest.approx(115.2)
+    # one byte more charged and the MiB that no longer fits is not taken
+    assert ceiling_from_pct(50, limit, 10 * MIB) == 54
+    assert ceiling_from_pct(50, limit, 10 * MIB + 1) == 53
+    # the percent of an odd limit, to the byte: 99% of 100 MiB + 1 byte
+    assert ceiling_from_pct(99, 100 * MIB + 1, 0) == 99
+    assert ceiling_from_pct(99, 100 * MIB + 100, 0) == 99
+    # a charge already at or past the percent: nothing more (it holds at once), never a negative size
+    assert ceiling_from_pct(10, limit, 12 * MIB + MIB // 2) == 0
+    assert ceiling_from_pct(10, limit, 64 * MIB) == 0
+
+
+@given(
+    st.integers(min_value=1, max_value=99),
+    st.integers(min_value=16 * MIB, max_value=1 << 40),
+    st.integers(min_value=0, max_value=64 * MIB),
+)
+def test_a_ceiling_in_percent_never_takes_the_charge_past_the_percent_and_falls_short_by_under_a_mib(
+    pct: int, limit: int, charged: int
+) -> None:
+    ceiling = ceiling_from_pct(pct, limit, charged)
+    target = limit * pct / 100
+    assert ceiling >= 0
+    if ceiling:  # 0 where the charge is there already
+        assert charged + ceiling * MIB <= target
+    if charged + MIB <= target:
+        assert charged + (ceiling + 1) * MIB > target

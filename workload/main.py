@@ -21,7 +21,7 @@ from workload.memory import (
     rss_bytes,
     write_file,
 )
-from workload.predict import predict_kill, predict_throttle
+from workload.predict import asked_mib, ceiling_from_pct, predict_kill, predict_throttle
 from workload.settings import Settings, SettingsError, parse_settings
 
 EXIT_STOPPED = 0
@@ -184,7 +184,19 @@ def main(env: dict[str, str] | None = None) -> int:
 
     cgroup = discover()
     limit = cgroup.limit_bytes if cgroup is not None else None
-    if kind.holds_at_limits and settings.ceiling_mib is None:
+    if settings.ceiling_pct is not None and limit is None:
+        say(
+            logfmt.line(
+                level="error",
+                event="refused",
+                reason=f"MEMORY_CEILING_PCT={settings.ceiling_pct} is a percent of the memory limit, and no memory "
+                "limit applies to this process",
+                fix="run it under a memory limit (a container's resources.limits.memory), or set MEMORY_CEILING_MB",
+            ),
+            error=True,
+        )
+        return EXIT_BAD_SETTINGS
+    if kind.holds_at_limits and settings.ceiling_mib is None and settings.ceiling_pct is None:
         # Page cache is reclaimed, not killed: it holds at a multiple of the limit, never fills the disk.
         settings.ceiling_mib = kind.hold_ceiling_mib(None, None if limit is None else limit // MIB)
         if settings.ceiling_mib is None:
@@ -221,6 +233,8 @@ def main(env: dict[str, str] | None = None) -> int:
     # The limit is measured against the cgroup's charge, which can be below the RSS (shared libraries already in
     # the page cache were charged to whoever read them first).
     charged = baseline if usage is None else usage
+    if settings.ceiling_pct is not None and limit is not None:
+        settings.ceiling_mib = ceiling_from_pct(settings.ceiling_pct, limit, charged)
     swap = cgroup.swap_bytes if cgroup is not None else None
     high = cgroup.high_bytes if cgroup is not None else None
     # Page cache in the charge (the interpreter's files, where this cgroup read them first) is taken back by the
@@ -260,6 +274,9 @@ def main(env: dict[str, str] | None = None) -> int:
         "predicted_seconds": None if kill is None else kill.seconds(kill.expected),
     }
     # Only where they apply, so that a plain line stays plain: each changes what the user will see.
+    if settings.ceiling_pct is not None and limit is not None:
+        start["ceiling_pct"] = settings.ceiling_pct
+        start["asked_mib"] = asked_mib(settings.ceiling_pct, limit)
     if cgroup is not None and cgroup.oom_group is not None:
         start["oom_group"] = cgroup.oom_group
     if high is not None:
@@ -312,15 +329,15 @@ def main(env: dict[str, str] | None = None) -> int:
 
     # Hold at the ceiling, asleep, until told to stop.
     if received is None:
-        say(
-            logfmt.line(
-                event="holding",
-                ceiling_mib=settings.ceiling_mib,
-                allocated_mib=allocated_mib,
-                rss_mib=rss_bytes() // MIB,
-                **({} if cgroup is None else kernel_fields(cgroup)),
-            )
-        )
+        holding: dict[str, object] = {"event": "holding", "ceiling_mib": settings.ceiling_mib}
+        if settings.ceiling_pct is not None and limit is not None:
+            # What was asked against what the container is charged now (limit_pct below is that charge's percent).
+            usage_now = cgroup.usage_bytes() if cgroup is not None else None
+            holding["ceiling_pct"] = settings.ceiling_pct
+            holding["asked_mib"] = asked_mib(settings.ceiling_pct, limit)
+            holding["achieved_mib"] = None if usage_now is None else usage_now / MIB
+        holding.update(allocated_mib=allocated_mib, rss_mib=rss_bytes() // MIB)
+        say(logfmt.line(**holding, **({} if cgroup is None else kernel_fields(cgroup))))
     while received is None:
         received = signal.sigtimedwait(STOP_SIGNALS, HOLD_WAKE_SECONDS)
 

@@ -126,3 +126,15 @@ def predict_throttle(
     if ceiling_mib is not None and ceiling_mib * MIB <= room:
         return None
     return max(room, 0) // (increment_mib * MIB) + 1
+
+
+def ceiling_from_pct(pct: int, limit_bytes: int, charged_bytes: int) -> int:
+    """MEMORY_CEILING_PCT as the MiB the hog allocates: what `pct` percent of the limit leaves above what the
+    container is charged before the first step (0 where the charge is there already), so that the container's charge
+    holds at that percent. Whole MiB, rounded down: it holds at or just under the percent asked, never above."""
+    return max(0, (limit_bytes * pct // 100 - charged_bytes) // MIB)
+
+
+def asked_mib(pct: int, limit_bytes: int) -> float:
+    """The charge MEMORY_CEILING_PCT asks for, in MiB."""
+    return limit_bytes * pct / 100 / MIB

@@ -13,6 +13,8 @@ DEFAULT_TERMINATION_MESSAGE_PATH = "/dev/termination-log"
 MAX_INCREMENT_MIB = 1024 * 1024
 MAX_CEILING_MIB = 1024 * 1024
 MAX_INTERVAL_MS = 24 * 60 * 60 * 1000
+# A ceiling in percent of the memory limit: 100 is the kill itself, so at most 99.
+MAX_CEILING_PCT = 99
 
 
 class SettingsError(ValueError):
@@ -33,6 +35,7 @@ class Settings:
         "increment_mib",
         "interval_ms",
         "ceiling_mib",
+        "ceiling_pct",
         "allow_unlimited",
         "termination_message_path",
         "memory_kind",
@@ -50,10 +53,14 @@ class Settings:
         memory_kind: str = "anonymous",
         memory_dir: str = "",
         process_model: str = "single",
+        ceiling_pct: int | None = None,
     ) -> None:
         self.increment_mib = increment_mib
         self.interval_ms = interval_ms
         self.ceiling_mib = ceiling_mib
+        # A percent of the memory limit the container's charge may reach: turned into ceiling_mib at the start, once
+        # the limit and the interpreter's own charge are known (workload/main.py).
+        self.ceiling_pct = ceiling_pct
         self.allow_unlimited = allow_unlimited
         self.termination_message_path = termination_message_path
         self.memory_kind = memory_kind
@@ -95,6 +102,14 @@ def parse_settings(env: dict[str, str]) -> Settings:
     interval = _whole_number(env, "INCREMENT_INTERVAL_MS", 0, MAX_INTERVAL_MS, "milliseconds")
     # 0 means no ceiling, as the stack's memoryCeilingMb=0 does.
     ceiling = _whole_number(env, "MEMORY_CEILING_MB", 0, MAX_CEILING_MIB, "MiB")
+    # 0 means none here too; one ceiling or the other.
+    ceiling_pct = _whole_number(env, "MEMORY_CEILING_PCT", 0, MAX_CEILING_PCT, "percent")
+    if ceiling and ceiling_pct:
+        raise SettingsError(
+            "MEMORY_CEILING_PCT",
+            env["MEMORY_CEILING_PCT"],
+            "must not be set with MEMORY_CEILING_MB: give one ceiling, in MiB or in percent of the limit",
+        )
 
     allow_raw = env.get("ALLOW_UNLIMITED", "")
     if allow_raw.strip() not in ("", "0", "1"):
@@ -117,6 +132,7 @@ def parse_settings(env: dict[str, str]) -> Settings:
         increment_mib=DEFAULT_INCREMENT_MIB if increment is None else increment,
         interval_ms=DEFAULT_INTERVAL_MS if interval is None else interval,
         ceiling_mib=ceiling or None,
+        ceiling_pct=ceiling_pct or None,
         allow_unlimited=allow_raw.strip() == "1",
         termination_message_path=env.get("TERMINATION_MESSAGE_PATH", "").strip() or DEFAULT_TERMINATION_MESSAGE_PATH,
         memory_kind=kind,
