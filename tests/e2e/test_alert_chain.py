@@ -35,7 +35,7 @@ from oomtools.rehearsal import build_image, declared_pod
 from oomtools.render import Rendered, stack_config
 from oomtools.verify.arguments import parse_duration
 from tests import report_check
-from tests.e2e.cluster import Cluster
+from tests.e2e.cluster import Cluster, as_json
 from tests.e2e.monitoring import GROUP_INTERVAL_S, GROUP_WAIT_S, SCRAPE_INTERVAL_S, SPEED, Chain, start_chain
 from tests.e2e.support import apply_in_dependency_order, fact, line, render_for_the_node, workload_archive
 from workload import logfmt
@@ -51,6 +51,7 @@ STACKS: dict[str, dict[str, str]] = {
     "supervised-tmpfs": {"processModel": "supervised", "memoryKind": "tmpfs"},
     "pagecache": {"memoryKind": "pagecache"},
     "ceiling": {"memoryCeilingMb": "112"},  # held 16 MiB under the limit
+    "ceiling-pct": {"memoryCeilingPct": "95"},  # held at 95% of the limit (issue 31)
     "healthy": {"memoryCeilingMb": "32"},
 }
 DELIVERY_TIMEOUT_S = 300.0
@@ -127,6 +128,7 @@ class Rehearsal:
     scaled_down_at: float = 0.0
     latencies: list[Latency] = field(default_factory=list)
     verified: dict[str, Verified] = field(default_factory=dict)
+    logs: dict[str, str] = field(default_factory=dict)  # the holding stacks' pod logs, read before the scale-down
 
 
 def _environment(rendered: Rendered) -> dict[str, str]:
@@ -229,6 +231,11 @@ def rehearsal(cluster: Cluster, engine: docker.DockerClient) -> Iterator[Rehears
                     line(f"coverage stack={name} | {row.removeprefix('verify: ')}")
             verdict = " ".join(f"{key}={value}" for key, value in verified.lines[-1].items())
             line(f"verify stack={name} code={verified.code} {verdict}")
+
+        for stack in stacks.values():
+            if not stack.expected_alerts:
+                (pod,) = as_json(core.api_client, core.list_namespaced_pod(stack.namespace))["items"]
+                run.logs[stack.name] = core.read_namespaced_pod_log(pod["metadata"]["name"], stack.namespace)
 
         apps = client.AppsV1Api(cluster.api())
         run.scaled_down_at = time.time()
@@ -388,7 +395,7 @@ def test_the_supervised_workers_kill_delivers_oom_kill_without_restart(rehearsal
     assert rehearsal.chain.webhook.alertnames(rehearsal.stacks[stack].namespace) == {"ContainerOOMKillWithoutRestart"}
 
 
-@pytest.mark.parametrize("stack", ["pagecache", "ceiling", "healthy"])
+@pytest.mark.parametrize("stack", ["pagecache", "ceiling", "ceiling-pct", "healthy"])
 def test_a_pod_that_holds_delivers_nothing(rehearsal: Rehearsal, stack: str) -> None:
     assert rehearsal.stacks[stack].expected_alerts == set()
     assert rehearsal.chain.webhook.alertnames(rehearsal.stacks[stack].namespace) == set()
@@ -397,6 +404,28 @@ def test_a_pod_that_holds_delivers_nothing(rehearsal: Rehearsal, stack: str) -> 
     assert (
         rehearsal.chain.first(f'kube_pod_container_status_running{{namespace="{namespace}"}}', rehearsal.deployed_at)
         is not None
+    )
+
+
+def test_a_ceiling_in_percent_holds_the_containers_charge_at_the_percent_asked(rehearsal: Rehearsal) -> None:
+    """On the real kubelet, cgroup v1: the hog finds its container's limit and its own start-up charge, and holds
+    where the percent asked puts it, within the range its holding line announces (docs/memory-kinds.md)."""
+    events = {fields["event"]: fields for fields in map(logfmt.parse, rehearsal.logs["ceiling-pct"].splitlines())}
+    start, holding = events["start"], events["holding"]
+    pct, limit = int(STACKS["ceiling-pct"]["memoryCeilingPct"]), int(start["limit_mib"])
+    asked = limit * pct / 100
+    assert (start["ceiling_pct"], holding["ceiling_pct"]) == (str(pct), str(pct))
+    assert float(holding["asked_mib"]) == round(asked, 1)
+    assert int(holding["allocated_mib"]) == int(start["ceiling_mib"])
+    achieved = float(holding["achieved_mib"])
+    assert asked - 1 - int(start["reclaimable_mib"]) <= achieved <= asked + 1, (asked, achieved, start)
+    verified = rehearsal.verified["ceiling-pct"]
+    assert verified.code == verify.EXIT_AS_PREDICTED, verified.lines[-1]
+    fact(
+        "ceiling_pct",
+        f"{pct} asked_mib={holding['asked_mib']} achieved_mib={holding['achieved_mib']} limit_mib={limit} "
+        f"allocated_mib={holding['allocated_mib']} start_charge_mib={start['cgroup_usage_mib']} "
+        f"reclaimable_mib={start['reclaimable_mib']} cgroup=v1 verdict={verified.lines[-1]['verdict']}",
     )
 
 
