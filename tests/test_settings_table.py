@@ -208,6 +208,7 @@ def test_a_refusal_from_the_table_is_the_programs_line() -> None:
         {"memoryLimitMb": "128", "memoryCeilingMb": "112"},  # a ceiling at exactly the room left
         {"memoryLimitMb": "128", "processModel": "supervised", "memoryCeilingMb": "96"},
         {"memoryLimitMb": "128", "memoryCeilingPct": "13"},  # the least percent past the interpreter's baseline
+        {"memoryLimitMb": "101", "memoryCeilingPct": "16"},  # 16.16 MiB: just past the 16 MiB baseline
         {"memoryLimitMb": "128", "processModel": "supervised", "memoryCeilingPct": "26"},
         {"memoryLimitMb": "128", "memoryCeilingPct": "99"},
         {"memoryCeilingMb": "0", "memoryCeilingPct": "90"},  # 0 is no ceiling: the percent is the one
@@ -236,6 +237,11 @@ def test_a_value_at_each_rules_edge_is_taken(config: dict[str, str]) -> None:
             {"memoryLimitMb": "128", "processModel": "supervised", "memoryCeilingPct": "25"},
             "memoryCeilingPct=25: must be 0 (none) or at least 26: 25% of memoryLimitMb (128) is within the up to 16 "
             "MiB for each of two interpreters before the first step, so it would hold having allocated nothing",
+        ),
+        (
+            {"memoryLimitMb": "101", "memoryCeilingPct": "15"},
+            "memoryCeilingPct=15: must be 0 (none) or at least 16: 15% of memoryLimitMb (101) is within the up to 16 "
+            "MiB the interpreter takes before the first step, so it would hold having allocated nothing",
         ),
         (
             {"memoryCeilingPct": "100"},

@@ -252,8 +252,9 @@ def test_a_ceiling_the_expected_step_passes_caps_the_latest_at_the_step_that_rea
 
 def test_a_ceiling_in_percent_is_what_the_percent_leaves_above_the_charge_to_the_mib_rounded_down() -> None:
     limit = 128 * MIB
-    # 90% of 128 MiB is 115.2 MiB: above a 10 MiB charge, 105.2 MiB, so 105 whole MiB
+    # 90% of 128 MiB is 115.2 MiB: above a 10 MiB charge, 105.2 MiB, so 105 whole MiB (an int: the start line's)
     assert ceiling_from_pct(90, limit, 10 * MIB) == 105
+    assert type(ceiling_from_pct(90, limit, 10 * MIB)) is int
     assert asked_mib(90, limit) == pytest.approx(115.2)
     # one byte more charged and the MiB that no longer fits is not taken
     assert ceiling_from_pct(50, limit, 10 * MIB) == 54
