@@ -35,7 +35,7 @@ from kubernetes.utils import parse_quantity
 
 from oomtools.rehearsal import build_image, declared_pod
 from oomtools.render import stack_config
-from tests import browser
+from tests import browser, report_check
 from tests.e2e import headlamp
 from tests.e2e.cluster import Cluster, as_json
 from tests.e2e.harness.state import BIN
@@ -339,9 +339,10 @@ def _sign_in(driver: Any, site: headlamp.Headlamp) -> None:
     _wait_for_text(driver, lambda text: "ID token" not in text, "the signed-in page")
 
 
-def _keep(driver: Any, cluster: Cluster, name: str) -> Path:
-    """A screenshot of the window as it shows the page, in the run's logs, and in $OOM_KILLER_SCREENSHOTS if set."""
-    path = cluster.logs / f"{name}.png"
+def _keep(driver: Any, shots: Path, name: str) -> Path:
+    """A screenshot of the window as it shows the page, in `shots` (kept after the run, beside the e2e reports), and
+    in $OOM_KILLER_SCREENSHOTS if set."""
+    path = shots / f"{name}.png"
     driver.save_screenshot(str(path))
     folder = os.environ.get(SCREENSHOTS_ENV)
     if folder:
@@ -378,6 +379,7 @@ def test_headlamp_shows_the_kill_and_the_memory(cluster: Cluster, watched: Watch
     require(lacking is None, lacking or "")
     from selenium.webdriver.common.by import By
 
+    shots = report_check.folder("headlamp")
     api = cluster.api()
     core = client.CoreV1Api(api)
     name = watched.pod["metadata"]["name"]
@@ -397,7 +399,7 @@ def test_headlamp_shows_the_kill_and_the_memory(cluster: Cluster, watched: Watch
         assert exit_code == status["lastState"]["terminated"]["exitCode"] == 137, (exit_code, status["lastState"])
         assert shown_restarts == status["restartCount"] >= 1, (shown_restarts, status["restartCount"])
         _show(driver, "Containers")
-        _keep(driver, cluster, "headlamp-pod")
+        _keep(driver, shots, "headlamp-pod")
 
         # The namespace's pods: restarts, and the working set metrics-server has, read just before and after.
         before = _sample(api)
@@ -414,7 +416,7 @@ def test_headlamp_shows_the_kill_and_the_memory(cluster: Cluster, watched: Watch
         # Headlamp rounds to 0.1 Mi (lodash round): the shown figure is within half of that of a sample's.
         assert any(abs(memory_mib - sample) <= 0.05 + 1e-9 for sample in samples), (memory_mib, samples)
         assert memory_mib < watched.limit_mib
-        _keep(driver, cluster, "headlamp-pods")
+        _keep(driver, shots, "headlamp-pods")
 
         # The namespace's events (the cluster overview, all events shown, not only warnings): the container's
         # Started event counted once per start.
@@ -433,12 +435,12 @@ def test_headlamp_shows_the_kill_and_the_memory(cluster: Cluster, watched: Watch
         assert counts, f"no count beside the Started event: {lines[at : at + 6]}"
         assert counts[0] == started[0].count == shown_restarts + 1, (lines[at : at + 6], started[0].count)
         _show(driver, "Events")
-        _keep(driver, cluster, "headlamp-events")
+        _keep(driver, shots, "headlamp-events")
 
     fact(
         "dashboard",
         f"headlamp version={headlamp.VERSION} oomkilled_shown=true exit_code_shown={exit_code} "
         f"restarts_shown={shown_restarts} memory_shown_mib={memory_mib} "
         f"metrics_api_mib={','.join(f'{m:.2f}' for m in sorted(samples))} started_events_shown={counts[0]} "
-        f"signed_in_as=view",
+        f"signed_in_as=view screenshots={shots}",
     )
