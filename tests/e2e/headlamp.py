@@ -27,14 +27,13 @@ from typing import Any
 from urllib.parse import urlparse
 
 import docker
-from kubernetes import client, utils
+from kubernetes import client
 from kubernetes.client.exceptions import ApiException
-from kubernetes.utils import FailToCreateError
 
 from tests.e2e.cluster import Cluster, as_json
 from tests.e2e.harness.control_plane import ADVERTISE_ADDRESS, http_ok, service_account_token
 from tests.e2e.harness.state import BIN
-from tests.e2e.support import workload_archive
+from tests.e2e.support import create_or_keep, workload_archive
 from tests.servers import free_port
 
 VERSION = "0.45.0"  # builds/build.sh: headlamp_version
@@ -154,14 +153,6 @@ def image_archive(engine: docker.DockerClient) -> bytes:
     return workload_archive(engine, IMAGE)
 
 
-def _create(api: client.ApiClient, manifest: dict[str, Any]) -> None:
-    try:
-        utils.create_from_dict(api, manifest)
-    except FailToCreateError as failure:
-        if not all(isinstance(e, ApiException) and e.status == 409 for e in failure.api_exceptions):
-            raise
-
-
 def _answers(url: str) -> bool:
     try:
         return http_ok(url)
@@ -197,7 +188,7 @@ def deploy(cluster: Cluster, archive: bytes) -> Iterator[None]:
     declared = objects(ADVERTISE_ADDRESS, api_port)
     try:
         for manifest in declared:
-            _create(api, manifest)
+            create_or_keep(api, manifest)
         yield
     finally:
         rbac = client.RbacAuthorizationV1Api(api)

@@ -22,13 +22,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from kubernetes import client, utils
+from kubernetes import client
 from kubernetes.client.exceptions import ApiException
-from kubernetes.utils import FailToCreateError
 
 from tests.e2e.cluster import Cluster
 from tests.e2e.harness.control_plane import ADVERTISE_ADDRESS, service_account_token, write_kubeconfig
 from tests.e2e.harness.state import BIN
+from tests.e2e.support import create_or_keep
 from tests.servers import free_port
 
 NAMESPACE = "kube-system"
@@ -130,15 +130,6 @@ def _routing(port: int, ca_bundle: bytes) -> list[dict[str, Any]]:
     ]
 
 
-def _create(api: client.ApiClient, manifest: dict[str, Any]) -> None:
-    """Create the object; one left by an earlier start in this cluster is kept (the same manifest)."""
-    try:
-        utils.create_from_dict(api, manifest)
-    except FailToCreateError as failure:
-        if not all(isinstance(e, ApiException) and e.status == 409 for e in failure.api_exceptions):
-            raise
-
-
 def api_service_conditions(api: client.ApiClient) -> dict[str, dict[str, Any]]:
     """The APIService's status conditions by type (Available: True once the API server reaches metrics-server)."""
     found = client.ApiregistrationV1Api(api).read_api_service(API_SERVICE)
@@ -160,7 +151,7 @@ def start_metrics_server(cluster: Cluster) -> Iterator[MetricsServer]:
     workdir = cluster.workdir / "metrics-server"
     workdir.mkdir(exist_ok=True)
     for manifest in OBJECTS:
-        _create(api, manifest)
+        create_or_keep(api, manifest)
     kubeconfig = workdir / "metrics-server.kubeconfig"
     token = service_account_token(api, NAMESPACE, NAME, TOKEN_SECONDS)
     write_kubeconfig(kubeconfig, cluster.server, cluster.pki, NAME, token=token)
@@ -188,7 +179,7 @@ def start_metrics_server(cluster: Cluster) -> Iterator[MetricsServer]:
     routing = _routing(port, (cluster.pki / "ca.crt").read_bytes())
     try:
         for manifest in routing:
-            _create(api, manifest)
+            create_or_keep(api, manifest)
         deadline = time.monotonic() + READY_TIMEOUT_S
         conditions: dict[str, dict[str, Any]] = {}
         while time.monotonic() < deadline:

@@ -16,10 +16,13 @@ import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import docker
 import pytest
 from kubernetes import client, utils
+from kubernetes.client.exceptions import ApiException
+from kubernetes.utils import FailToCreateError
 
 from oomtools.render import Rendered, render
 from tests.e2e.harness.nodes import PAUSE_IMAGE
@@ -96,6 +99,15 @@ def dependency_order(rendered: Rendered) -> list[str]:
     for resource in rendered.kubernetes_resources():  # the program's order, not the mock's: ties come out the same
         visit(resource.name)
     return order
+
+
+def create_or_keep(api: client.ApiClient, manifest: dict[str, Any]) -> None:
+    """Create the object; one left by an earlier start in this cluster is kept (the same manifest)."""
+    try:
+        utils.create_from_dict(api, manifest)
+    except FailToCreateError as failure:
+        if not all(isinstance(e, ApiException) and e.status == 409 for e in failure.api_exceptions):
+            raise
 
 
 def apply_in_dependency_order(api: client.ApiClient, rendered: Rendered) -> list[str]:
