@@ -73,11 +73,13 @@ class MemoryCgroup:
             pass  # no swap accounting: then there is no swap to fall back on either
         return group
 
-    def child(self, name: str, limit_mib: int) -> MemoryCgroup:
+    def child(self, name: str, limit_mib: int | None) -> MemoryCgroup:
         """A cgroup below this one, as a container's below its pod's: its charge counts in this one's too, and
-        stays there after the child is removed (an emptyDir's pages outlive the container that wrote them)."""
+        stays there after the child is removed (an emptyDir's pages outlive the container that wrote them). None:
+        no limit of its own (a container under a pod-level limit)."""
         group = self._make(self.path / name, self.version)
-        group.set_limit(limit_mib)
+        if limit_mib is not None:
+            group.set_limit(limit_mib)
         return group
 
     def set_limit(self, limit_mib: int) -> None:

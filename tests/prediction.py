@@ -14,7 +14,7 @@ from pathlib import Path
 
 from tests.support import PROJECT
 from workload.memory import MIB
-from workload.predict import GROWTH_BASE_BYTES, GROWTH_DIVISOR
+from workload.predict import GROWTH_BASE_BYTES, GROWTH_DIVISOR, POD_SANDBOX_MAX_BYTES
 
 
 def announced(start: dict[str, str]) -> tuple[int, int, int]:
@@ -28,10 +28,11 @@ def announced(start: dict[str, str]) -> tuple[int, int, int]:
 
 def widest(start: dict[str, str], latest: int) -> int:
     """How far apart its ends may be for this start: the reclaimable charge (rounded up) and the kernel's growth,
-    over the increment, plus the step a boundary can split."""
+    over the increment, plus the step a boundary can split; under a pod's limit, the sandbox's charge it cannot see."""
     increment = int(start["increment_mib"]) * MIB
     reclaimable = (int(start["reclaimable_mib"]) + 1) * MIB
-    return (reclaimable + GROWTH_BASE_BYTES + latest * increment // GROWTH_DIVISOR) // increment + 1
+    sandbox = POD_SANDBOX_MAX_BYTES if start.get("limit_scope") == "pod" else 0
+    return (reclaimable + sandbox + GROWTH_BASE_BYTES + latest * increment // GROWTH_DIVISOR) // increment + 1
 
 
 def assert_killed_in_announced_range(start: dict[str, str], steps_logged: int) -> int:

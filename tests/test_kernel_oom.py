@@ -76,6 +76,26 @@ def start_workload(group: MemoryCgroup, **variables: str) -> subprocess.Popen[st
     )
 
 
+def start_in_a_containers_view(group: MemoryCgroup, **variables: str) -> subprocess.Popen[str]:
+    """The workload in this cgroup, seeing the hierarchy as a container does: v1, the cgroup mounted as the
+    memory hierarchy's root (what runc does), nothing above it in sight but the kernel's hierarchical limit; v2, a
+    cgroup namespace rooted at it."""
+    if group.version == 1:
+        view = ["unshare", "--mount", "--propagation", "private", "sh", "-c"]
+        view += ['mount --bind "$0" /sys/fs/cgroup/memory && exec "$@"', str(group.path)]
+    else:
+        view = ["unshare", "--cgroup", "--mount", "--propagation", "private", "sh", "-c"]
+        # The outer mount goes first: the kernel will not mount a superblock over its own root (tests/vm_driver.py).
+        view += ['umount /sys/fs/cgroup && mount -t cgroup2 cgroup2 /sys/fs/cgroup && exec "$@"', "sh"]
+    return group.popen(
+        [*view, sys.executable, "-S", "-m", "workload"],
+        env=workload_env(**variables),
+        cwd=PROJECT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+
+
 def read_until(process: subprocess.Popen[str], event: str, timeout: float = 30) -> list[str]:
     """Lines of stdout up to and including the first line of this event."""
     assert process.stdout is not None
@@ -158,6 +178,45 @@ def test_the_kernel_oom_kills_it_at_the_cgroup_limit(
     else:
         assert int(start["reclaimable_mib"]) >= COLD_FILES_MIB, start  # files read by this cgroup
     assert logfmt.parse(termination_log.read_text().strip()) == steps[-1]
+
+
+# What the test's sandbox holds in its pod: a file in a tmpfs written from the sandbox's cgroup, charged to it and
+# out of the hog's sight, as a pause process's pages are (under POD_SANDBOX_MAX_BYTES, the allowance).
+SANDBOX_MIB = 3
+
+
+@pytest.mark.parametrize("sandbox", ["empty", "charged"])
+def test_under_a_pods_limit_it_finds_the_pods_limit_and_dies_in_its_announced_steps(
+    make_cgroup: MakeCgroup, sandbox: str
+) -> None:
+    # The pod's cgroup holds the limit (limitScope=pod); the container's below it has none of its own, and its
+    # sibling, the sandbox, is charged for what the hog cannot see.
+    pod = make_cgroup(LIMIT_MIB)
+    children = [pod.child("container", None)]
+    container = children[0]
+    shm = Path("/dev/shm") / f"oom-killer-test-sandbox-{os.getpid()}"  # noqa: S108 - a tmpfs is the point
+    try:
+        if sandbox == "charged":
+            children.append(pod.child("sandbox", None))
+            writer = children[-1].popen(["sh", "-c", f"head -c {SANDBOX_MIB << 20} /dev/zero > {shm}"])
+            assert writer.wait(timeout=30) == 0
+        warm_page_cache()
+        process = start_in_a_containers_view(
+            container, MEMORY_INCREMENT_MB="8", INCREMENT_INTERVAL_MS="0", POD_MEMORY_LIMIT_MB=str(LIMIT_MIB)
+        )
+        stdout, stderr = process.communicate(timeout=60)
+    finally:
+        shm.unlink(missing_ok=True)
+        for child in children:
+            child.remove()
+    assert process.returncode == -signal.SIGKILL, (process.returncode, stdout, stderr)
+    start = events(stdout, "start")[0]
+    assert (start["limit_mib"], start["limit_scope"]) == (str(LIMIT_MIB), "pod")
+    # v1: the kernel's hierarchical limit shows the pod's in the container's own cgroup, whose usage leaves the
+    # sandbox out; v2: the cgroup namespace hides the pod's cgroup, the Downward API's figure stands in.
+    assert start["limit_source"] == ("cgroup" if container.version == 1 else "downward_api")
+    assert start["cgroup"] == f"v{container.version}:/sys/fs/cgroup" + ("/memory" if container.version == 1 else "")
+    assert_killed_in_announced_range(start, len(events(stdout, "step")))
 
 
 def test_a_ceiling_below_the_limit_holds_without_a_kill(make_cgroup: MakeCgroup) -> None:

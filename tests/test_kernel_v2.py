@@ -46,12 +46,15 @@ def pod_layout(
     name: str,
     driver: dict[str, Any],
     pod_mib: int,
-    container_mib: int,
+    container_mib: int | None,
     *,
     oom_group: int = 0,
     namespace: str = "none",
+    sandbox_mib: int = 0,
 ) -> dict[str, Any]:
-    """A container's cgroup under its pod's, under the QoS slices, as a kubelet with this cgroup driver makes them.
+    """A container's cgroup under its pod's, under the QoS slices, as a kubelet with this cgroup driver makes them;
+    container_mib None: the container has no limit of its own (limitScope=pod). sandbox_mib: a sibling cgroup (the
+    pod's sandbox) charged that much.
 
     Each layout gets its own QoS parents (a suffix) so that no layout's memory.events counts another's kills.
     """
@@ -64,17 +67,21 @@ def pod_layout(
 
     pod = moved(driver["pod"])
     container = f"{pod}/{driver['container']}"
+    own_limit = "max" if container_mib is None else container_mib * MIB
+    sandbox = f"{pod}/sandbox"
     return {
         "name": name,
         "cgroups": [
             *[[moved(path), {}] for path in driver["slices"]],
             [pod, {"memory.max": pod_mib * MIB}],
-            [container, {"memory.max": container_mib * MIB, "memory.swap.max": 0, "memory.oom.group": oom_group}],
+            [container, {"memory.max": own_limit, "memory.swap.max": 0, "memory.oom.group": oom_group}],
+            *([[sandbox, {}]] if sandbox_mib else []),
         ],
         "leaf": container,
         "pod": pod,
         "namespace": namespace,
         "env": STEPS_10,
+        **({"sandbox": sandbox, "sandbox_mib": sandbox_mib} if sandbox_mib else {}),
     }
 
 
@@ -96,6 +103,12 @@ LAYOUTS: list[dict[str, Any]] = [
     # A limit the workload cannot see: containerd and CRI-O give each container on v2 a cgroup namespace, whose
     # fresh cgroup2 mount shows nothing above the container, and v2 has no hierarchical limit to read instead.
     pod_layout("pod-limit-unseen-in-namespace", SYSTEMD, pod_mib=80, container_mib=128, namespace="fresh-mount"),
+    # limitScope=pod: the limit on the pod alone, which the Downward API hands the workload (POD_MEMORY_LIMIT_MB),
+    # and a sandbox beside the container charged for what the workload cannot see.
+    {
+        **pod_layout("pod-scope", SYSTEMD, pod_mib=128, container_mib=None, namespace="fresh-mount", sandbox_mib=3),
+        "env": {**STEPS_10, "POD_MEMORY_LIMIT_MB": "128"},
+    },
     {
         # MemoryQoS: memory.high below the limit. No swap, so nothing the hog holds can be reclaimed: it is
         # throttled from the step that crosses high, then killed at the limit all the same.
@@ -220,6 +233,23 @@ def test_in_a_cgroup_namespace_a_tighter_pod_limit_is_not_seen_and_the_kill_come
     assert len(steps) + 1 < int(start["predicted_steps_earliest"])
     assert result["events"][layout["pod"]]["max"] >= 1
     assert result["events"][layout["leaf"]]["oom_kill"] >= 1
+
+
+def test_under_a_pod_level_limit_hidden_by_the_namespace_the_declared_one_binds_and_the_kill_is_announced(
+    vm: Boot,
+) -> None:
+    # limitScope=pod on v2: the cgroup namespace shows no limit at all; the Downward API's figure is the pod's.
+    name = "pod-scope"
+    result, layout = result_of(vm, name), BY_NAME[name]
+    (start,) = lines_of(result, "start")
+    assert (start["limit_mib"], start["limit_scope"], start["limit_source"]) == ("128", "pod", "downward_api")
+    assert start["cgroup"] == "v2:/sys/fs/cgroup"
+    assert result["returncode"] == -9
+    assert_killed_in_announced_range(start, len(lines_of(result, "step")))
+    # The pod's limit fired, and the kill was the container's (its own memory.max is "max").
+    assert result["events"][layout["pod"]]["max"] >= 1
+    assert result["events"][layout["leaf"]]["oom_kill"] >= 1
+    assert result["events"][layout["leaf"]]["max"] == 0
 
 
 def test_memory_high_below_the_limit_throttles_from_the_predicted_step_then_the_kill_comes_at_the_limit(

@@ -25,6 +25,7 @@ CGROUP = Path("/sys/fs/cgroup")
 RESULT_MARK = "oom-killer-vm-result "
 FINIT_MODULE = 313  # x86_64
 PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
+SANDBOX_FILE = "/tmp/oom-killer-sandbox"  # noqa: S108 - under the tmpfs /init mounts, the VM's own
 
 # How the workload is started, by `namespace` in the plan. The shell joins the leaf cgroup first, then (as a
 # runtime does) makes the cgroup namespace, so the namespace's root is the container's own cgroup.
@@ -126,6 +127,16 @@ def run(layout: dict[str, Any]) -> dict[str, object]:
         if layout.get("disk_dir"):
             disk_on(int(layout["disk_mib"]), layout["disk_dir"])
         make(cgroups)
+        if layout.get("sandbox_mib"):
+            # The pod's sandbox, charged for what the workload in its sibling cannot see (a pause's pages): a tmpfs
+            # file written from its cgroup stays charged to it.
+            subprocess.run(
+                [
+                    *("sh", "-c", 'echo $$ > "$1/cgroup.procs" && head -c "$2" /dev/zero > "$3"', "sh"),
+                    *(str(CGROUP / layout["sandbox"]), str(int(layout["sandbox_mib"]) << 20), SANDBOX_FILE),
+                ],
+                check=True,
+            )
         return start_and_watch(layout, cgroups)
     finally:
         undo(layout, cgroups)
@@ -133,6 +144,7 @@ def run(layout: dict[str, Any]) -> dict[str, object]:
 
 def undo(layout: dict[str, Any], cgroups: list[tuple[str, dict[str, object]]]) -> None:
     remove([(path, files) for path, files in cgroups if (CGROUP / path).is_dir()])
+    Path(SANDBOX_FILE).unlink(missing_ok=True)
     if layout.get("tmpfs_dir"):
         # A kill leaves the hog's tmpfs files, charged to the parent once its cgroup is gone: free that memory.
         for left in Path(layout["tmpfs_dir"]).glob("oom-killer-hog-*"):

@@ -21,7 +21,14 @@ from workload.memory import (
     rss_bytes,
     write_file,
 )
-from workload.predict import asked_mib, ceiling_from_pct, predict_kill, predict_throttle
+from workload.predict import (
+    POD_SANDBOX_MAX_BYTES,
+    asked_mib,
+    binding_limit,
+    ceiling_from_pct,
+    predict_kill,
+    predict_throttle,
+)
 from workload.settings import Settings, SettingsError, parse_settings
 
 EXIT_STOPPED = 0
@@ -184,6 +191,12 @@ def main(env: dict[str, str] | None = None) -> int:
 
     cgroup = discover()
     limit = cgroup.limit_bytes if cgroup is not None else None
+    limit_source = None
+    if settings.pod_limit_mib is not None:
+        # The pod's limit (limitScope=pod): every step line's percent is of it.
+        limit, limit_source = binding_limit(limit, settings.pod_limit_mib * MIB)
+        if cgroup is not None:
+            cgroup.limit_bytes = limit
     if settings.ceiling_pct is not None and limit is None:
         say(
             logfmt.line(
@@ -252,6 +265,7 @@ def main(env: dict[str, str] | None = None) -> int:
         swap,
         reclaimable,
         stat.get("inactive_file"),
+        POD_SANDBOX_MAX_BYTES if limit_source is not None else 0,
     )
     if not kind.killed:
         kill = None  # page cache is reclaimed at the limit: no kill comes
@@ -277,6 +291,9 @@ def main(env: dict[str, str] | None = None) -> int:
     if settings.ceiling_pct is not None and limit is not None:
         start["ceiling_pct"] = settings.ceiling_pct
         start["asked_mib"] = asked_mib(settings.ceiling_pct, limit)
+    if limit_source is not None:
+        start["limit_scope"] = "pod"
+        start["limit_source"] = limit_source
     if cgroup is not None and cgroup.oom_group is not None:
         start["oom_group"] = cgroup.oom_group
     if high is not None:

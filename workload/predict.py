@@ -28,6 +28,10 @@ PAGE_TABLE_DIVISOR = 512
 # a CPU limit (measured here beside a busy core: 0.05 s, 0.15 s with the page cache dropped, 0.2-0.4 s under a
 # 100-millicore quota either way). The stack's seconds count from the container's start, as Kubernetes' do.
 STARTUP_SECONDS_MAX = 1.0
+# Where the limit is the pod's (limitScope=pod), the pod's cgroup is charged for its sandbox too (the pause
+# process: its pages, and the page cache of its binary where it read it first), which the hog's own cgroup does not
+# show; the earliest step counts up to this much of it. MEASURED_BELOW.
+POD_SANDBOX_MAX_BYTES = 4 * MIB
 
 
 class KillRange:
@@ -87,6 +91,7 @@ def predict_kill(
     swap_bytes: int | None = None,
     reclaimable_bytes: int = 0,
     inactive_file_bytes: int | None = None,
+    unseen_bytes: int = 0,
 ) -> KillRange | None:
     """The steps during which the kernel kills (see the module's docstring); None if no kill comes.
 
@@ -94,7 +99,9 @@ def predict_kill(
     can take back (file pages less shmem); inactive_file_bytes the part a kubelet leaves out of the working set
     (default: all of the reclaimable). A ceiling that the expected step leaves room for means the hog stops
     growing first; one that does not caps the latest step at the step that reaches it. Swap the cgroup may use
-    moves the kill out by as much: the kernel swaps the hog's pages out before it gives up.
+    moves the kill out by as much: the kernel swaps the hog's pages out before it gives up. unseen_bytes is what
+    the binding cgroup may be charged beyond charged_bytes, out of the hog's sight (a pod's sandbox): the earliest
+    step counts it.
     """
     if limit_bytes is None:
         return None
@@ -105,13 +112,22 @@ def predict_kill(
     expected_room = room + inactive
     if ceiling_mib is not None and ceiling_mib * MIB <= expected_room:
         return None
-    earliest = first_step_past(room - GROWTH_BASE_BYTES, increment, GROWTH_DIVISOR)
+    earliest = first_step_past(room - unseen_bytes - GROWTH_BASE_BYTES, increment, GROWTH_DIVISOR)
     expected = first_step_past(expected_room, increment, PAGE_TABLE_DIVISOR)
     latest = first_step_past(room + reclaimable, increment, PAGE_TABLE_DIVISOR)
     if ceiling_mib is not None:
         latest = min(latest, -(-ceiling_mib // increment_mib))  # the step that reaches the ceiling
     earliest = min(earliest, latest)
     return KillRange(earliest, min(max(expected, earliest), latest), latest, interval_ms)
+
+
+def binding_limit(cgroup_limit: int | None, pod_limit: int) -> tuple[int, str]:
+    """The limit a container meets where the pod declares one (POD_MEMORY_LIMIT_MB), and where it was seen: the
+    cgroup's where it shows one at or below the pod's ("cgroup": v1's hierarchical limit shows the pod's), else the
+    pod's as declared ("downward_api": on v2 the container's cgroup namespace hides the pod's cgroup)."""
+    if cgroup_limit is not None and cgroup_limit <= pod_limit:
+        return cgroup_limit, "cgroup"
+    return pod_limit, "downward_api"
 
 
 def predict_throttle(

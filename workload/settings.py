@@ -41,6 +41,7 @@ class Settings:
         "memory_kind",
         "memory_dir",
         "process_model",
+        "pod_limit_mib",
     )
 
     def __init__(
@@ -54,6 +55,7 @@ class Settings:
         memory_dir: str = "",
         process_model: str = "single",
         ceiling_pct: int | None = None,
+        pod_limit_mib: int | None = None,
     ) -> None:
         self.increment_mib = increment_mib
         self.interval_ms = interval_ms
@@ -66,6 +68,9 @@ class Settings:
         self.memory_kind = memory_kind
         self.memory_dir = memory_dir  # "" for anonymous memory
         self.process_model = process_model
+        # The pod's memory limit where the limit is the pod's (limitScope=pod: the Downward API's limits.memory of a
+        # container that has none of its own): the pod's cgroup holds it, and a cgroup namespace (v2) hides it.
+        self.pod_limit_mib = pod_limit_mib
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Settings) and all(
@@ -111,6 +116,8 @@ def parse_settings(env: dict[str, str]) -> Settings:
             "must not be set with MEMORY_CEILING_MB: give one ceiling, in MiB or in percent of the limit",
         )
 
+    pod_limit = _whole_number(env, "POD_MEMORY_LIMIT_MB", 1, MAX_CEILING_MIB, "MiB")
+
     allow_raw = env.get("ALLOW_UNLIMITED", "")
     if allow_raw.strip() not in ("", "0", "1"):
         raise SettingsError(
@@ -138,6 +145,7 @@ def parse_settings(env: dict[str, str]) -> Settings:
         memory_kind=kind,
         memory_dir=memory_dir if described.writes_files else "",
         process_model=model,
+        pod_limit_mib=pod_limit,
     )
 
 
