@@ -14,15 +14,18 @@ from infra.kube import (
     MEMORY_VOLUME,
     RUN_AS,
     TERMINATION_MESSAGE_PATH,
-    ephemeral_storage,
+    container_resources,
     kubectl_commands,
     labels,
+    limit_range_items,
     memory_empty_dir,
     namespace_labels,
     node_selector,
+    pod_resources,
     predicted_oom_kill_step,
     predicted_seconds_to_oom_kill,
     workload_env,
+    workload_env_from_pod,
 )
 from infra.monitoring import PROMETHEUS_RULE_API_VERSION, PROMETHEUS_RULE_NAME, rule_groups
 from infra.names import CONTAINER, WORKLOAD
@@ -34,10 +37,10 @@ exit_quietly_when_interrupted()  # a failed or cancelled update ends with the en
 settings = load_settings()
 stack = pulumi.get_stack()
 app_labels = labels(stack)
-memory = {"memory": settings.memory_limit}
-# memoryKind=pagecache writes to an emptyDir on the node's disk: its size is the container's ephemeral-storage too.
-storage = {"ephemeral-storage": quantity} if (quantity := ephemeral_storage(settings)) else {}
-resources = {**memory, **storage, "cpu": f"{settings.cpu_millicores}m"}
+# Requests equal to limits (Guaranteed QoS), on the container or with limitScope=pod on the pod. memoryKind=pagecache
+# writes to an emptyDir on the node's disk: its size is the container's ephemeral-storage too.
+resources = container_resources(settings)
+pod_level = pod_resources(settings)
 empty_dir = memory_empty_dir(settings)  # memoryKind=tmpfs or pagecache: the emptyDir the hog writes into
 
 # Image: built from ./Dockerfile and pushed, built and kept local, or a prebuilt one.
@@ -61,19 +64,20 @@ namespace_name = namespace.metadata.name if namespace else pulumi.Output.from_in
 # What goes into the namespace waits for it, or (an admin's namespace) for the build directly.
 inside = pulumi.ResourceOptions(depends_on=[namespace] if namespace else after_build or None)
 
-# LimitRange: no container in the namespace may outgrow the configured limit, and one without a limit gets it.
-# It acts only when a pod is admitted, so the workload waits for it.
+# LimitRange: no container (limitScope=pod: no pod) in the namespace may outgrow the configured limit, and a
+# container without a limit gets it. It acts only when a pod is admitted, so the workload waits for it.
 limit_range = k8s.core.v1.LimitRange(
     "limit-range",
     metadata=k8s.meta.v1.ObjectMetaArgs(name="oom-killer-memory", namespace=namespace_name, labels=app_labels),
     spec=k8s.core.v1.LimitRangeSpecArgs(
         limits=[
             k8s.core.v1.LimitRangeItemArgs(
-                type="Container",
-                default={**memory, **storage},
-                default_request={**memory, **storage},
-                max={**memory, **storage},
+                type=item["type"],
+                default=item.get("default"),
+                default_request=item.get("defaultRequest"),
+                max=item["max"],
             )
+            for item in limit_range_items(settings)
         ]
     ),
     opts=inside,
@@ -104,9 +108,9 @@ pull_secret = (
     else None
 )
 
-# The pod: one container whose request equals its limit (Guaranteed QoS: the memory is reserved on the node,
-# so the OOM stays inside this container), locked down to Pod Security "restricted". Deployment and DaemonSet run
-# this same template.
+# The pod: one container whose request equals its limit, or with limitScope=pod a pod whose request equals its
+# limit (Guaranteed QoS: the memory is reserved on the node, so the OOM stays inside this pod), locked down to Pod
+# Security "restricted". Deployment and DaemonSet run this same template.
 pod_template = k8s.core.v1.PodTemplateSpecArgs(
     metadata=k8s.meta.v1.ObjectMetaArgs(labels=app_labels),
     spec=k8s.core.v1.PodSpecArgs(
@@ -117,6 +121,7 @@ pod_template = k8s.core.v1.PodTemplateSpecArgs(
             for t in settings.tolerations
         ]
         or None,
+        resources=k8s.core.v1.ResourceRequirementsArgs(requests=pod_level, limits=pod_level) if pod_level else None,
         automount_service_account_token=False,
         image_pull_secrets=[k8s.core.v1.LocalObjectReferenceArgs(name=REGISTRY_LOGIN_NAME)] if pull_secret else None,
         enable_service_links=False,
@@ -132,8 +137,19 @@ pod_template = k8s.core.v1.PodTemplateSpecArgs(
                 name=CONTAINER,
                 image=image.reference,
                 image_pull_policy=image.pull_policy,
-                env=[k8s.core.v1.EnvVarArgs(name=k, value=v) for k, v in workload_env(settings).items()],
-                resources=k8s.core.v1.ResourceRequirementsArgs(requests=resources, limits=resources),
+                env=[k8s.core.v1.EnvVarArgs(name=k, value=v) for k, v in workload_env(settings).items()]
+                + [
+                    k8s.core.v1.EnvVarArgs(
+                        name=k,
+                        value_from=k8s.core.v1.EnvVarSourceArgs(
+                            resource_field_ref=k8s.core.v1.ResourceFieldSelectorArgs(container_name=CONTAINER, **ref)
+                        ),
+                    )
+                    for k, ref in workload_env_from_pod(settings).items()
+                ],
+                resources=k8s.core.v1.ResourceRequirementsArgs(requests=resources, limits=resources)
+                if resources
+                else None,
                 security_context=k8s.core.v1.SecurityContextArgs(
                     allow_privilege_escalation=False,
                     privileged=False,

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Final
+from typing import Any, Final
 
 from infra.names import APP, STOPPED_NODE_SELECTOR
 from infra.settings import StackSettings
 from workload.kinds import memory_kind, process_model
 from workload.memory import MIB
-from workload.predict import STARTUP_SECONDS_MAX, KillRange, predict_kill
+from workload.predict import POD_SANDBOX_MAX_BYTES, STARTUP_SECONDS_MAX, KillRange, predict_kill
 from workload.settings import DEFAULT_TERMINATION_MESSAGE_PATH
 
 RUN_AS: Final = 65532  # the Dockerfile's USER: numeric, so runAsNonRoot is checked without a passwd file
@@ -59,6 +59,57 @@ def workload_env(settings: StackSettings) -> dict[str, str]:
     if process_model(settings.process_model).interpreters > 1:
         env["PROCESS_MODEL"] = settings.process_model
     return env
+
+
+# limitScope=pod: the pod's memory limit, in MiB, as the Downward API gives it to a container without a limit of its
+# own (the kubelet fills in the pod's), for the hog where its cgroup does not show the pod's (cgroup v2 namespaces).
+POD_LIMIT_VARIABLE: Final = "POD_MEMORY_LIMIT_MB"
+
+
+def workload_env_from_pod(settings: StackSettings) -> dict[str, dict[str, str]]:
+    """The workload's variables the kubelet fills in (the Downward API's resourceFieldRef), by name."""
+    if not pod_scoped(settings):
+        return {}
+    return {POD_LIMIT_VARIABLE: {"resource": "limits.memory", "divisor": "1Mi"}}
+
+
+def pod_scoped(settings: StackSettings) -> bool:
+    """limitScope=pod: the memory and CPU limits are the pod's (spec.resources), not the container's."""
+    return settings.limit_scope == "pod"
+
+
+def container_resources(settings: StackSettings) -> dict[str, str] | None:
+    """The container's requests, equal to its limits (Guaranteed QoS): memory and CPU, and for a pagecache hog its
+    ephemeral-storage; with limitScope=pod only the ephemeral-storage, which has no pod-level field (None: none)."""
+    storage = {"ephemeral-storage": quantity} if (quantity := ephemeral_storage(settings)) else {}
+    if pod_scoped(settings):
+        return storage or None
+    return {"memory": settings.memory_limit, **storage, "cpu": f"{settings.cpu_millicores}m"}
+
+
+def pod_resources(settings: StackSettings) -> dict[str, str] | None:
+    """The pod's requests, equal to its limits (spec.resources: Guaranteed QoS from them), with limitScope=pod."""
+    if not pod_scoped(settings):
+        return None
+    return {"memory": settings.memory_limit, "cpu": f"{settings.cpu_millicores}m"}
+
+
+def limit_range_items(settings: StackSettings) -> list[dict[str, Any]]:
+    """The LimitRange's items: what no container (limitScope=pod: no pod) in the namespace may outgrow, and what a
+    container without a limit gets.
+
+    With limitScope=pod a Container item holding memory would give the hog's container a limit of its own (its
+    default), so the memory is capped on the Pod; only a pagecache hog's ephemeral-storage stays on the container.
+    """
+    memory = {"memory": settings.memory_limit}
+    storage = {"ephemeral-storage": quantity} if (quantity := ephemeral_storage(settings)) else {}
+    container = {**storage} if pod_scoped(settings) else {**memory, **storage}
+    items: list[dict[str, Any]] = []
+    if container:
+        items.append({"type": "Container", "default": container, "defaultRequest": container, "max": container})
+    if pod_scoped(settings):
+        items.append({"type": "Pod", "max": memory})
+    return items
 
 
 def node_selector(settings: StackSettings) -> dict[str, str] | None:
@@ -116,6 +167,7 @@ def predicted_oom_kill(settings: StackSettings) -> KillRange | None:
         settings.increment_interval_ms,
         settings.memory_ceiling_mb or None,
         reclaimable_bytes=(model.baseline_max_mib - model.baseline_min_mib) * MIB,
+        unseen_bytes=POD_SANDBOX_MAX_BYTES if pod_scoped(settings) else 0,
     )
 
 

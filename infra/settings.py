@@ -74,6 +74,7 @@ class StackSettings:
     tolerations: tuple[Toleration, ...] = ()
     create_namespace: bool = True  # false: the namespace is an admin's; the stack neither creates nor deletes it
     memory_ceiling_pct: int = 0  # 0: none; else the percent of the limit the container's charge holds at
+    limit_scope: str = "container"  # one of infra/table.py's LIMIT_SCOPES
 
     @property
     def memory_limit(self) -> str:

@@ -34,6 +34,9 @@ RUNTIME_MIN_LIMIT_MIB: Final = 6
 MIN_LIMIT_MIB: Final = max(RUNTIME_MIN_LIMIT_MIB, BASELINE_MAX_MIB + 1)  # room for the baseline and a 1 MiB step
 MAX_REPLICAS: Final = 100
 MAX_CPU_MILLICORES: Final = 64_000
+# Where the memory and CPU limits are declared: on the container, or on the pod (spec.resources, beta and on by
+# default from Kubernetes 1.34), with the container left without one of its own.
+LIMIT_SCOPES: Final = ("container", "pod")
 SCOPES: Final = ("deployment", "node")  # a Deployment of `replicas` pods, or a DaemonSet of one pod per node
 TAINT_EFFECTS: Final = ("NoSchedule", "PreferNoSchedule", "NoExecute")
 # What the supervised model's bounds say of its interpreters (the limit less the baseline of each).
@@ -241,6 +244,18 @@ ROWS: Final = (
         f"the container's CPU request and limit, in millicores, from 1 to {MAX_CPU_MILLICORES}",
         lowest=1,
         highest=MAX_CPU_MILLICORES,
+    ),
+    Setting(
+        "limitScope",
+        LIMIT_SCOPES[0],
+        "container (the limits and requests on the container, as always) or pod (on the pod's spec.resources, the "
+        "container without its own; Kubernetes 1.34 or newer, where PodLevelResources is on by default; the "
+        "LimitRange then caps the pod). Still Guaranteed QoS either way.",
+        "`container`: memory and CPU limits and requests on the container; `pod`: on the pod (`spec.resources`, "
+        "Kubernetes 1.34+ where `PodLevelResources` is on by default), the container with none of its own, and the "
+        "LimitRange's max on the pod; Guaranteed QoS either way, and the hog reads the pod's limit from its "
+        "cgroup or, where cgroup v2 hides it, from the Downward API ([pod-level limits](cluster.md#pod-level-limits))",
+        choices=LIMIT_SCOPES,
     ),
     Setting(
         "namespace",

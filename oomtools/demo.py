@@ -109,14 +109,14 @@ def engine() -> docker.DockerClient:
 
 def banner(stack: str, overrides: dict[str, str], pod: DeclaredPod) -> str:
     """The line before the run: what runs, and whether --set changed the stack's own settings for it."""
-    env = {item["name"]: item["value"] for item in pod.container["env"]}
+    env = pod.environment
     source = f"as the {stack} stack declares it"
     if overrides:
         source += ", with --set " + " ".join(f"{key}={value}" for key, value in overrides.items())
-    from oomtools.rehearsal import pod_scope, predicted_span
+    from oomtools.rehearsal import pod_level, pod_scope, predicted_span
 
     return (
-        f"demo: running it {source}{pod_scope(pod)}: memory limit {pod.container['resources']['limits']['memory']} "
+        f"demo: running it {source}{pod_scope(pod)}: memory limit {pod.limits['memory']}{pod_level(pod)} "
         f"(no swap), +{env['MEMORY_INCREMENT_MB']} MiB every {env['INCREMENT_INTERVAL_MS']} ms, read-only, no network"
         f"{predicted_span(pod)}"
     )
@@ -143,7 +143,7 @@ def run(args: argparse.Namespace) -> int:
     overrides = stack_overrides(args.stack, args.overrides)
     pod = declared(args.stack, overrides)
     client = engine()
-    limit_bytes = memory_bytes(pod.container["resources"]["limits"]["memory"])
+    limit_bytes = memory_bytes(pod.limits["memory"])
     info = client.info()
     too_large = fits_engine(limit_bytes, int(info.get("MemTotal") or 0))
     if too_large:
@@ -152,8 +152,8 @@ def run(args: argparse.Namespace) -> int:
     if swept:
         say(f"removed {len(swept)} container(s) an interrupted or killed rehearsal left: {', '.join(swept)}")
 
-    env = {item["name"]: item["value"] for item in pod.container["env"]}
-    limit = pod.container["resources"]["limits"]["memory"]
+    env = pod.environment
+    limit = pod.limits["memory"]
     say(f"{'building' if pod.build else 'using'} {pod.container['image']} ...")
     try:
         build_image(client, pod, on_progress=lambda step: say(f"  {step}"))

@@ -99,7 +99,7 @@ def docker_checks(stack: str, overrides: dict[str, str]) -> Iterator[Check]:
     except ConfigError as error:
         yield Check("FAIL", f"the {stack} stack's settings (make demo, make up)", " ".join(str(error).split()))
         return
-    limits = pod.container["resources"]["limits"]
+    limits = pod.limits
     yield Check("ok", f"the {stack} stack's settings (make demo, make up)", f"valid: memory limit {limits['memory']}")
     try:
         client = demo.engine()

@@ -90,6 +90,31 @@ class DeclaredPod:
     predicted_seconds: dict[str, float] | None = None
     kind: str = "Deployment"  # the workload's kind: Deployment, or DaemonSet (scope=node)
 
+    @property
+    def limits(self) -> dict[str, str]:
+        """The limits the container runs under: its own, over the pod's (limitScope=pod declares them on the pod and
+        none on the container, which then runs under the pod's)."""
+        return {
+            **self.spec.get("resources", {}).get("limits", {}),
+            **self.container.get("resources", {}).get("limits", {}),
+        }
+
+    @property
+    def environment(self) -> dict[str, str]:
+        """The container's variables, as the kubelet sets them: a value, or (the Downward API) a resource of the
+        container, its limit falling back to the pod's, in its divisor's unit, rounded up as the kubelet rounds it."""
+        environment = {}
+        for item in self.container.get("env", []):
+            reference = item.get("valueFrom", {}).get("resourceFieldRef")
+            if reference is None:
+                environment[item["name"]] = item.get("value", "")
+                continue
+            if reference["resource"] != "limits.memory":
+                raise ValueError(f"a Downward API resource this translation does not know: {reference['resource']}")
+            divisor = memory_bytes(reference.get("divisor", "1"))
+            environment[item["name"]] = str(-(-memory_bytes(self.limits["memory"]) // divisor))
+        return environment
+
 
 class ImageUnavailable(Exception):
     """The image to run, or the base image its build starts from, is neither on the engine nor to be had."""
@@ -127,10 +152,10 @@ def run_options(pod: DeclaredPod, termination_file: Path) -> dict[str, Any]:
     """The workload's container as keyword arguments of docker's containers.run(), as a kubelet would run it."""
     container, spec = pod.container, pod.spec
     security = {**spec.get("securityContext", {}), **container.get("securityContext", {})}
-    limits = container.get("resources", {}).get("limits", {})
+    limits = pod.limits
     options: dict[str, Any] = {
         "image": container["image"],
-        "environment": {item["name"]: item["value"] for item in container.get("env", [])},
+        "environment": pod.environment,
         "network_mode": "none",  # the namespace's NetworkPolicy denies everything
         "read_only": bool(security.get("readOnlyRootFilesystem")),
         "cap_drop": security.get("capabilities", {}).get("drop", []),
@@ -403,6 +428,11 @@ def pod_scope(pod: DeclaredPod) -> str:
     if pod.replicas > 1:
         return f" (one pod of its {pod.replicas} replicas)"
     return ""
+
+
+def pod_level(pod: DeclaredPod) -> str:
+    """ " (the pod's)" in the banner where the limit is the pod's (limitScope=pod); a single container runs it here."""
+    return " (the pod's)" if "memory" in pod.spec.get("resources", {}).get("limits", {}) else ""
 
 
 def predicted_span(pod: DeclaredPod) -> str:

@@ -62,6 +62,23 @@ def test_every_object_validates_strictly(config_name: str, version: str) -> None
         kubernetes_validate.validate(manifest, version, strict=True)
 
 
+# limitScope=pod: the pod's spec.resources, a field from 1.32 (alpha; beta and on by default from 1.34, what the
+# setting documents).
+POD_SCOPED = {**stack_config("dev"), "limitScope": "pod"}
+
+
+@pytest.mark.parametrize("version", ["1.34.0", VERSIONS[-1]])
+def test_pod_level_limits_validate_strictly_where_kubernetes_has_them(version: str) -> None:
+    for manifest in render(POD_SCOPED).kubernetes_objects():
+        kubernetes_validate.validate(manifest, version, strict=True)
+
+
+def test_pod_level_limits_are_unknown_to_the_oldest_release_the_others_support() -> None:
+    deployment = of_kind(render(POD_SCOPED).kubernetes_objects(), "Deployment")
+    with pytest.raises(kubernetes_validate.ValidationError, match="resources"):
+        kubernetes_validate.validate(deployment, VERSIONS[0], strict=True)
+
+
 @pytest.mark.parametrize(("scope", "absent"), [("deployment", "DaemonSet"), ("node", "Deployment")])
 def test_the_objects_come_in_the_programs_order_however_the_engine_took_them(scope: str, absent: str) -> None:
     # The mock engine records registrations in the order they reach it, which Pulumi does not promise: every
@@ -91,12 +108,12 @@ def checkov_command() -> str | None:
     return shutil.which("checkov")
 
 
-@pytest.mark.parametrize("config_name", ["dev", "pushed", "node"])
-def test_checkov_finds_nothing_failing(config_name: str, tmp_path: Path) -> None:
+def checkov_failures(manifests: list[dict[str, Any]], tmp_path: Path) -> tuple[list[tuple[str, str]], Any, str]:
+    """checkov's failed checks on these objects, its report, and its stderr where it exited non-zero with none."""
     checkov = checkov_command()
     require(checkov is not None, "checkov is not installed (make test installs it into venv-checkov)")
     assert checkov is not None
-    (tmp_path / "objects.yaml").write_text(yaml.safe_dump_all(objects(config_name), sort_keys=False))
+    (tmp_path / "objects.yaml").write_text(yaml.safe_dump_all(manifests, sort_keys=False))
     result = subprocess.run(
         [checkov, "--config-file", str(PROJECT / ".checkov.yaml"), "-d", str(tmp_path), "-o", "json", "--quiet"],
         capture_output=True,
@@ -106,6 +123,19 @@ def test_checkov_finds_nothing_failing(config_name: str, tmp_path: Path) -> None
     )
     report = json.loads(result.stdout)
     failed = [(c["check_id"], c["check_name"]) for c in report["results"]["failed_checks"]]
+    return failed, report, result.stderr if result.returncode != 0 and not failed else ""
+
+
+@pytest.mark.parametrize("config_name", ["dev", "pushed", "node"])
+def test_checkov_finds_nothing_failing(config_name: str, tmp_path: Path) -> None:
+    failed, report, crashed = checkov_failures(objects(config_name), tmp_path)
     assert failed == []
     assert report["summary"]["passed"] >= 50, report["summary"]
-    assert result.returncode == 0, result.stderr
+    assert not crashed, crashed
+
+
+def test_checkov_fails_a_pod_level_limit_only_on_the_container_limits_it_looks_for(tmp_path: Path) -> None:
+    # What docs/cluster.md#pod-level-limits tells a user who runs checkov: its resource checks read the containers'.
+    failed, report, _ = checkov_failures(render(POD_SCOPED).kubernetes_objects(), tmp_path)
+    assert sorted(check for check, _ in failed) == ["CKV_K8S_10", "CKV_K8S_11", "CKV_K8S_12", "CKV_K8S_13"], failed
+    assert report["summary"]["passed"] >= 46, report["summary"]
