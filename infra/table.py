@@ -26,12 +26,13 @@ from workload.kinds import (
     memory_kind,
     process_model,
 )
+from workload.predict import PAGE_TABLE_DIVISOR
 from workload.settings import MAX_CEILING_MIB, MAX_CEILING_PCT, MAX_INTERVAL_MS
 
 MAX_MIB: Final = MAX_CEILING_MIB  # 1 TiB, the workload's own bound: past this a value is a typo, not a test
 # Docker refuses a smaller memory limit ("Minimum memory limit allowed is 6MB"), and runc under a kubelet too.
 RUNTIME_MIN_LIMIT_MIB: Final = 6
-MIN_LIMIT_MIB: Final = max(RUNTIME_MIN_LIMIT_MIB, BASELINE_MAX_MIB + 1)  # room for the baseline and a 1 MiB step
+MIN_LIMIT_MIB: Final = max(RUNTIME_MIN_LIMIT_MIB, BASELINE_MAX_MIB + 2)  # the baseline, a 1 MiB step, its page tables
 MAX_REPLICAS: Final = 100
 MAX_CPU_MILLICORES: Final = 64_000
 # Where the memory and CPU limits are declared: on the container, or on the pod (spec.resources, beta and on by
@@ -183,9 +184,10 @@ ROWS: Final = (
         "memoryIncrementMb",
         10,
         f"MiB the workload adds (and writes) per step, from 1; at most memoryLimitMb less {BASELINE_MAX_MIB} (the "
-        f"interpreter's baseline), {_SUPERVISED_ROOM}.",
+        f"interpreter's baseline), {_SUPERVISED_ROOM}, and less the step's page tables (1/{PAGE_TABLE_DIVISOR} of it).",
         "MiB the workload adds (and writes, so it is resident) per step; at most `memoryLimitMb` less "
-        f"{BASELINE_MAX_MIB}, less {SUPERVISED.baseline_max_mib} with `processModel=supervised`",
+        f"{BASELINE_MAX_MIB}, less {SUPERVISED.baseline_max_mib} with `processModel=supervised`, and less the step's "
+        f"page tables (1/{PAGE_TABLE_DIVISOR} of it: 239 for a 256 MiB limit)",
         lowest=1,
         highest=MAX_MIB,
         bounds_note=" (MiB)",
@@ -451,19 +453,26 @@ def _interpreters(count: int) -> str:
     return f"for each of {_COUNTED.get(count, str(count))} interpreters"
 
 
+def step_room_mib(limit_mib: int, model_name: str) -> int:
+    """The largest step the limit leaves room for after the largest baseline: the step and the page tables it brings
+    (1/PAGE_TABLE_DIVISOR of it) must fit, or even the first step meets the limit (workload/predict.py)."""
+    return process_model(model_name).room_mib(limit_mib) * PAGE_TABLE_DIVISOR // (PAGE_TABLE_DIVISOR + 1)
+
+
 def _step_leaves_room(values: Values) -> str | None:
     model, limit = process_model(values["processModel"]), values["memoryLimitMb"]
-    room = model.room_mib(limit)
+    room = step_room_mib(limit, model.name)
     if values["memoryIncrementMb"] <= room:
         return None
     if model.interpreters == 1:
         return (
             f"must be at most {room}: memoryLimitMb ({limit}) less up to {BASELINE_MAX_MIB} MiB the interpreter "
-            "takes, or the container is killed before its first step"
+            "takes and the step's page tables, or the container is killed in its first step"
         )
     return (
         f"must be at most {room} for processModel={model.name}: memoryLimitMb ({limit}) less up to "
-        f"{BASELINE_MAX_MIB} MiB {_interpreters(model.interpreters)}, or the worker is killed before its first step"
+        f"{BASELINE_MAX_MIB} MiB {_interpreters(model.interpreters)} and the step's page tables, or the worker is "
+        "killed in its first step"
     )
 
 

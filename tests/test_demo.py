@@ -53,7 +53,7 @@ def test_bad_arguments_exit_2_in_one_line(argv: list[str], expected: str, capsys
     ("overrides", "starts"),
     [
         # 20 MiB with the dev stack's 16 MiB steps was killed before its first step.
-        (["memoryLimitMb=20"], "demo: invalid config oom-killer:memoryIncrementMb=16: must be at most 4"),
+        (["memoryLimitMb=20"], "demo: invalid config oom-killer:memoryIncrementMb=16: must be at most 3"),
         # Docker refuses a limit under 6 MiB with an APIError; the settings refuse it first.
         (["memoryLimitMb=4", "memoryIncrementMb=1"], "demo: invalid config oom-killer:memoryLimitMb=4: must be from"),
         (["memoryCeilingMb=120"], "demo: invalid config oom-killer:memoryCeilingMb=120: must be 0 (no ceiling) or"),

@@ -10,6 +10,7 @@ import docker
 import docker.errors
 import pytest
 
+from infra.table import step_room_mib
 from oomtools import demo
 from oomtools.rehearsal import DeclaredPod, rehearse, stack_pod
 from tests.support import CONTAINER_LIMIT_MIB
@@ -73,8 +74,9 @@ def test_a_prebuilt_image_already_on_the_engine_is_run_without_a_pull(
 
 @pytest.mark.usefixtures("dev_pod")  # the image built
 def test_the_largest_step_the_settings_allow_completes_before_the_kill(engine: docker.DockerClient) -> None:
-    # memoryIncrementMb may be memoryLimitMb less the 16 MiB baseline: the first step must fit on a real runtime.
-    largest = LIMIT_MIB - BASELINE_MAX_MIB
+    # memoryIncrementMb may be memoryLimitMb less the 16 MiB baseline and the step's page tables: the first step must
+    # fit on a real runtime.
+    largest = step_room_mib(LIMIT_MIB, "single")
     pod = stack_pod("dev", {"memoryLimitMb": str(LIMIT_MIB), "memoryIncrementMb": str(largest)})
     outcome = rehearse(engine, pod)
     assert outcome.oom_killed is True

@@ -24,7 +24,7 @@ from infra.settings import (
     StackSettings,
     load_settings,
 )
-from infra.table import MAX_MIB
+from infra.table import MAX_MIB, MIN_LIMIT_MIB, step_room_mib
 from oomtools import render as render_module
 from oomtools.render import Rendered, render, stack_config
 from tests.support import PROJECT, require
@@ -436,7 +436,7 @@ def test_the_prediction_is_a_range_where_the_baseline_decides_the_step() -> None
 
 
 @given(
-    limit=st.integers(min_value=BASELINE_MAX_MIB + 1, max_value=4096),
+    limit=st.integers(min_value=MIN_LIMIT_MIB, max_value=4096),
     increment=st.integers(min_value=1, max_value=4096),
     interval=st.integers(min_value=0, max_value=10_000),
     baseline_kib=st.integers(min_value=BASELINE_MIN_MIB * 1024, max_value=BASELINE_MAX_MIB * 1024),
@@ -445,7 +445,7 @@ def test_the_predicted_range_holds_the_kill_for_any_baseline_in_the_measured_ran
     limit: int, increment: int, interval: int, baseline_kib: int
 ) -> None:
     config = {"memoryLimitMb": limit, "memoryIncrementMb": increment, "incrementIntervalMs": interval}
-    if increment > limit - BASELINE_MAX_MIB:
+    if increment > step_room_mib(limit, "single"):
         with pytest.raises(ConfigError, match=r"^invalid config oom-killer:memoryIncrementMb="):
             load_settings_for({key: str(value) for key, value in config.items()})
         return
@@ -466,7 +466,7 @@ def test_the_predicted_range_holds_the_kill_for_any_baseline_in_the_measured_ran
 
 
 @given(
-    limit=st.integers(min_value=BASELINE_MAX_MIB + 1, max_value=4096),
+    limit=st.integers(min_value=MIN_LIMIT_MIB, max_value=4096),
     ceiling=st.integers(min_value=1, max_value=4096),
     baseline_kib=st.integers(min_value=BASELINE_MIN_MIB * 1024, max_value=BASELINE_MAX_MIB * 1024),
 )
@@ -483,7 +483,7 @@ def test_an_accepted_ceiling_holds_whatever_the_baseline(limit: int, ceiling: in
 
 
 @given(
-    limit=st.integers(min_value=2 * BASELINE_MAX_MIB + 1, max_value=4096),  # room for a step of either model
+    limit=st.integers(min_value=2 * BASELINE_MAX_MIB + 2, max_value=4096),  # room for a step of either model
     pct=st.integers(min_value=1, max_value=99),
     model=st.sampled_from(["single", "supervised"]),
 )

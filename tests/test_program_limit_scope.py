@@ -12,6 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from infra.kube import POD_LIMIT_VARIABLE, predicted_oom_kill_step
+from infra.table import MIN_LIMIT_MIB, step_room_mib
 from oomtools.rehearsal import pod_level, run_options, stack_pod
 from oomtools.render import Rendered, render, stack_config
 from tests.test_program import DEPLOYMENT, LIMIT_RANGE, load_settings_for
@@ -93,7 +94,7 @@ def test_the_demo_runs_the_pods_limit_and_hands_the_hog_what_the_kubelet_would(t
 
 
 @given(
-    limit=st.integers(min_value=BASELINE_MAX_MIB + 1, max_value=2048),
+    limit=st.integers(min_value=MIN_LIMIT_MIB, max_value=2048),
     increment=st.integers(min_value=1, max_value=2048),
     baseline_kib=st.integers(min_value=BASELINE_MIN_MIB * 1024, max_value=BASELINE_MAX_MIB * 1024),
     sandbox_kib=st.integers(min_value=0, max_value=POD_SANDBOX_MAX_BYTES // 1024),
@@ -102,7 +103,7 @@ def test_the_pods_range_holds_a_kill_whatever_its_sandbox_takes_up_to_the_allowa
     limit: int, increment: int, baseline_kib: int, sandbox_kib: int
 ) -> None:
     config = {"memoryLimitMb": str(limit), "memoryIncrementMb": str(increment)}
-    if increment > limit - BASELINE_MAX_MIB:
+    if increment > step_room_mib(limit, "single"):
         return  # refused (tests/test_program.py holds the rule)
     pod_steps = predicted_oom_kill_step(load_settings_for({**config, "limitScope": "pod"}))
     container_steps = predicted_oom_kill_step(load_settings_for(config))

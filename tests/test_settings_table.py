@@ -103,8 +103,8 @@ BREAKS = {
 
 # The one line each says, as `pulumi up` and `--set` print it: the setting, its value, why, and what to do.
 REFUSALS = {
-    "a step leaves room for the interpreters": "memoryIncrementMb=49: must be at most 48: memoryLimitMb (64) less up "
-    "to 16 MiB the interpreter takes, or the container is killed before its first step",
+    "a step leaves room for the interpreters": "memoryIncrementMb=49: must be at most 47: memoryLimitMb (64) less up "
+    "to 16 MiB the interpreter takes and the step's page tables, or the container is killed in its first step",
     "a ceiling leaves room for the interpreters": "memoryCeilingMb=113: must be 0 (no ceiling) or at most 112: "
     "memoryLimitMb (128) less up to 16 MiB the interpreter takes, so that it surely holds there (for a kill, set 0)",
     "one ceiling, in MiB or in percent": "memoryCeilingPct=90: must be 0 while memoryCeilingMb is set (64): one "
@@ -144,8 +144,8 @@ def test_each_rule_refuses_its_key_alone(rule: object) -> None:
 
 
 def test_the_bounds_the_docs_said_wrongly_are_the_ones_the_code_keeps() -> None:
-    # Supervised: two interpreters, so a step and a ceiling leave 32 MiB, not 16.
-    with pytest.raises(ConfigError, match=r"memoryIncrementMb=97: must be at most 96 for processModel=supervised"):
+    # Supervised: two interpreters, so a step and a ceiling leave 32 MiB, not 16 (a step its page tables too).
+    with pytest.raises(ConfigError, match=r"memoryIncrementMb=97: must be at most 95 for processModel=supervised"):
         load({"memoryLimitMb": "128", "processModel": "supervised", "memoryIncrementMb": "97"})
     # Page cache is never killed: a ceiling may go past the limit, up to the row's 1 TiB.
     assert load({"memoryKind": "pagecache", "memoryCeilingMb": str(1024 * 1024)})
@@ -163,7 +163,7 @@ def test_set_checks_each_value_by_the_table_in_one_line() -> None:
     }
     for pair, line in [
         ("memoryLimitMb=lots", "invalid config oom-killer:memoryLimitMb='lots': must be a whole number"),
-        ("memoryLimitMb=4", "invalid config oom-killer:memoryLimitMb=4: must be from 17 to 1048576 (MiB): "),
+        ("memoryLimitMb=4", "invalid config oom-killer:memoryLimitMb=4: must be from 18 to 1048576 (MiB): "),
         ("memoryKind=heap", "invalid config oom-killer:memoryKind='heap': must be one of anonymous, tmpfs, pagecache"),
         ("prometheusRule=yes", "invalid config oom-killer:prometheusRule='yes': must be true or false"),
     ]:
@@ -204,7 +204,7 @@ def test_a_refusal_from_the_table_is_the_programs_line() -> None:
 @pytest.mark.parametrize(
     "config",
     [
-        {"memoryLimitMb": "64", "memoryIncrementMb": "48"},  # a step of exactly the room left
+        {"memoryLimitMb": "64", "memoryIncrementMb": "47"},  # a step of exactly the room left, with its page tables
         {"memoryLimitMb": "128", "memoryCeilingMb": "112"},  # a ceiling at exactly the room left
         {"memoryLimitMb": "128", "processModel": "supervised", "memoryCeilingMb": "96"},
         {"memoryLimitMb": "128", "memoryCeilingPct": "13"},  # the least percent past the interpreter's baseline
@@ -249,8 +249,8 @@ def test_a_value_at_each_rules_edge_is_taken(config: dict[str, str]) -> None:
         ),
         (
             {"memoryLimitMb": "128", "processModel": "supervised", "memoryIncrementMb": "97"},
-            "memoryIncrementMb=97: must be at most 96 for processModel=supervised: memoryLimitMb (128) less up to "
-            "16 MiB for each of two interpreters, or the worker is killed before its first step",
+            "memoryIncrementMb=97: must be at most 95 for processModel=supervised: memoryLimitMb (128) less up to "
+            "16 MiB for each of two interpreters and the step's page tables, or the worker is killed in its first step",
         ),
         (
             {"namespace": "default"},
