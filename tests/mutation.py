@@ -44,7 +44,15 @@ TARGETS = (
         "oomtools/verdict.py",
         ("tests/test_verdict.py", "tests/test_demo.py", "tests/test_verify_judge.py", "tests/test_verify_golden.py"),
     ),
-    Target("workload/predict.py", ("tests/test_workload_steps.py", "tests/test_program.py", "tests/test_verify.py")),
+    Target(
+        "workload/predict.py",
+        (
+            "tests/test_workload_steps.py",
+            "tests/test_program.py",
+            "tests/test_program_limit_scope.py",
+            "tests/test_verify.py",
+        ),
+    ),
     Target("infra/table.py", ("tests/test_settings.py", "tests/test_settings_table.py", "tests/test_demo.py")),
 )
 

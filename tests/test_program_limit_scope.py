@@ -18,7 +18,14 @@ from oomtools.render import Rendered, render, stack_config
 from tests.test_program import DEPLOYMENT, LIMIT_RANGE, load_settings_for
 from workload.kinds import BASELINE_MAX_MIB, BASELINE_MIN_MIB
 from workload.memory import MIB
-from workload.predict import GROWTH_BASE_BYTES, GROWTH_DIVISOR, POD_SANDBOX_MAX_BYTES, first_step_past, predict_kill
+from workload.predict import (
+    GROWTH_BASE_BYTES,
+    GROWTH_DIVISOR,
+    POD_SANDBOX_MAX_BYTES,
+    binding_limit,
+    first_step_past,
+    predict_kill,
+)
 
 
 def pod_spec(rendered: Rendered) -> dict[str, Any]:
@@ -81,6 +88,15 @@ def test_a_scope_that_is_neither_is_refused_by_name() -> None:
         Exception, match=r"^invalid config oom-killer:limitScope='namespace': must be one of container, pod"
     ):
         render({**stack_config("dev"), "limitScope": "namespace"})
+
+
+def test_the_tighter_of_the_cgroups_and_the_pods_limit_binds_and_says_where_it_was_seen() -> None:
+    # v1: the hierarchical limit shows the pod's (equal), or a container's own tighter one; v2 in a namespace: none.
+    assert binding_limit(128 * MIB, 128 * MIB) == (128 * MIB, "cgroup")
+    assert binding_limit(100 * MIB, 128 * MIB) == (100 * MIB, "cgroup")
+    assert binding_limit(None, 128 * MIB) == (128 * MIB, "downward_api")
+    # A looser limit in sight (a node's, say) is not the one that binds: the pod's is.
+    assert binding_limit(129 * MIB, 128 * MIB) == (128 * MIB, "downward_api")
 
 
 def test_the_demo_runs_the_pods_limit_and_hands_the_hog_what_the_kubelet_would(tmp_path: Path) -> None:

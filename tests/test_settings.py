@@ -61,6 +61,13 @@ def test_a_ceiling_in_percent_is_read_and_0_means_none() -> None:
     assert Settings() != Settings(ceiling_pct=90)
 
 
+def test_the_pods_limit_is_read_in_mib_and_unset_is_none() -> None:
+    # What the Downward API gives with divisor 1Mi (limitScope=pod): whole MiB.
+    assert parse_settings({"POD_MEMORY_LIMIT_MB": "128"}).pod_limit_mib == 128
+    assert parse_settings({"POD_MEMORY_LIMIT_MB": ""}).pod_limit_mib is None
+    assert parse_settings({}).pod_limit_mib is None
+
+
 def test_one_ceiling_or_the_other() -> None:
     with pytest.raises(SettingsError) as caught:
         parse_settings({"MEMORY_CEILING_MB": "100", "MEMORY_CEILING_PCT": "90"})
@@ -95,6 +102,9 @@ def test_one_ceiling_or_the_other() -> None:
         ("MEMORY_CEILING_PCT", "-1"),
         ("MEMORY_CEILING_PCT", "90%"),
         ("MEMORY_CEILING_PCT", "0.9"),
+        ("POD_MEMORY_LIMIT_MB", "0"),
+        ("POD_MEMORY_LIMIT_MB", "128Mi"),
+        ("POD_MEMORY_LIMIT_MB", str(MAX_CEILING_MIB + 1)),
         ("ALLOW_UNLIMITED", "yes"),
         ("ALLOW_UNLIMITED", "true"),
     ],
