@@ -73,6 +73,19 @@ def test_a_prebuilt_image_already_on_the_engine_is_run_without_a_pull(
 
 
 @pytest.mark.usefixtures("dev_pod")  # the image built
+def test_the_demo_rehearses_a_pod_level_limit_as_a_kubelet_runs_it(capsys: pytest.CaptureFixture[str]) -> None:
+    # limitScope=pod: its one container stands for the pod, under the pod's limit, and the hog is told that limit as
+    # the Downward API tells it; it finds the same one in its cgroup, and is killed where it and the stack said.
+    assert demo.main(["--set", f"memoryLimitMb={LIMIT_MIB}", "--set", "limitScope=pod"]) == 0
+    out = capsys.readouterr().out
+    assert f"memory limit {LIMIT_MIB}Mi (the pod's)" in out
+    (start,) = [logfmt.parse(line.strip()) for line in out.splitlines() if line.strip().startswith("event=start ")]
+    assert (start["limit_mib"], start["limit_scope"], start["limit_source"]) == (str(LIMIT_MIB), "pod", "cgroup")
+    verdict = logfmt.parse(out.strip().splitlines()[-1])
+    assert (verdict["verdict"], verdict["predicted"], verdict["exit_code"]) == ("OOMKilled", "OOMKilled", "137")
+
+
+@pytest.mark.usefixtures("dev_pod")  # the image built
 def test_the_largest_step_the_settings_allow_completes_before_the_kill(engine: docker.DockerClient) -> None:
     # memoryIncrementMb may be memoryLimitMb less the 16 MiB baseline and the step's page tables: the first step must
     # fit on a real runtime.
