@@ -42,6 +42,7 @@ from tests.e2e.support import (
     render_for_the_node,
     workload_archive,
 )
+from tests.e2e.watching import Climb
 from tests.servers import free_port
 from tests.support import require
 
@@ -66,19 +67,50 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
         terminalreporter.write_line(f"e2e {text}")
 
 
+# The modules the watched climb (tests/e2e/watching.py) runs beside, started by their first test: none of them stops
+# the API server, a kubelet or containerd, or counts what runs on the first node. They run first after the blast
+# radius (which measures a neighbour's pace), in this order, and test_watching.py right after them, by when the climb
+# (~2.5 minutes) is over: it costs make e2e its Headlamp and nothing else.
+BESIDE_THE_CLIMB = ("test_cluster_oom.py", "test_make_verify_cluster.py", "test_pulumi_cli.py")
+FIRST = ("test_blast_radius.py", *BESIDE_THE_CLIMB, "test_watching.py")
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """The alert chain runs last. cAdvisor's `container_oom_events_total` comes from the kubelet reading the kernel's
-    log, whose `oom-kill:` lines the kernel prints under a rate limit the whole machine shares (10 in 5 s): the
-    chain's kills must be the machine's only ones, and in CI `make test`, which kills in cgroups of its own, runs
-    beside `make e2e` for the first minutes (test_blast_radius.py measured the limit: 5 of 19 kills printed beside
-    an OOM storm)."""
-    items.sort(key=lambda item: item.path.name == LAST)  # stable: the rest keep their order
+    """FIRST first (above), and the alert chain last. cAdvisor's `container_oom_events_total` comes from the kubelet
+    reading the kernel's log, whose `oom-kill:` lines the kernel prints under a rate limit the whole machine shares
+    (10 in 5 s): the chain's kills must be the machine's only ones, and in CI `make test`, which kills in cgroups of
+    its own, runs beside `make e2e` for the first minutes (test_blast_radius.py measured the limit: 5 of 19 kills
+    printed beside an OOM storm)."""
+
+    def place(item: pytest.Item) -> tuple[int, int]:
+        name = item.path.name
+        if name == LAST:
+            return (2, 0)
+        return (0, FIRST.index(name)) if name in FIRST else (1, 0)
+
+    items.sort(key=place)  # stable: the rest keep their order
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
     """Wait for the machine's cluster before the first test, where no test's timeout runs yet."""
     if any("cluster" in getattr(item, "fixturenames", ()) for item in session.items):
         one_cluster_at_a_time()
+
+
+@pytest.fixture(scope="session")
+def climb(cluster: Cluster, engine: docker.DockerClient) -> Iterator[Climb]:
+    """The watched climb, made here and started by the first test of BESIDE_THE_CLIMB (or by test_watching.py where
+    none of them runs); closed by test_watching.py, or at the session's end where it did not run."""
+    climbing = Climb(cluster, engine)
+    yield climbing
+    climbing.close()
+
+
+@pytest.fixture(autouse=True)
+def _the_climb_beside(request: pytest.FixtureRequest) -> None:
+    if request.path.name in BESIDE_THE_CLIMB:
+        climbing: Climb = request.getfixturevalue("climb")
+        climbing.start()
 
 
 @pytest.fixture(scope="session")

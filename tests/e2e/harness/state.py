@@ -12,6 +12,7 @@ import json
 import os
 import signal
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -55,6 +56,8 @@ class State:
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        # The watched climb (tests/e2e/watching.py) starts processes from a thread of its own: one writer at a time.
+        self.lock = threading.RLock()
         saved: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {}
         self.pids: dict[str, int] = saved.pop("pids", {})
         self.tunables: dict[str, str] = saved.pop("tunables", {})
@@ -65,17 +68,20 @@ class State:
         return self.values.get(key)
 
     def set(self, key: str, value: Any) -> None:
-        self.values[key] = value
-        self.save()
+        with self.lock:
+            self.values[key] = value
+            self.save()
 
     def pop(self, key: str) -> Any:
-        value = self.values.pop(key, None)
-        self.save()
+        with self.lock:
+            value = self.values.pop(key, None)
+            self.save()
         return value
 
     def save(self) -> None:
-        document = {"pids": self.pids, "tunables": self.tunables, "nodes": self.nodes, **self.values}
-        self.path.write_text(json.dumps(document, indent=2))
+        with self.lock:
+            document = {"pids": self.pids, "tunables": self.tunables, "nodes": self.nodes, **self.values}
+            self.path.write_text(json.dumps(document, indent=2))
 
 
 class Processes:
@@ -99,13 +105,16 @@ class Processes:
                 env={**os.environ, **(env or {})},
                 start_new_session=True,  # not in the test's process group: a Ctrl-C reaches only the tests
             )
-        self.state.pids[name] = process.pid
-        self.state.save()
+        with self.state.lock:
+            self.state.pids[name] = process.pid
+            self.state.save()
         return process
 
     def end(self, name: str, grace: float = 10.0) -> None:
         """SIGTERM, then SIGKILL after `grace` s (at once with no grace)."""
-        terminate(self.state.pids.pop(name, None), grace)
+        with self.state.lock:
+            pid = self.state.pids.pop(name, None)
+        terminate(pid, grace)
         self.state.save()
 
     def pid(self, name: str) -> int:
