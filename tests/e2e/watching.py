@@ -194,7 +194,7 @@ class Climb:
 
     def __init__(self, cluster: Cluster, engine: docker.DockerClient) -> None:
         self.cluster = cluster
-        self.engine_url = str(engine.api.base_url)
+        self.engine = engine  # checked to answer; the thread makes its own client of the same DOCKER_HOST
         self.left: contextlib.ExitStack = contextlib.ExitStack()
         self.thread: threading.Thread | None = None
         self.watched: Watched | None = None
@@ -241,7 +241,7 @@ class Climb:
 
     def _climb(self) -> Watched:
         cluster = self.cluster
-        engine = docker.DockerClient(base_url=self.engine_url)  # its own client: docker-py's is not shared
+        engine = docker.from_env()  # its own client (docker-py's is not shared), as the engine fixture made its own
         for binary in ("metrics-server", "kubectl"):
             assert (BIN / binary).exists(), f"{BIN / binary} is not built (tests/e2e/builds/build.sh builds it)"
         version = kubectl(cluster, "version", "--client", "--output=json")
