@@ -28,7 +28,7 @@ from kubernetes.client.exceptions import ApiException
 from kubernetes.utils import parse_quantity
 
 from oomtools.rehearsal import build_image, declared_pod
-from oomtools.render import stack_config
+from oomtools.render import Rendered, stack_config
 from tests import browser, report_check
 from tests.e2e import headlamp
 from tests.e2e.cluster import Cluster, as_json
@@ -200,12 +200,15 @@ class Climb:
         self.watched: Watched | None = None
         self.error: BaseException | None = None
         self.started_at = 0.0
+        self.rendered: Rendered | None = None
         self.dashboard = False  # Headlamp deployed (its build is there)
         self.headlamp_checked = False
         self.headlamp_error: BaseException | None = None
 
     def start(self) -> None:
         if self.thread is None:
+            # Rendered here, in the caller's thread: Pulumi's mocks are the process's, and need its event loop.
+            self.rendered = render_for_the_node({**stack_config("dev"), **SETTINGS, "namespace": NAMESPACE}, NAMESPACE)
             self.started_at = time.monotonic()
             self.thread = threading.Thread(target=self._run, name="watched-climb", daemon=True)
             self.thread.start()
@@ -260,7 +263,8 @@ class Climb:
         available = api_service_conditions(api)["Available"]
         assert available["status"] == "True", available
 
-        rendered = render_for_the_node({**stack_config("dev"), **SETTINGS, "namespace": NAMESPACE}, NAMESPACE)
+        rendered = self.rendered
+        assert rendered is not None
         cluster.load_image(workload_archive(engine, build_image(engine, declared_pod(rendered))))
         dashboard = headlamp.image_archive(engine) if headlamp.missing() is None else None
         limit_mib = int(
