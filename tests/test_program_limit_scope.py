@@ -136,3 +136,15 @@ def test_the_pods_range_holds_a_kill_whatever_its_sandbox_takes_up_to_the_allowa
     announced = predict_kill(limit * MIB, baseline_kib * 1024, increment, 0, None, unseen_bytes=POD_SANDBOX_MAX_BYTES)
     assert announced is not None
     assert pod_steps["earliest"] <= announced.earliest <= announced.latest <= pod_steps["latest"]
+
+
+def test_nothing_unseen_is_counted_unless_the_limit_is_a_pods() -> None:
+    # A room of the kernel's growth allowance and exactly one 1 MiB step with its growth: the earliest kill is step 2;
+    # one byte of unseen charge (a pod's sandbox) takes it to step 1, and none is counted unless asked.
+    room = GROWTH_BASE_BYTES + (GROWTH_DIVISOR + 1) * MIB // GROWTH_DIVISOR
+    limit = 64 * MIB
+    plain = predict_kill(limit, limit - room, 1, 0, None)
+    with_sandbox = predict_kill(limit, limit - room, 1, 0, None, unseen_bytes=1)
+    assert plain is not None
+    assert with_sandbox is not None
+    assert (plain.earliest, with_sandbox.earliest) == (2, 1)

@@ -11,12 +11,28 @@ from pathlib import Path
 import pulumi
 import pytest
 import yaml
+from hypothesis import given
+from hypothesis import strategies as st
 
 from infra.settings import DEFAULTS, ConfigError, load_settings
-from infra.table import ROWS, RULES, SETTINGS, Invalid, Toleration, default_namespace, parse_tolerations
+from infra.table import (
+    MAX_MIB,
+    MIN_LIMIT_MIB,
+    ROWS,
+    RULES,
+    SETTINGS,
+    Invalid,
+    Toleration,
+    default_namespace,
+    parse_tolerations,
+    step_room_mib,
+)
 from oomtools import config_files
 from oomtools.arguments import UsageError, setting_names, stack_overrides
 from oomtools.render import render
+from workload.kinds import process_model
+from workload.memory import MIB
+from workload.predict import predict_kill
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -312,3 +328,20 @@ def test_tolerations_read_as_kubectl_taint_writes_taints() -> None:
 )
 def test_a_stacks_own_namespace_is_a_valid_name_made_from_the_stacks(stack: str, namespace: str) -> None:
     assert default_namespace(stack) == namespace
+
+
+@given(
+    limit=st.integers(min_value=2 * MIN_LIMIT_MIB, max_value=MAX_MIB // 256),
+    model=st.sampled_from(["single", "supervised"]),
+)
+def test_the_largest_step_allowed_is_the_largest_the_hogs_own_prediction_lets_finish(limit: int, model: str) -> None:
+    # With the largest baseline charged, the largest step the rule allows completes (the kill comes in step 2 or
+    # later), and one MiB more would be killed in its first step: the bound is exact, not merely safe.
+    largest = step_room_mib(limit, model)
+    baseline = process_model(model).baseline_max_mib * MIB
+    allowed = predict_kill(limit * MIB, baseline, largest, 0, None)
+    one_more = predict_kill(limit * MIB, baseline, largest + 1, 0, None)
+    assert allowed is not None
+    assert one_more is not None
+    assert allowed.expected >= 2
+    assert one_more.expected == 1
