@@ -117,7 +117,8 @@ def test_kubectl_top_follows_the_hog_s_working_set(watched: Watched) -> None:
         f"gap_mib_max={max(gaps)} tolerance_mib={INCREMENT_MIB} "
         f"killed_at_working_set_mib={first_steps[-1].working_set_mib} "
         f"restarted_mib={restarted.mib} restarted_sample_age_s={age_s:.0f} "
-        f"baseline_mib={second_start['cgroup_usage_mib']} lag_s_max={max(lags):.0f} bound_s={LAG_BOUND_S}",
+        f"baseline_mib={second_start['cgroup_usage_mib']} lag_s_max={max(lags):.0f} bound_s={LAG_BOUND_S} "
+        f"killed_log_from={watched.killed_log_from}",
     )
 
 

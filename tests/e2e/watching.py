@@ -126,9 +126,9 @@ def read(cluster: Cluster, api: client.ApiClient) -> Reading | None:
     return Reading(ran_at, mib, parse_time(before[0]))
 
 
-def steps_of(core: client.CoreV1Api, pod: str, *, previous: bool) -> tuple[dict[str, str], list[Step]]:
-    """A container's start line and its steps, each at the kubelet's timestamp."""
-    log = core.read_namespaced_pod_log(pod, NAMESPACE, previous=previous, timestamps=True)
+def steps_of(log: str) -> tuple[dict[str, str], list[Step]]:
+    """A container's start line and its steps, each at the kubelet's timestamp, from its log as
+    `kubectl logs --timestamps` gives it."""
     start: dict[str, str] = {}
     steps: list[Step] = []
     for text in log.splitlines():
@@ -143,18 +143,35 @@ def steps_of(core: client.CoreV1Api, pod: str, *, previous: bool) -> tuple[dict[
     return start, steps
 
 
-def watch(cluster: Cluster, api: client.ApiClient) -> tuple[list[Reading], dict[str, Any], datetime.datetime]:
+def killed_containers_log(core: client.CoreV1Api, pod: str, followed: str) -> tuple[str, str]:
+    """The killed container's log, and where it came from: the kubelet's `--previous`, or where the kubelet no
+    longer has it (one CI run answered "unable to retrieve container logs"), the log as `watch` last read it while
+    the container ran: its last step line is logged a whole interval before the step the kill comes in."""
+    try:
+        log = core.read_namespaced_pod_log(pod, NAMESPACE, previous=True, timestamps=True)
+    except ApiException:
+        log = ""
+    if "event=start" in log:
+        return log, "previous"
+    return followed, "followed"
+
+
+def watch(cluster: Cluster, api: client.ApiClient) -> tuple[list[Reading], dict[str, Any], datetime.datetime, str]:
     """kubectl top, every 2 s, until a reading whose sample is of the restarted container: the readings, the pod as
-    last seen, and when its container started again."""
+    last seen, when its container started again, and the first container's log as last read while it ran."""
     core = client.CoreV1Api(api)
     readings: list[Reading] = []
     pod: dict[str, Any] = {}
     restarted_at: datetime.datetime | None = None
+    followed = ""
     deadline = time.monotonic() + WATCH_TIMEOUT_S
     while time.monotonic() < deadline:
         try:
             reading = read(cluster, api)
             pods = as_json(api, core.list_namespaced_pod(NAMESPACE))["items"]
+            status = (pods[0]["status"].get("containerStatuses") or [{}])[0] if len(pods) == 1 else {}
+            if status.get("restartCount") == 0 and "running" in status.get("state", {}):
+                followed = core.read_namespaced_pod_log(pods[0]["metadata"]["name"], NAMESPACE, timestamps=True)
         except (ApiException, urllib3.exceptions.HTTPError):
             time.sleep(2)  # the tests beside it load the API server: a request that failed is asked again
             continue
@@ -162,12 +179,11 @@ def watch(cluster: Cluster, api: client.ApiClient) -> tuple[list[Reading], dict[
             readings.append(reading)
         if len(pods) == 1:
             pod = pods[0]
-            status = (pod["status"].get("containerStatuses") or [{}])[0]
             started = status.get("state", {}).get("running", {}).get("startedAt")
             if status.get("restartCount") == 1 and started:
                 restarted_at = parse_time(started)
         if restarted_at and any(r.sampled_at and r.sampled_at > restarted_at for r in readings):
-            return readings, pod, restarted_at
+            return readings, pod, restarted_at, followed
         time.sleep(2)
     raise AssertionError(
         f"no reading of a restarted container within {WATCH_TIMEOUT_S:.0f} s: {readings}; pod {pod.get('status')}"
@@ -184,6 +200,7 @@ class Watched:
     limit_mib: int
     first: tuple[dict[str, str], list[Step]]  # the killed container's start line and steps
     second: tuple[dict[str, str], list[Step]]  # the restarted one's
+    killed_log_from: str = "previous"  # where the killed container's log came from (killed_containers_log)
 
 
 class Climb:
@@ -201,6 +218,7 @@ class Climb:
         self.error: BaseException | None = None
         self.started_at = 0.0
         self.rendered: Rendered | None = None
+        self.killed_log_from = ""  # "previous" (the kubelet's --previous) or "followed" (read while it ran)
         self.dashboard = False  # Headlamp deployed (its build is there)
         self.headlamp_checked = False
         self.headlamp_error: BaseException | None = None
@@ -277,15 +295,17 @@ class Climb:
         if dashboard:
             self.left.enter_context(headlamp.deploy(cluster, dashboard))
             self.dashboard = True
-        readings, pod, restarted_at = watch(cluster, api)
+        readings, pod, restarted_at, followed = watch(cluster, api)
         name = pod["metadata"]["name"]
+        killed_log, self.killed_log_from = killed_containers_log(core, name, followed)
         watched = Watched(
             readings,
             pod,
             restarted_at,
             limit_mib,
-            steps_of(core, name, previous=True),
-            steps_of(core, name, previous=False),
+            steps_of(killed_log),
+            steps_of(core.read_namespaced_pod_log(name, NAMESPACE, timestamps=True)),
+            self.killed_log_from,
         )
         # Headlamp's pages are read now, as a person would right after the restart: the restarted container has its
         # first figure and the next kill is a climb away (test_headlamp_shows_the_kill_and_the_memory judges it).
