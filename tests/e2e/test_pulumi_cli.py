@@ -233,7 +233,9 @@ def test_the_provider_pushes_with_a_login_and_the_node_pulls_by_its_repo_digest(
 
     # a wrong password: the push is refused, pulumi up stops saying so, and nothing reaches the cluster
     wrong = "not-" + registry.password
-    pulumi.run("config", "set", "--stack", PUSHED_STACK, "--secret", "registryPassword", wrong)
+    # `--` before the value: a password may start with "-" (one in 64 of token_urlsafe's did, and pulumi read it as
+    # a flag); a user's goes in at the prompt (docs/cluster.md).
+    pulumi.run("config", "set", "--stack", PUSHED_STACK, "--secret", "registryPassword", "--", wrong)
     refused = pulumi.run("up", "--yes", "--stack", PUSHED_STACK, check=False)
     said = refused.stdout + refused.stderr
     assert refused.returncode != 0, said
@@ -247,7 +249,7 @@ def test_the_provider_pushes_with_a_login_and_the_node_pulls_by_its_repo_digest(
     fact("wrong_password_refused", "ok cluster_unchanged=true")
 
     # the right one: pushed, run by the provider's repoDigest, pulled by the node with the stack's pull secret
-    pulumi.run("config", "set", "--stack", PUSHED_STACK, "--secret", "registryPassword", registry.password)
+    pulumi.run("config", "set", "--stack", PUSHED_STACK, "--secret", "registryPassword", "--", registry.password)
     pulumi.run("up", "--yes", "--stack", PUSHED_STACK)
     reference = str(pulumi.outputs(PUSHED_STACK)["image"])
     assert reference.startswith(f"{repository}@sha256:"), reference
