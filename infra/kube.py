@@ -81,7 +81,7 @@ def pod_scoped(settings: StackSettings) -> bool:
 def container_resources(settings: StackSettings) -> dict[str, str] | None:
     """The container's requests, equal to its limits (Guaranteed QoS): memory and CPU, and for a pagecache hog its
     ephemeral-storage; with limitScope=pod only the ephemeral-storage, which has no pod-level field (None: none)."""
-    storage = {"ephemeral-storage": quantity} if (quantity := ephemeral_storage(settings)) else {}
+    storage = ephemeral_storage(settings)
     if pod_scoped(settings):
         return storage or None
     return {"memory": settings.memory_limit, **storage, "cpu": f"{settings.cpu_millicores}m"}
@@ -102,7 +102,7 @@ def limit_range_items(settings: StackSettings) -> list[dict[str, Any]]:
     default), so the memory is capped on the Pod; only a pagecache hog's ephemeral-storage stays on the container.
     """
     memory = {"memory": settings.memory_limit}
-    storage = {"ephemeral-storage": quantity} if (quantity := ephemeral_storage(settings)) else {}
+    storage = ephemeral_storage(settings)
     container = {**storage} if pod_scoped(settings) else {**memory, **storage}
     items: list[dict[str, Any]] = []
     if container:
@@ -138,12 +138,13 @@ def memory_empty_dir(settings: StackSettings) -> dict[str, str] | None:
     return {"medium": "", "sizeLimit": f"{written + PAGECACHE_ROOM_MIB}Mi"}
 
 
-def ephemeral_storage(settings: StackSettings) -> str | None:
-    """The container's ephemeral-storage request and limit (pagecache only): the emptyDir's size."""
+def ephemeral_storage(settings: StackSettings) -> dict[str, str]:
+    """The container's ephemeral-storage request and limit, as a resources entry (pagecache only: the emptyDir's
+    size; empty otherwise)."""
     if not memory_kind(settings.memory_kind).on_node_disk:
-        return None
+        return {}
     empty_dir = memory_empty_dir(settings)
-    return None if empty_dir is None else empty_dir["sizeLimit"]
+    return {} if empty_dir is None else {"ephemeral-storage": empty_dir["sizeLimit"]}
 
 
 def predicted_oom_kill(settings: StackSettings) -> KillRange | None:

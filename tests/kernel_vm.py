@@ -152,6 +152,44 @@ class Boot:
         self.seconds = seconds
 
 
+def initrd_with(base: Path, payload: Path, work: Path) -> Path:
+    """The base's cpio with the `payload` folder appended as a second archive (work/payload.cpio), in
+    work/initrd.cpio: the kernel unpacks concatenated archives in order."""
+    _cpio(payload, work / "payload.cpio")
+    initrd = work / "initrd.cpio"
+    with initrd.open("wb") as out:
+        for part in (base / "base.cpio", work / "payload.cpio"):
+            with part.open("rb") as piece:
+                shutil.copyfileobj(piece, out)
+    return initrd
+
+
+def qemu_command(kernel: Path, initrd: Path, append: str, memory_mib: int, cpus: int, cpu: str = "") -> list[str]:
+    """QEMU under TCG with no display, no monitor and no reboot, booting `kernel` with `initrd`; the caller adds its
+    serial ports and network."""
+    return [
+        "qemu-system-x86_64",
+        "-accel",
+        "tcg",
+        *(["-cpu", cpu] if cpu else []),
+        "-m",
+        str(memory_mib),
+        "-smp",
+        str(cpus),
+        "-display",
+        "none",
+        "-monitor",
+        "none",
+        "-no-reboot",
+        "-kernel",
+        str(kernel),
+        "-initrd",
+        str(initrd),
+        "-append",
+        append,
+    ]
+
+
 def boot(plan: list[dict[str, Any]], work: Path, timeout: float = 600) -> Boot:
     """Boot the kernel with the workload, the driver and this plan; the driver's results once it powers off."""
     base = build_base()
@@ -161,37 +199,10 @@ def boot(plan: list[dict[str, Any]], work: Path, timeout: float = 600) -> Boot:
         shutil.copy(source, payload / "oom-killer/workload" / source.name)
     shutil.copy(PROJECT / "tests/vm_driver.py", payload / "oom-killer/vm_driver.py")
     (payload / "oom-killer/plan.json").write_text(json.dumps(plan))
-    _cpio(payload, work / "payload.cpio")
-    initrd = work / "initrd.cpio"
-    with initrd.open("wb") as out:
-        for part in (base / "base.cpio", work / "payload.cpio"):
-            with part.open("rb") as piece:
-                shutil.copyfileobj(piece, out)
+    initrd = initrd_with(base, payload, work)
     console, results = work / "console.txt", work / "results.txt"
-    command = [
-        "qemu-system-x86_64",
-        "-accel",
-        "tcg",
-        "-m",
-        str(GUEST_MEMORY_MIB),
-        "-smp",
-        "1",
-        "-display",
-        "none",
-        "-monitor",
-        "none",
-        "-no-reboot",
-        "-kernel",
-        str(base / "vmlinuz"),
-        "-initrd",
-        str(initrd),
-        "-append",
-        "console=ttyS0 rdinit=/init panic=-1 quiet",
-        "-serial",
-        f"file:{console}",
-        "-serial",
-        f"file:{results}",
-    ]
+    command = qemu_command(base / "vmlinuz", initrd, "console=ttyS0 rdinit=/init panic=-1 quiet", GUEST_MEMORY_MIB, 1)
+    command += ["-serial", f"file:{console}", "-serial", f"file:{results}"]
     started = time.monotonic()
     try:
         subprocess.run(command, stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout, check=False)

@@ -100,10 +100,10 @@ def pytest_collection_finish(session: pytest.Session) -> None:
 
 
 @pytest.fixture(scope="session")
-def climb(cluster: Cluster, engine: docker.DockerClient) -> Iterator[Climb]:
+def climb(cluster: Cluster) -> Iterator[Climb]:
     """The watched climb, made here and started by the first test of BESIDE_THE_CLIMB (or by test_watching.py where
     none of them runs); closed by test_watching.py, or at the session's end where it did not run."""
-    climbing = Climb(cluster, engine)
+    climbing = Climb(cluster)  # the cluster fixture asked for the engine: it answers
     yield climbing
     climbing.close()
 

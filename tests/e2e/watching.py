@@ -209,17 +209,13 @@ class Climb:
     no-op), `wait()` for what it watched (raising what it raised), `close()` to delete the namespaces and stop
     metrics-server and Headlamp's relay."""
 
-    def __init__(self, cluster: Cluster, engine: docker.DockerClient) -> None:
+    def __init__(self, cluster: Cluster) -> None:
         self.cluster = cluster
-        self.engine = engine  # checked to answer; the thread makes its own client of the same DOCKER_HOST
         self.left: contextlib.ExitStack = contextlib.ExitStack()
         self.thread: threading.Thread | None = None
         self.watched: Watched | None = None
         self.error: BaseException | None = None
-        self.started_at = 0.0
         self.rendered: Rendered | None = None
-        self.killed_log_from = ""  # "previous" (the kubelet's --previous) or "followed" (read while it ran)
-        self.dashboard = False  # Headlamp deployed (its build is there)
         self.headlamp_checked = False
         self.headlamp_error: BaseException | None = None
 
@@ -227,7 +223,6 @@ class Climb:
         if self.thread is None:
             # Rendered here, in the caller's thread: Pulumi's mocks are the process's, and need its event loop.
             self.rendered = render_for_the_node({**stack_config("dev"), **SETTINGS, "namespace": NAMESPACE}, NAMESPACE)
-            self.started_at = time.monotonic()
             self.thread = threading.Thread(target=self._run, name="watched-climb", daemon=True)
             self.thread.start()
 
@@ -294,10 +289,9 @@ class Climb:
         self.left.callback(core.delete_namespace, NAMESPACE)
         if dashboard:
             self.left.enter_context(headlamp.deploy(cluster, dashboard))
-            self.dashboard = True
         readings, pod, restarted_at, followed = watch(cluster, api)
         name = pod["metadata"]["name"]
-        killed_log, self.killed_log_from = killed_containers_log(core, name, followed)
+        killed_log, killed_log_from = killed_containers_log(core, name, followed)
         watched = Watched(
             readings,
             pod,
@@ -305,11 +299,11 @@ class Climb:
             limit_mib,
             steps_of(killed_log),
             steps_of(core.read_namespaced_pod_log(name, NAMESPACE, timestamps=True)),
-            self.killed_log_from,
+            killed_log_from,
         )
         # Headlamp's pages are read now, as a person would right after the restart: the restarted container has its
         # first figure and the next kill is a climb away (test_headlamp_shows_the_kill_and_the_memory judges it).
-        if self.dashboard and browser.missing() is None:
+        if dashboard and browser.missing() is None:
             try:
                 check_headlamp(cluster, watched)
             except BaseException as error:  # its test raises it

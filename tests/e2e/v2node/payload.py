@@ -24,7 +24,7 @@ from tests.e2e.harness.nodes import CNI_PLUGINS, K8S_NAMESPACE, PAUSE_IMAGE, RUN
 from tests.e2e.harness.state import BIN, ClusterError
 from tests.e2e.pki import Authority
 from tests.e2e.v2node.oci import write_archive
-from tests.kernel_vm import CACHE, PROJECT, VmUnavailable, _cpio, _run
+from tests.kernel_vm import CACHE, PROJECT, VmUnavailable, _run, initrd_with
 
 GUEST = Path(__file__).resolve().parent / "guest"
 GUEST_FILES = ("init", "watch.py", "containerd.toml", "kubelet.yaml", "hog-pod.yaml", "10-v2node.conflist")
@@ -271,12 +271,7 @@ def initrd(base: Path, work: Path, seed_on_host: bool) -> Path:
     images(base, work, v2 / "images")
     if seed_on_host:
         seed(v2 / "images", work / "seed", v2 / "seed")
-    _cpio(payload, work / "payload.cpio")
-    made = work / "initrd.cpio"
-    with made.open("wb") as out:
-        for part in (base / "base.cpio", work / "payload.cpio"):
-            with part.open("rb") as piece:
-                shutil.copyfileobj(piece, out)
+    made = initrd_with(base, payload, work)
     sizes = {path.name: path.stat().st_size / 2**20 for path in (base / "base.cpio", work / "payload.cpio", made)}
     print("  " + ", ".join(f"{name} {mib:.1f} MiB" for name, mib in sizes.items()), flush=True)
     (work / "payload.cpio").unlink()

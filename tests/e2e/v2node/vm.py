@@ -23,6 +23,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from tests import kernel_vm
 from tests.servers import free_port
 
 SMP = 2
@@ -106,25 +107,7 @@ def qemu_command(
         nic += f",hostfwd=tcp:127.0.0.1:{forwards['kubelet']}-:10250"
         nic += f",guestfwd=tcp:{API_ADDRESS}-tcp:127.0.0.1:{forwards['api']}"
     return [
-        "qemu-system-x86_64",
-        "-accel",
-        "tcg",
-        *(["-cpu", cpu] if cpu else []),
-        "-m",
-        str(memory_mib),
-        "-smp",
-        str(SMP),
-        "-display",
-        "none",
-        "-monitor",
-        "none",
-        "-no-reboot",
-        "-kernel",
-        str(kernel),
-        "-initrd",
-        str(initrd),
-        "-append",
-        append,
+        *kernel_vm.qemu_command(kernel, initrd, append, memory_mib, SMP, cpu),
         "-nic",
         nic,
         # console (kernel messages), results (marks and the RESULT line), logs (containerd's and the kubelet's)
