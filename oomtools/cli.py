@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Final
 
-from oomtools import clean, demo, doctor, verify
+from oomtools import clean, demo, doctor, resize, verify
 from oomtools.arguments import Parser, UsageError, add_stack_arguments, exit_codes, stack_overrides
 
 DISTRIBUTION: Final = "oom-killer"
@@ -80,6 +80,7 @@ def render_main(argv: list[str]) -> int:
 COMMANDS: Final[dict[str, Callable[[list[str]], int]]] = {
     "demo": demo.main,
     "verify": verify.main,
+    "resize": resize.main,
     "render": render_main,
     "doctor": doctor.main,
     "clean": clean.main,
@@ -96,6 +97,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     verify.configure(
         commands.add_parser("verify", help="watch a deployed stack and say whether what its settings predict happened")
+    )
+    resize.configure(
+        commands.add_parser(
+            "resize", help="change the running hog's memory limit in place and judge what the kubelet did"
+        )
     )
     configure_render(commands.add_parser("render", help="print the Kubernetes objects (or outputs) a stack declares"))
     doctor.configure(

@@ -22,7 +22,7 @@ from tests.test_manifests import VERSIONS
 from tests.test_program_rights import CONFIGS
 
 MANIFEST = PROJECT / "infra" / "rights.yaml"
-DEPLOYERS, VERIFIERS = "oom-killer-deployers", "oom-killer-verifiers"
+DEPLOYERS, VERIFIERS, RESIZERS = "oom-killer-deployers", "oom-killer-verifiers", "oom-killer-resizers"
 READ_ONLY = frozenset({"get", "list", "watch"})
 # What the user's commands do to each object, by its name: server-side apply (patch, and create for a new one),
 # refresh and preview (get), destroy (delete).
@@ -43,6 +43,15 @@ VERIFY_CALLS = {
     "read_namespaced_pod_log": ("", "pods/log", "get", True),
     "list_namespaced_event": ("", "events", "list", True),
     "list_node": ("", "nodes", "list", False),
+}
+# oom-killer resize's calls (oomtools/resize/, and the workload's read it shares with verify), in the namespace.
+RESIZE_CALLS = {
+    "read_namespaced_deployment": ("apps", "deployments", "get"),
+    "read_namespaced_daemon_set": ("apps", "daemonsets", "get"),
+    "list_namespaced_pod": ("", "pods", "list"),
+    "read_namespaced_pod": ("", "pods", "get"),
+    "read_namespaced_pod_log": ("", "pods/log", "get"),
+    "patch_namespaced_pod_resize": ("", "pods/resize", "patch"),
 }
 NAMESPACE_MARK = "  # namespace"  # the lines docs/rights.md tells an admin to change for another namespace
 
@@ -140,12 +149,29 @@ def uncovered(docs: list[Document], config_name: str) -> list[str]:
     return sorted(set(missing))
 
 
-def verify_calls() -> set[str]:
-    """The API methods oomtools/verify calls on its CoreV1Api (core) and AppsV1Api (apps)."""
+def api_calls(package: str) -> set[str]:
+    """The API methods a package of oomtools calls on its CoreV1Api (core) and AppsV1Api (apps)."""
     pattern = re.compile(r"\b(?:core|apps)\.((?:read|list|watch|create|patch|delete|replace|connect)_\w+)")
     return {
-        call for path in (PROJECT / "oomtools" / "verify").glob("*.py") for call in pattern.findall(path.read_text())
+        call for path in (PROJECT / "oomtools" / package).glob("*.py") for call in pattern.findall(path.read_text())
     }
+
+
+def verify_calls() -> set[str]:
+    """The API methods oomtools/verify calls."""
+    return api_calls("verify")
+
+
+def resizer_excess(docs: list[Document]) -> dict[str, set[Grant]]:
+    """The resizer's grants against oom-killer resize's calls, all in its namespace: exact, both empty. It reads the
+    workload by its name, the pods by listing and then the one it resizes."""
+    needs = {
+        (group, resource, "oom-killer" if resource in ("deployments", "daemonsets") else None, verb)
+        for group, resource, verb in RESIZE_CALLS.values()
+    }
+    have = granted(roles_bound_to(docs, RESIZERS, "RoleBinding"))
+    everywhere = granted(roles_bound_to(docs, RESIZERS, "ClusterRoleBinding"))
+    return {"extra": (have - needs) | everywhere, "missing": needs - have}
 
 
 def verifier_uncovered(docs: list[Document]) -> list[str]:
@@ -309,6 +335,17 @@ def test_the_verifier_is_granted_exactly_what_make_verify_calls() -> None:
     assert verifier_excess(documents()) == {"extra": set(), "missing": set()}
 
 
+def test_the_resizer_is_granted_exactly_what_oom_killer_resize_calls() -> None:
+    shared = {"read_namespaced_deployment", "read_namespaced_daemon_set"}  # read_workload, in oomtools/verify
+    assert api_calls("resize") | shared == set(RESIZE_CALLS), "a call of oomtools/resize not in RESIZE_CALLS"
+    assert resizer_excess(documents()) == {"extra": set(), "missing": set()}
+    # Its one write is the resize subresource: never the pod, the workload or anything cluster-wide.
+    writes = {
+        grant for grant in granted(roles_bound_to(documents(), RESIZERS, "RoleBinding")) if grant[3] not in READ_ONLY
+    }
+    assert writes == {("", "pods/resize", None, "patch")}
+
+
 def test_the_base_documents_give_no_right_on_secrets() -> None:
     """Without registry credentials the deployer cannot read a Secret of its namespace: the pull Secret's documents
     alone give any (and their watch on the kind reads them all, so they are left out where not needed)."""
@@ -440,6 +477,15 @@ def test_each_check_catches_a_manifest_broken_its_way() -> None:
     }
     assert verifier_excess(broken(verifier_reads_secrets))["extra"] == {("", "secrets", None, "get")}
     assert verifier_excess(broken(no_logs))["missing"] == {("", "pods/log", None, "get")}
+
+    def resizer_patches_pods(docs: list[Document]) -> None:
+        role(docs, "oom-killer-resizer")["rules"][-1]["resources"].append("pods")
+
+    def resizer_cannot_resize(docs: list[Document]) -> None:
+        role(docs, "oom-killer-resizer")["rules"].pop()
+
+    assert resizer_excess(broken(resizer_patches_pods))["extra"] == {("", "pods", None, "patch")}
+    assert resizer_excess(broken(resizer_cannot_resize))["missing"] == {("", "pods/resize", None, "patch")}
     assert uncovered(broken(no_daemon_sets), "node") == [f"DaemonSet/oom-killer: {verb}" for verb in BY_NAME]
     assert uncovered(broken(no_watch), "dev") == ["LimitRange/*: watch", "NetworkPolicy/*: watch"]
     assert namespace_label_drift(broken(pod_security_off))

@@ -72,7 +72,8 @@ def parse_duration(text: str) -> float:
     return float(hours * 3600 + minutes * 60 + seconds)
 
 
-def _duration(text: str) -> float:
+def duration(text: str) -> float:
+    """An argparse type: a duration (parse_duration) of more than 0 seconds."""
     try:
         seconds = parse_duration(text)
     except ValueError as error:
@@ -88,7 +89,7 @@ def configure(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.epilog = exit_codes(CODE_MEANINGS)
     parser.add_argument("--stack", default="dev", help="the Pulumi stack whose outputs say what to watch")
     parser.add_argument(
-        "--timeout", type=_duration, default="10m", help="how long to watch at most (10m, 90s, 1h30m, or seconds)"
+        "--timeout", type=duration, default="10m", help="how long to watch at most (10m, 90s, 1h30m, or seconds)"
     )
     parser.add_argument("--prometheus", metavar="URL", help="Prometheus' URL: check the alerts too")
     parser.add_argument(
@@ -118,7 +119,7 @@ def configure(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--detector-grace",
-        type=_duration,
+        type=duration,
         metavar="DURATION",
         help="with --prometheus: how long after the watch to wait for every signal to show the last kills (a "
         "scrape interval, cAdvisor's housekeeping, Alertmanager's group_wait), at most (default: 2m)",
