@@ -16,6 +16,7 @@ from oomtools.resize import command
 from oomtools.resize.pod import hog_state, read_pod, resize_patch, target_of
 from oomtools.resize.predict import HELD, KILLED, REFUSED, UNSEEN_MIB, HogState, Outcome, judge, predict_resize
 from oomtools.verdict import FAILED, PASSED
+from oomtools.verify.arguments import BadArguments
 from workload import logfmt
 from workload.predict import predict_kill
 
@@ -276,7 +277,7 @@ class Clock:
 
 @pytest.fixture(autouse=True)
 def _no_sleep(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(command.time, "sleep", lambda _seconds: None)
+    monkeypatch.setattr("oomtools.resize.command.time.sleep", lambda _seconds: None)
 
 
 def applied(limit: str) -> Any:
@@ -391,7 +392,7 @@ def test_a_growing_hog_is_patched_right_after_its_next_line() -> None:
 def test_several_pods_need_one_named() -> None:
     one, two = pod(), pod()
     two["metadata"]["name"] = "oom-killer-def"
-    with pytest.raises(command.BadArguments, match="--pod"):
+    with pytest.raises(BadArguments, match="--pod"):
         command.choose_pod([one, two], None)
     assert command.choose_pod([one, two], "oom-killer-def") is two
 
