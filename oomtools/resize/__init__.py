@@ -8,5 +8,14 @@ command.DESCRIPTION).
 """
 
 from oomtools.resize.command import CODE_MEANINGS, configure, main, run
+from oomtools.verify.arguments import EXIT_AS_PREDICTED, EXIT_BAD_ARGUMENTS, EXIT_NOT_AS_PREDICTED
 
-__all__ = ["CODE_MEANINGS", "configure", "main", "run"]
+__all__ = [
+    "CODE_MEANINGS",
+    "EXIT_AS_PREDICTED",
+    "EXIT_BAD_ARGUMENTS",
+    "EXIT_NOT_AS_PREDICTED",
+    "configure",
+    "main",
+    "run",
+]

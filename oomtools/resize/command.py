@@ -252,14 +252,17 @@ def withdraw(pods: Pods, target: Target, clock: Callable[[], float]) -> bool:
     return False
 
 
-def verdict_line(tree: Item, prediction: ResizePrediction, hog: HogState, outcome: Outcome) -> str:
+def verdict_line(tree: Item, prediction: ResizePrediction, hog: HogState, outcome: Outcome, scope: str) -> str:
+    kill = prediction.kill
     return logfmt.line(
         resize=outcome.what or "none",
         verdict=VERDICTS[tree.status],
         predicted="|".join(prediction.outcomes),
+        scope=scope,
         from_mib=hog.limit_mib,
         to_mib=prediction.to_mib,
         usage_mib=hog.usage_mib,
+        **({"predicted_steps": f"{kill.earliest}..{kill.latest}"} if kill and KILLED in prediction.outcomes else {}),
         **({"kill_step": outcome.kill_step} if outcome.kill_step is not None else {}),
         **({"reason": outcome.reason, "exit_code": outcome.exit_code} if outcome.what == KILLED else {}),
         seconds=round(outcome.seconds, 1),
@@ -321,7 +324,7 @@ def run(args: argparse.Namespace, out: TextIO, err: TextIO, clock: Callable[[], 
     elif outcome.what == HELD:
         say(logfmt.line(event="held", seconds=round(outcome.seconds, 1), limit_mib=outcome.applied_mib))
     tree = judge(prediction, outcome)
-    say(verdict_line(tree, prediction, hog, outcome))
+    say(verdict_line(tree, prediction, hog, outcome, target.scope))
     return EXIT_AS_PREDICTED if tree.status == PASSED else EXIT_NOT_AS_PREDICTED
 
 
