@@ -45,16 +45,21 @@ def hog(**changes: Any) -> HogState:
 @pytest.mark.parametrize("to_mib", [1, 20, 36])
 def test_a_limit_at_or_below_the_charge_is_refused_whatever_the_hog_does(to_mib: int) -> None:
     for state in (hog(), hog(holding=True), hog(ceiling_mib=40)):
-        assert predict_resize(state, to_mib).outcomes == (REFUSED,)
+        prediction = predict_resize(state, to_mib)
+        assert (prediction.to_mib, prediction.outcomes) == (to_mib, (REFUSED,))
+        assert prediction.why == "the container is charged 36 MiB, at or above it"
 
 
 def test_a_holding_hog_holds_under_a_limit_above_its_charge_and_the_sandbox() -> None:
     holding = hog(usage_mib=66, holding=True, ceiling_mib=54)
     assert predict_resize(holding, 66 + UNSEEN_MIB + 1).outcomes == (HELD,)
     # Within the sandbox and the log's rounding of its charge, the kubelet's pod usage may still be at or above it.
+    assert predict_resize(holding, 72).why == "above the charge the hog holds at (66 MiB)"
     for to_mib in (67, 66 + UNSEEN_MIB):
-        assert predict_resize(holding, to_mib).outcomes == (REFUSED, HELD)
-    assert predict_resize(holding, 66 + UNSEEN_MIB + 1).kill is None
+        prediction = predict_resize(holding, to_mib)
+        assert (prediction.to_mib, prediction.outcomes) == (to_mib, (REFUSED, HELD))
+        assert prediction.why == "within 5 MiB of the charge the hog holds at (66 MiB)"
+    assert (predict_resize(holding, 72).to_mib, predict_resize(holding, 72).kill) == (72, None)
 
 
 def test_a_growing_hog_is_killed_in_the_steps_the_new_limit_gives() -> None:
@@ -66,21 +71,33 @@ def test_a_growing_hog_is_killed_in_the_steps_the_new_limit_gives() -> None:
     same = predict_kill(88 * MIB, 12 * MIB, 8, 1500, None, unseen_bytes=4 * MIB)
     assert same is not None
     assert prediction.kill == same
+    assert (prediction.to_mib, prediction.why) == (88, "it grows past it in step 9..10")
+    # What the kernel can take back of its first charge widens the range as the start line's does: 8 MiB, a step.
+    reclaiming = predict_resize(hog(reclaimable_mib=8), 88).kill
+    assert reclaiming is not None
+    assert (reclaiming.earliest, reclaiming.latest) == (9, 11)
 
 
 def test_a_limit_the_hogs_next_step_reaches_is_a_race_with_the_kubelet() -> None:
     # Above the charge (44 MiB at step 4), but step 5 charges 52 MiB, and with the sandbox and the kernel's growth may
     # reach 54: the kubelet may apply it first (a kill) or read the charge after the step (a refusal).
     prediction = predict_resize(hog(usage_mib=44, step=4), 54)
-    assert prediction.outcomes == (REFUSED, KILLED)
+    assert (prediction.to_mib, prediction.outcomes) == (54, (REFUSED, KILLED))
+    assert prediction.why == "its next step (step 5) may reach it before the kubelet applies it"
     assert prediction.kill is not None
-    assert prediction.kill.earliest <= 5
-    # Two steps away it is no race.
-    assert predict_resize(hog(usage_mib=44, step=4), 72).outcomes == (KILLED,)
+    assert prediction.kill.earliest == 5
+    # Two steps away it is no race: a whole interval for the kubelet.
+    further = predict_resize(hog(usage_mib=44, step=4), 60)
+    assert further.outcomes == (KILLED,)
+    assert further.kill is not None
+    assert further.kill.earliest == 6
 
 
 def test_a_growing_hog_whose_ceiling_fits_under_the_new_limit_holds() -> None:
-    assert predict_resize(hog(ceiling_mib=40), 80).outcomes == (HELD,)
+    fits = predict_resize(hog(ceiling_mib=40), 80)
+    assert (fits.to_mib, fits.outcomes, fits.why) == (80, (HELD,), "its ceiling (40 MiB allocated) fits under it")
+    near = predict_resize(hog(ceiling_mib=24, usage_mib=36), 40)  # it grows no more, but the sandbox counts
+    assert (near.to_mib, near.outcomes, near.why) == (40, (REFUSED, HELD), "within 5 MiB of its charge (36 MiB)")
     assert predict_resize(hog(ceiling_mib=40), 38).outcomes == (REFUSED, KILLED)  # its next step reaches 38
     assert predict_resize(hog(ceiling_mib=80), 64).outcomes == (KILLED,)
 
@@ -89,23 +106,37 @@ def test_a_growing_hog_whose_ceiling_fits_under_the_new_limit_holds() -> None:
 
 
 def test_the_verdict_holds_the_outcome_the_limit_and_the_kill_to_the_prediction() -> None:
+    def failed(prediction: Any, outcome: Outcome) -> list[tuple[str, str]]:
+        return [(c.name, c.detail) for c in judge(prediction, outcome).failed]
+
     killed = predict_resize(hog(), 88)
     good = Outcome(KILLED, 12.0, applied_mib=88, kill_step=9, reason="OOMKilled", exit_code=137)
     assert judge(killed, good).status == PASSED
+    assert judge(killed, good).name == "resize to 88 MiB"
     late = Outcome(KILLED, 12.0, applied_mib=88, kill_step=11, reason="OOMKilled", exit_code=137)
-    assert [c.name for c in judge(killed, late).failed] == ["the kill in a step predicted"]
+    assert failed(killed, late) == [("the kill in a step predicted", "step 11, predicted 9..10")]
     error = Outcome(KILLED, 12.0, applied_mib=88, kill_step=9, reason="Error", exit_code=1)
-    assert [c.name for c in judge(killed, error).failed] == ["killed by the kernel"]
+    assert failed(killed, error) == [("killed by the kernel", "Error 1")]
+    signalled = Outcome(KILLED, 12.0, applied_mib=88, kill_step=9, reason="Error", exit_code=137)  # a kill -9
+    assert failed(killed, signalled) == [("killed by the kernel", "Error 137")]
     no_step = Outcome(KILLED, 12.0, applied_mib=88, reason="OOMKilled", exit_code=137)
-    assert [c.name for c in judge(killed, no_step).failed] == ["the kill in a step predicted"]
+    assert failed(killed, no_step) == [("the kill in a step predicted", "no step to hold the kill to")]
     held = Outcome(HELD, 30.0, applied_mib=88)
-    assert [c.name for c in judge(killed, held).failed] == ["the outcome predicted"]
+    assert failed(killed, held) == [("the outcome predicted", "held, predicted killed")]
     nothing = Outcome(None, 180.0, "no answer within --timeout")
-    assert judge(killed, nothing).status == FAILED
+    assert failed(killed, nothing) == [("the outcome predicted", "none, predicted killed (no answer within --timeout)")]
+    silent = Outcome(None, 180.0)
+    assert failed(killed, silent) == [("the outcome predicted", "none, predicted killed (the pod showed none)")]
 
     holds = predict_resize(hog(holding=True, usage_mib=66), 80)
     assert judge(holds, Outcome(HELD, 15.0, applied_mib=80)).status == PASSED
-    assert [c.name for c in judge(holds, Outcome(HELD, 15.0, applied_mib=128)).failed] == ["the new limit applied"]
+    assert failed(holds, Outcome(HELD, 15.0, applied_mib=128)) == [
+        ("the new limit applied", "128 MiB in the container's status, 80 asked")
+    ]
+    race = predict_resize(hog(usage_mib=44, step=4), 54)
+    assert failed(race, Outcome(HELD, 15.0, applied_mib=54)) == [
+        ("the outcome predicted", "held, predicted refused|killed")
+    ]
     refused = predict_resize(hog(holding=True, usage_mib=66), 48)
     assert judge(refused, Outcome(REFUSED, 1.0, "cannot decrease memory limits")).status == PASSED
     assert judge(refused, Outcome(HELD, 15.0, applied_mib=48)).status == FAILED
