@@ -24,11 +24,12 @@ from infra.kube import (
     pod_resources,
     predicted_oom_kill_step,
     predicted_seconds_to_oom_kill,
+    vpa_spec,
     workload_env,
     workload_env_from_pod,
 )
 from infra.monitoring import PROMETHEUS_RULE_API_VERSION, PROMETHEUS_RULE_NAME, rule_groups
-from infra.names import CONTAINER, WORKLOAD
+from infra.names import CONTAINER, VPA, VPA_API_VERSION, WORKLOAD
 from infra.settings import load_settings
 
 exit_quietly_when_interrupted()  # a failed or cancelled update ends with the engine's one line, no traceback of ours
@@ -237,6 +238,18 @@ if settings.prometheus_rule:
         ),
         spec={"groups": rule_groups()},
         opts=inside,
+    )
+
+# VerticalPodAutoscaler (vpa): VPA's answer to the hog's OOM kills, over the workload, up to vpaMaxMb (the
+# LimitRange's max too). Needs VPA's CRD (and VPA running) in the cluster.
+if settings.vpa != "off":
+    k8s.apiextensions.CustomResource(
+        "vertical-pod-autoscaler",
+        api_version=VPA_API_VERSION,
+        kind="VerticalPodAutoscaler",
+        metadata=k8s.meta.v1.ObjectMetaArgs(name=VPA, namespace=namespace_name, labels=app_labels),
+        spec=vpa_spec(settings, "DaemonSet" if settings.scope == "node" else "Deployment"),
+        opts=pulumi.ResourceOptions.merge(inside, pulumi.ResourceOptions(depends_on=[workload])),
     )
 
 # Exports: where it runs, what it runs, when the first kill is due, and how to watch it.

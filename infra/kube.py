@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Final
 
-from infra.names import APP, STOPPED_NODE_SELECTOR
+from infra.names import APP, CONTAINER, STOPPED_NODE_SELECTOR, WORKLOAD
 from infra.settings import StackSettings
 from workload.kinds import memory_kind, process_model
 from workload.memory import MIB
@@ -100,13 +100,16 @@ def limit_range_items(settings: StackSettings) -> list[dict[str, Any]]:
 
     With limitScope=pod a Container item holding memory would give the hog's container a limit of its own (its
     default), so the memory is capped on the Pod; only a pagecache hog's ephemeral-storage stays on the container.
+    With a VPA (vpa), the container's max is VPA's maximum, and its default the limit the stack declares.
     """
     memory = {"memory": settings.memory_limit}
     storage = ephemeral_storage(settings)
     container = {**storage} if pod_scoped(settings) else {**memory, **storage}
     items: list[dict[str, Any]] = []
     if container:
-        items.append({"type": "Container", "default": container, "defaultRequest": container, "max": container})
+        # With a VPA the cap is VPA's maximum: what it may give the hog (the LimitRanger refuses a pod above it).
+        cap = {**container, "memory": settings.vpa_max} if settings.vpa_max and "memory" in container else container
+        items.append({"type": "Container", "default": container, "defaultRequest": container, "max": cap})
     if pod_scoped(settings):
         items.append({"type": "Pod", "max": memory})
     return items
@@ -206,4 +209,24 @@ def kubectl_commands(namespace: str, stack: str) -> dict[str, str]:
         "describePod": f"kubectl describe pods {where}",
         "lastTerminationReason": f"kubectl get pods {where} --output '{last_reason}'",
         "logsOfKilledContainer": f"kubectl logs {where} --previous --tail 5",
+    }
+
+
+def vpa_spec(settings: StackSettings, kind: str) -> dict[str, Any]:
+    """The VerticalPodAutoscaler's spec (vpa): over the workload, in the updateMode asked for, on one replica too
+    (minReplicas: the updater's default leaves a workload of fewer than two alone), sizing the hog's memory alone (its
+    CPU stays as declared) up to vpaMaxMb, requests and limits together (they are equal: Guaranteed stays)."""
+    return {
+        "targetRef": {"apiVersion": "apps/v1", "kind": kind, "name": WORKLOAD},
+        "updatePolicy": {"updateMode": settings.vpa, "minReplicas": 1},
+        "resourcePolicy": {
+            "containerPolicies": [
+                {
+                    "containerName": CONTAINER,
+                    "controlledResources": ["memory"],
+                    "controlledValues": "RequestsAndLimits",
+                    "maxAllowed": {"memory": settings.vpa_max},
+                }
+            ]
+        },
     }

@@ -11,6 +11,8 @@ PROJECT: Final = "oom-killer"  # the project, and its config namespace (`oom-kil
 APP: Final = "oom-killer"  # app.kubernetes.io/name on every object
 CONTAINER: Final = "oom-killer"
 WORKLOAD: Final = "oom-killer"  # the Deployment's name, or the DaemonSet's (scope=node)
+VPA: Final = "oom-killer"  # the VerticalPodAutoscaler's (vpa)
+VPA_API_VERSION: Final = "autoscaling.k8s.io/v1"
 # scope=node with replicas=0: a label no node carries, in the pod's nodeSelector, so that the DaemonSet runs no pod
 # and its objects stay, as a Deployment scaled to 0 does.
 STOPPED_LABEL: Final = "oom-killer.io/stopped"

@@ -39,6 +39,9 @@ MAX_CPU_MILLICORES: Final = 64_000
 # default from Kubernetes 1.34), with the container left without one of its own.
 LIMIT_SCOPES: Final = ("container", "pod")
 SCOPES: Final = ("deployment", "node")  # a Deployment of `replicas` pods, or a DaemonSet of one pod per node
+# A VerticalPodAutoscaler over the workload (vpa), by its updateMode, or none; and its maxAllowed memory by default.
+VPA_MODES: Final = ("off", "Auto", "Recreate", "InPlaceOrRecreate")
+VPA_MAX_FACTOR: Final = 4  # vpaMaxMb=0: four times memoryLimitMb, room for VPA's OOM bump of up to 3x
 TAINT_EFFECTS: Final = ("NoSchedule", "PreferNoSchedule", "NoExecute")
 # What the supervised model's bounds say of its interpreters (the limit less the baseline of each).
 _SUPERVISED_ROOM: Final = f"less {SUPERVISED.baseline_max_mib} with processModel=supervised (two interpreters)"
@@ -258,6 +261,30 @@ ROWS: Final = (
         "LimitRange's max on the pod; Guaranteed QoS either way, and the hog reads the pod's limit from its "
         "cgroup or, where cgroup v2 hides it, from the Downward API ([pod-level limits](cluster.md#pod-level-limits))",
         choices=LIMIT_SCOPES,
+    ),
+    Setting(
+        "vpa",
+        VPA_MODES[0],
+        "Declare a VerticalPodAutoscaler (autoscaling.k8s.io/v1: VPA must be installed) over the workload with this "
+        "updateMode: off (none), Auto, Recreate or InPlaceOrRecreate. It sizes the hog's memory alone, up to "
+        "vpaMaxMb, which also becomes the LimitRange's max; give the hog a memoryCeilingMb above its limit to see "
+        "whether VPA's answer to its OOM kills lets it hold. limitScope=container only.",
+        "declare a `VerticalPodAutoscaler` (VPA must be installed) over the workload with this `updateMode`: `off`, "
+        "`Auto`, `Recreate` or `InPlaceOrRecreate`; it sizes memory alone, up to `vpaMaxMb` (also the LimitRange's "
+        "max); with a `memoryCeilingMb` above the limit, `make verify ARGS=--vpa` says whether VPA's answer to the "
+        "kill lets the hog hold ([VPA](cluster.md#vpas-answer-to-an-oom))",
+        choices=VPA_MODES,
+    ),
+    Setting(
+        "vpaMaxMb",
+        0,
+        f"With vpa: the most memory VPA may give the hog, in MiB (its maxAllowed, and the LimitRange's max); at least "
+        f"memoryLimitMb; 0 means {VPA_MAX_FACTOR} times memoryLimitMb.",
+        "with `vpa`: the most memory VPA may give the hog, in MiB (its `maxAllowed`, and the LimitRange's max); at "
+        f"least `memoryLimitMb`; `0` means {VPA_MAX_FACTOR} times `memoryLimitMb`",
+        lowest=0,
+        highest=MAX_MIB,
+        bounds_note=" (MiB)",
     ),
     Setting(
         "namespace",
@@ -484,6 +511,15 @@ def _ceiling_leaves_room(values: Values) -> str | None:
     room = model.room_mib(limit)
     if values["memoryCeilingMb"] <= room:
         return None
+    if values["vpa"] != "off":  # killed at the limit, it holds where VPA gives it the room
+        most = vpa_max_mib(values)
+        if values["memoryCeilingMb"] <= model.room_mib(most):
+            return None
+        who = "the interpreter takes" if model.interpreters == 1 else _interpreters(model.interpreters)
+        return (
+            f"must be 0 (no ceiling) or at most {model.room_mib(most)} with vpa: VPA's most (vpaMaxMb, {most}) less "
+            f"up to {model.baseline_max_mib} MiB {who}, so that it can hold once VPA gives it the room"
+        )
     if model.interpreters == 1:
         return (
             f"must be 0 (no ceiling) or at most {room}: memoryLimitMb ({limit}) less up to {BASELINE_MAX_MIB} MiB "
@@ -568,6 +604,32 @@ def _labels_for_a_rule(values: Values) -> str | None:
     return "label the PrometheusRule, which is not declared: `pulumi config set prometheusRule true`"
 
 
+def vpa_max_mib(values: Values) -> int:
+    """The most memory VPA may give the hog: vpaMaxMb, or by default VPA_MAX_FACTOR times the limit."""
+    return int(values["vpaMaxMb"] or VPA_MAX_FACTOR * values["memoryLimitMb"])
+
+
+def _vpa_max_for_a_vpa(values: Values) -> str | None:
+    if not values["vpaMaxMb"] or values["vpa"] != "off":
+        return None
+    return "is VPA's maximum, and no VPA is declared: `pulumi config set vpa InPlaceOrRecreate` (or rm vpaMaxMb)"
+
+
+def _vpa_max_above_the_limit(values: Values) -> str | None:
+    if not values["vpaMaxMb"] or values["vpaMaxMb"] >= values["memoryLimitMb"]:
+        return None
+    return (
+        f"must be 0 ({VPA_MAX_FACTOR} times the limit) or at least memoryLimitMb ({values['memoryLimitMb']}): "
+        "a VPA held under the hog's own limit could only shrink it"
+    )
+
+
+def _vpa_sizes_containers(values: Values) -> str | None:
+    if values["vpa"] == "off" or values["limitScope"] == "container":
+        return None
+    return "needs limitScope=container: VPA recommends and applies per container, and the pod's limit would bind"
+
+
 @dataclass(frozen=True)
 class Rule:
     """A rule between keys, by name: the key whose value it refuses, and the check (None: the values hold)."""
@@ -589,6 +651,9 @@ RULES: Final = (
     Rule("registry credentials go together", "registryUsername", _credentials_together),
     Rule("registry credentials are for a push", "registryUsername", _credentials_for_a_push),
     Rule("labels are for a declared PrometheusRule", "prometheusRuleLabels", _labels_for_a_rule),
+    Rule("VPA's maximum is for a declared VPA", "vpaMaxMb", _vpa_max_for_a_vpa),
+    Rule("VPA's maximum is at least the limit", "vpaMaxMb", _vpa_max_above_the_limit),
+    Rule("VPA sizes containers", "vpa", _vpa_sizes_containers),
 )
 
 

@@ -26,6 +26,7 @@ CONFIGS: dict[str, tuple[dict[str, str], frozenset[str]]] = {
     "node": ({**stack_config("dev"), "scope": "node"}, frozenset()),
     "prometheus-rule": ({**stack_config("dev"), "prometheusRule": "true"}, frozenset()),
     "pushed": ({**PUSHED, "namespace": "oom-lab"}, frozenset({"registryPassword"})),
+    "vpa": ({**stack_config("dev"), "vpa": "InPlaceOrRecreate", "memoryCeilingMb": "160"}, frozenset()),
 }
 
 

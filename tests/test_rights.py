@@ -33,7 +33,13 @@ WAITED_FOR = ("list", "watch")
 SKIP_AWAIT = "pulumi.com/skipAwait"
 ONLY_FOR = "oom-killer.io/only-for"  # the label of an option's documents: the config key that needs them
 # The options each config of tests/test_program_rights.py uses, by the config keys the manifest labels them with.
-OPTIONS = {"dev": set(), "node": set(), "prometheus-rule": {"prometheusRule"}, "pushed": {"registryPassword"}}
+OPTIONS = {
+    "dev": set(),
+    "node": set(),
+    "prometheus-rule": {"prometheusRule"},
+    "pushed": {"registryPassword"},
+    "vpa": {"vpa"},
+}
 # The Kubernetes API calls of make verify (oomtools/verify/), each as RBAC sees it: group, resource, verb, and whether
 # it is in the stack's namespace (else cluster-wide).
 VERIFY_CALLS = {
@@ -43,6 +49,7 @@ VERIFY_CALLS = {
     "read_namespaced_pod_log": ("", "pods/log", "get", True),
     "list_namespaced_event": ("", "events", "list", True),
     "list_node": ("", "nodes", "list", False),
+    "get_namespaced_custom_object": ("autoscaling.k8s.io", "verticalpodautoscalers", "get", True),  # --vpa
 }
 # oom-killer resize's calls (oomtools/resize/, and the workload's read it shares with verify), in the namespace.
 RESIZE_CALLS = {
@@ -151,7 +158,7 @@ def uncovered(docs: list[Document], config_name: str) -> list[str]:
 
 def api_calls(package: str) -> set[str]:
     """The API methods a package of oomtools calls on its CoreV1Api (core) and AppsV1Api (apps)."""
-    pattern = re.compile(r"\b(?:core|apps)\.((?:read|list|watch|create|patch|delete|replace|connect)_\w+)")
+    pattern = re.compile(r"\b(?:core|apps|custom)\.((?:read|list|watch|create|patch|delete|replace|connect|get)_\w+)")
     return {
         call for path in (PROJECT / "oomtools" / package).glob("*.py") for call in pattern.findall(path.read_text())
     }
@@ -236,7 +243,7 @@ def verifier_needs() -> tuple[set[Grant], set[Grant]]:
     here: set[Grant] = set()
     everywhere: set[Grant] = set()
     for group, resource, verb, namespaced in VERIFY_CALLS.values():
-        name = "oom-killer" if resource in ("deployments", "daemonsets") else None
+        name = "oom-killer" if resource in ("deployments", "daemonsets", "verticalpodautoscalers") else None
         (here if namespaced else everywhere).add((group, resource, name, verb))
     return here, everywhere
 

@@ -159,6 +159,12 @@ def configure(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
         help="the stack's outputs as `pulumi stack output --json` prints them, in a file or inline (a value "
         "starting with '{'), instead of asking pulumi",
     )
+    parser.add_argument(
+        "--vpa",
+        action="store_true",
+        help="watch VPA answer the hog's OOM kills instead (a stack with vpa set and a memoryCeilingMb above its "
+        "limit): the recommendation before and after, how and when it was applied, and whether the hog then holds",
+    )
     parser.add_argument("--kubeconfig", help="a kubeconfig file (default: KUBECONFIG, ~/.kube/config)")
     parser.add_argument("--context", help="a kube context (default: the current one)")
     return parser
@@ -192,6 +198,17 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
             raise BadArguments(
                 f"--from judges saved results: --{watching[0].replace('_', '-')} is for a watch (the saved file "
                 "says what was read)"
+            )
+    if args.vpa:
+        others = [
+            option
+            for option in ("prometheus", "alertmanager", "from_results", "save", "report", "junit")
+            if getattr(args, option)
+        ]
+        if others:
+            raise BadArguments(
+                f"--vpa watches VPA's answer alone: --{others[0].replace('_results', '').replace('_', '-')} is for the "
+                "kill loop's watch (run it apart)"
             )
     if args.kills < 1:
         raise BadArguments(f"--kills {args.kills}: must be at least 1")

@@ -55,6 +55,10 @@ from oomtools.verify.prediction import Prediction, predict
 
 def run(args: argparse.Namespace, out: TextIO, err: TextIO, clock: Callable[[], float] = time.time) -> int:
     """Gather (watch the stack, or read --from's saved results), then judge and report what was gathered."""
+    if args.vpa:
+        from oomtools.verify.vpa_watch import run_vpa
+
+        return run_vpa(args, out, err)
     terminal = report.Terminal(out, err)
     if args.from_results is not None:
         gathered = results.load(args.from_results)

@@ -2,8 +2,8 @@
 # Build the test cluster's binaries from their Go modules, once per machine: etcd, containerd (with its runc shim
 # and ctr), and the Kubernetes node (kube-apiserver, kube-controller-manager, kube-scheduler, kubelet); then Pulumi's
 # CLI, Python language host and Kubernetes and Docker provider plugins; then kube-state-metrics, for the alerting chain;
-# then metrics-server and the release's kubectl, for `kubectl top` through the API aggregation layer; last Headlamp,
-# the web dashboard (its server and its npm-built UI).
+# then metrics-server and the release's kubectl, for `kubectl top` through the API aggregation layer, and the Vertical
+# Pod Autoscaler; last Headlamp, the web dashboard (its server and its npm-built UI).
 # Each module here pins one release; a component is rebuilt only when its go.mod, go.sum or main changes, or the
 # third_party sources it is built from do, or the Go toolchain does. Two components come from sources no module
 # proxy serves, in $OOM_KILLER_THIRD_PARTY (default: shared/third_party beside the repository's folder, as laid for
@@ -162,6 +162,15 @@ build kube-state-metrics . \
 # in (k8s.io/client-go/pkg/version, which its --version and User-Agent report).
 build metrics-server tool \
   "-s -w -X k8s.io/client-go/pkg/version.gitVersion=$(module_version metrics-server sigs.k8s.io/metrics-server)"
+
+# The Vertical Pod Autoscaler v1.8.1 (issue 31: VPA's answer to an OOM): its recommender, updater and admission
+# controller from the release module on the module proxy, into $bin/vpa/ (their names are upstream's own), and the
+# release's CRDs and RBAC beside them, which make e2e applies as a user applies upstream's deploy/.
+vpa_module=k8s.io/autoscaler/vertical-pod-autoscaler
+inputs_vpa() { module_version vpa "$vpa_module"; }
+build vpa tool "-s -w" "$bin/vpa/"
+vpa_source=$(module_dir vpa "$vpa_module@$(module_version vpa "$vpa_module")")
+install -m 0644 "$vpa_source/deploy/vpa-v1-crd-gen.yaml" "$vpa_source/deploy/vpa-rbac.yaml" "$bin/vpa/"
 
 # kubectl of the node's own release, in a module of its own (the same release and replaces as kubernetes/) so that the
 # node's binaries are not rebuilt for it; `kubectl version --client` reports the release.
