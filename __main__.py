@@ -242,7 +242,7 @@ if settings.prometheus_rule:
 
 # VerticalPodAutoscaler (vpa): VPA's answer to the hog's OOM kills, over the workload, up to vpaMaxMb (the
 # LimitRange's max too). Needs VPA's CRD (and VPA running) in the cluster.
-if settings.vpa != "off":
+if settings.vpa != "none":
     k8s.apiextensions.CustomResource(
         "vertical-pod-autoscaler",
         api_version=VPA_API_VERSION,

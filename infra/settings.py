@@ -76,13 +76,13 @@ class StackSettings:
     create_namespace: bool = True  # false: the namespace is an admin's; the stack neither creates nor deletes it
     memory_ceiling_pct: int = 0  # 0: none; else the percent of the limit the container's charge holds at
     limit_scope: str = "container"  # one of infra/table.py's LIMIT_SCOPES
-    vpa: str = "off"  # one of infra/table.py's VPA_MODES: a VerticalPodAutoscaler's updateMode, or none
+    vpa: str = "none"  # one of infra/table.py's VPA_MODES: a VerticalPodAutoscaler's updateMode, or none
     vpa_max_mb: int = 0  # 0: VPA_MAX_FACTOR times the limit
 
     @property
     def vpa_max(self) -> str | None:
         """The most memory VPA may give the hog, as a quantity (also the LimitRange's max); None without a VPA."""
-        if self.vpa == "off":
+        if self.vpa == "none":
             return None
         return f"{self.vpa_max_mb or VPA_MAX_FACTOR * self.memory_limit_mb}Mi"
 

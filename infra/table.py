@@ -40,7 +40,7 @@ MAX_CPU_MILLICORES: Final = 64_000
 LIMIT_SCOPES: Final = ("container", "pod")
 SCOPES: Final = ("deployment", "node")  # a Deployment of `replicas` pods, or a DaemonSet of one pod per node
 # A VerticalPodAutoscaler over the workload (vpa), by its updateMode, or none; and its maxAllowed memory by default.
-VPA_MODES: Final = ("off", "Auto", "Recreate", "InPlaceOrRecreate")
+VPA_MODES: Final = ("none", "Auto", "Recreate", "InPlaceOrRecreate")
 VPA_MAX_FACTOR: Final = 4  # vpaMaxMb=0: four times memoryLimitMb, room for VPA's OOM bump of up to 3x
 TAINT_EFFECTS: Final = ("NoSchedule", "PreferNoSchedule", "NoExecute")
 # What the supervised model's bounds say of its interpreters (the limit less the baseline of each).
@@ -219,10 +219,12 @@ ROWS: Final = (
         "memoryCeilingMb",
         0,
         "Stop growing at this many MiB and hold, never killed (0 means no ceiling); at most memoryLimitMb less "
-        f"{BASELINE_MAX_MIB}, room for the interpreter's baseline, {_SUPERVISED_ROOM}. With memoryKind=pagecache, "
-        f"which is never killed, up to {MAX_MIB} (0 holds at twice the limit).",
+        f"{BASELINE_MAX_MIB}, room for the interpreter's baseline, {_SUPERVISED_ROOM}; with vpa, vpaMaxMb less the "
+        f"same (killed at the limit, it holds once VPA gives it room). With memoryKind=pagecache, which is never "
+        f"killed, up to {MAX_MIB} (0 holds at twice the limit).",
         'stop growing at this many MiB and hold, never killed (a "near the limit" test); at most `memoryLimitMb` '
-        f"less {BASELINE_MAX_MIB}, less {SUPERVISED.baseline_max_mib} with `processModel=supervised`; with "
+        f"less {BASELINE_MAX_MIB}, less {SUPERVISED.baseline_max_mib} with `processModel=supervised`; with `vpa`, "
+        "`vpaMaxMb` less the same (killed at the limit, it holds once VPA gives it room); with "
         f"`memoryKind=pagecache` up to {MAX_MIB}; `0` means none",
         lowest=0,
         highest=MAX_MIB,
@@ -266,12 +268,12 @@ ROWS: Final = (
         "vpa",
         VPA_MODES[0],
         "Declare a VerticalPodAutoscaler (autoscaling.k8s.io/v1: VPA must be installed) over the workload with this "
-        "updateMode: off (none), Auto, Recreate or InPlaceOrRecreate. It sizes the hog's memory alone, up to "
+        "updateMode: none (no VPA), Auto, Recreate or InPlaceOrRecreate. It sizes the hog's memory alone, up to "
         "vpaMaxMb, which also becomes the LimitRange's max; give the hog a memoryCeilingMb above its limit to see "
         "whether VPA's answer to its OOM kills lets it hold. limitScope=container only.",
-        "declare a `VerticalPodAutoscaler` (VPA must be installed) over the workload with this `updateMode`: `off`, "
-        "`Auto`, `Recreate` or `InPlaceOrRecreate`; it sizes memory alone, up to `vpaMaxMb` (also the LimitRange's "
-        "max); with a `memoryCeilingMb` above the limit, `make verify ARGS=--vpa` says whether VPA's answer to the "
+        "declare a `VerticalPodAutoscaler` (VPA must be installed) over the workload with this `updateMode`: "
+        "`Auto`, `Recreate` or `InPlaceOrRecreate` (`none`: no VPA); it sizes memory alone, up to `vpaMaxMb` (also "
+        "the LimitRange's max); with a `memoryCeilingMb` above the limit, `make verify ARGS=--vpa` says whether VPA's answer to the "
         "kill lets the hog hold ([VPA](cluster.md#vpas-answer-to-an-oom))",
         choices=VPA_MODES,
     ),
@@ -511,7 +513,7 @@ def _ceiling_leaves_room(values: Values) -> str | None:
     room = model.room_mib(limit)
     if values["memoryCeilingMb"] <= room:
         return None
-    if values["vpa"] != "off":  # killed at the limit, it holds where VPA gives it the room
+    if values["vpa"] != "none":  # killed at the limit, it holds where VPA gives it the room
         most = vpa_max_mib(values)
         if values["memoryCeilingMb"] <= model.room_mib(most):
             return None
@@ -610,7 +612,7 @@ def vpa_max_mib(values: Values) -> int:
 
 
 def _vpa_max_for_a_vpa(values: Values) -> str | None:
-    if not values["vpaMaxMb"] or values["vpa"] != "off":
+    if not values["vpaMaxMb"] or values["vpa"] != "none":
         return None
     return "is VPA's maximum, and no VPA is declared: `pulumi config set vpa InPlaceOrRecreate` (or rm vpaMaxMb)"
 
@@ -625,7 +627,7 @@ def _vpa_max_above_the_limit(values: Values) -> str | None:
 
 
 def _vpa_sizes_containers(values: Values) -> str | None:
-    if values["vpa"] == "off" or values["limitScope"] == "container":
+    if values["vpa"] == "none" or values["limitScope"] == "container":
         return None
     return "needs limitScope=container: VPA recommends and applies per container, and the pod's limit would bind"
 

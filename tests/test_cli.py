@@ -79,7 +79,10 @@ def test_version_prints_the_projects_version() -> None:
     ("args", "line"),
     [
         ((), "oom-killer: the following arguments are required: COMMAND (see oom-killer --help)"),
-        (("up",), "oom-killer: argument COMMAND: invalid choice: 'up' (choose from 'demo', 'verify', 'resize', 'render', "),
+        (
+            ("up",),
+            "oom-killer: argument COMMAND: invalid choice: 'up' (choose from 'demo', 'verify', 'resize', 'render', ",
+        ),
         (("demo", "--bogus"), "demo: unrecognized arguments: --bogus (see oom-killer demo --help)"),
         (("demo", "--set", "memoryLimitMb"), "demo: --set takes key=value, got 'memoryLimitMb'"),
         (("verify", "--timeout", "soon"), "verify: argument --timeout: 'soon' is not a duration"),

@@ -79,7 +79,7 @@ def test_without_vpa_nothing_changes() -> None:
             r"oom-killer:vpaMaxMb=100: must be 0 \(4 times the limit\) or at least memoryLimitMb \(128\)",
         ),
         ({"vpa": "Auto", "limitScope": "pod"}, r"oom-killer:vpa='Auto': needs limitScope=container"),
-        ({"vpa": "Initial"}, r"oom-killer:vpa='Initial': must be one of off, Auto, Recreate, InPlaceOrRecreate"),
+        ({"vpa": "Initial"}, r"oom-killer:vpa='Initial': must be one of none, Auto, Recreate, InPlaceOrRecreate"),
         # A ceiling above the limit is for a VPA to save, and only as far as VPA may go.
         ({"memoryCeilingMb": "160"}, r"oom-killer:memoryCeilingMb=160: must be 0 \(no ceiling\) or at most"),
         (

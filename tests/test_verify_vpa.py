@@ -136,7 +136,7 @@ def vpa_object(target: str | None) -> dict[str, Any]:
 
 
 def test_the_watch_sees_the_kill_the_bump_and_the_limit_applied_in_place() -> None:
-    watch = Watch("oom-killer", 168)
+    watch = Watch("oom-killer", 228)
     assert watch.see_vpa(vpa_object(None), 100.0) is None
     said = watch.see_pods([pod("a", "128Mi", "waiting", killed="containerd://1", restarts=1)], 101.0)
     assert [logfmt.parse(line)["event"] for line in said] == ["death"]
@@ -154,12 +154,12 @@ def test_the_watch_sees_the_kill_the_bump_and_the_limit_applied_in_place() -> No
 
 
 def test_a_recreated_pod_and_the_updaters_event_say_how_it_was_applied() -> None:
-    watch = Watch("oom-killer", 168)
+    watch = Watch("oom-killer", 228)
     watch.see_pods([pod("a", "128Mi", "waiting", killed="containerd://1")], 1.0)
     watch.see_vpa(vpa_object("283Mi"), 5.0)
     watch.see_pods([pod("b", "283Mi", "running")], 9.0)
     assert watch.applied == (9.0, "new-pod", 283)
-    evicted = Watch("oom-killer", 168)
+    evicted = Watch("oom-killer", 228)
     evicted.how = "evicted"
     evicted.see_pods([pod("a", "128Mi", "waiting", killed="containerd://1")], 1.0)
     evicted.see_vpa(vpa_object("283Mi"), 5.0)
@@ -168,7 +168,7 @@ def test_a_recreated_pod_and_the_updaters_event_say_how_it_was_applied() -> None
 
 
 def test_a_recommendation_before_the_kill_is_the_before_and_kills_after_holding_are_counted() -> None:
-    watch = Watch("oom-killer", 168)
+    watch = Watch("oom-killer", 228)
     watch.see_vpa(vpa_object("100Mi"), 1.0)
     watch.see_pods([pod("a", "128Mi", "waiting", killed="containerd://1")], 2.0)
     watch.see_vpa(vpa_object("283Mi"), 9.0)
@@ -178,7 +178,7 @@ def test_a_recommendation_before_the_kill_is_the_before_and_kills_after_holding_
     assert (result.recommendation_before_mib, result.recommendation_after_mib, result.bumped_s) == (100, 283, 9.0)
     assert (result.kills, result.kills_after_held) == (2, 1)
     assert seen_outcome(result) == "looping"
-    assert seen_outcome(Watch("oom-killer", 1).seen(0.0)) == "no-kill"
+    assert seen_outcome(Watch("oom-killer", 228).seen(0.0)) == "no-kill"
 
 
 def test_the_prediction_is_read_from_the_vpa_object_and_the_hogs_container() -> None:

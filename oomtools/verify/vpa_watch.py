@@ -46,7 +46,7 @@ class Watch:
     """What the watch has seen so far, in seconds from its start."""
 
     container: str
-    need_mib: int
+    bump_mib: int  # the least limit that is VPA's answer to the kill (prediction.bump_mib)
     kills: dict[str, float] = field(default_factory=dict)  # container ID: when its OOM kill was seen
     targets: list[tuple[float, int]] = field(default_factory=list)  # (when, target MiB) at each change
     applied: tuple[float, str, int] | None = None  # (when, how, limit MiB)
@@ -85,8 +85,7 @@ class Watch:
                         said.append(logfmt.line(event="death", pod=name, reason="OOMKilled", limit_mib=limit))
                 running = (status.get("state") or {}).get("running") is not None
                 limit = mib(((status.get("resources") or {}).get("limits") or {}).get("memory"))
-                target = self.target()
-                if self.applied is None and running and self.kills and target and limit and limit >= target:
+                if self.applied is None and running and self.kills and limit and limit >= self.bump_mib:
                     how = self.how or ("new-pod" if name != self.first_pod else "in-place")
                     self.applied = (now, how, limit)
                     said.append(logfmt.line(event="vpa-applied", pod=name, how=how, limit_mib=limit))
@@ -95,8 +94,11 @@ class Watch:
     def seen(self, started: float) -> VpaSeen:
         first_kill = min(self.kills.values()) if self.kills else None
         before = next((t for when, t in self.targets if first_kill is None or when < first_kill), None)
-        after_kill = [(when, t) for when, t in self.targets if first_kill is not None and when >= first_kill]
-        chosen = after_kill[0] if after_kill else (self.targets[-1] if self.targets else None)
+        # VPA's answer: the first target at or above its bump after the kill (one in between, from its first
+        # samples, is not it), else the last seen.
+        answers = [(when, t) for when, t in self.targets if first_kill is not None and when >= first_kill]
+        bumped = [(when, t) for when, t in answers if t >= self.bump_mib]
+        chosen = bumped[0] if bumped else (self.targets[-1] if self.targets else None)
         held = self.held_at
         return VpaSeen(
             kills=len(self.kills),
@@ -192,7 +194,7 @@ def run_vpa(args: argparse.Namespace, out: TextIO, err: TextIO, clock: Callable[
             why=prediction.why,
         )
     )
-    watch = Watch(container["name"], prediction.need_mib)
+    watch = Watch(container["name"], prediction.bump_mib)
     started = clock()
     deadline = started + args.timeout
     while clock() < deadline:

@@ -110,16 +110,30 @@ def create_or_keep(api: client.ApiClient, manifest: dict[str, Any]) -> None:
             raise
 
 
+# The API groups of the custom resources a stack may declare (VPA's, the Prometheus Operator's): made through the
+# custom objects API, which kubernetes.utils does not use.
+CUSTOM_GROUPS = frozenset({"autoscaling.k8s.io", "monitoring.coreos.com"})
+
+
 def apply_in_dependency_order(api: client.ApiClient, rendered: Rendered) -> list[str]:
     """Create the stack's Kubernetes objects with a Kubernetes client as the engine would, each after what it depends
-    on; return their kinds in the order created."""
+    on (a custom resource, a VerticalPodAutoscaler say, through the custom objects API); return their kinds in the
+    order created."""
     by_name = {resource.name: resource for resource in rendered.resources}
     applied = []
     for name in dependency_order(rendered):
         resource = by_name[name]
-        if resource.type.startswith("kubernetes:"):
-            utils.create_from_dict(api, resource.inputs)
-            applied.append(str(resource.inputs["kind"]))
+        if not resource.type.startswith("kubernetes:"):
+            continue
+        manifest = resource.inputs
+        group, _, version = str(manifest["apiVersion"]).rpartition("/")
+        if group in CUSTOM_GROUPS:
+            plural = f"{str(manifest['kind']).lower()}s"
+            namespace = manifest["metadata"]["namespace"]
+            client.CustomObjectsApi(api).create_namespaced_custom_object(group, version, namespace, plural, manifest)
+        else:
+            utils.create_from_dict(api, manifest)
+        applied.append(str(manifest["kind"]))
     return applied
 
 
