@@ -273,8 +273,8 @@ ROWS: Final = (
         "whether VPA's answer to its OOM kills lets it hold. limitScope=container only.",
         "declare a `VerticalPodAutoscaler` (VPA must be installed) over the workload with this `updateMode`: "
         "`Auto`, `Recreate` or `InPlaceOrRecreate` (`none`: no VPA); it sizes memory alone, up to `vpaMaxMb` (also "
-        "the LimitRange's max); with a `memoryCeilingMb` above the limit, `make verify ARGS=--vpa` says whether VPA's answer to the "
-        "kill lets the hog hold ([VPA](cluster.md#vpas-answer-to-an-oom))",
+        "the LimitRange's max); with a `memoryCeilingMb` above the limit, `make verify ARGS=--vpa` says whether "
+        "VPA's answer to the kill lets the hog hold ([VPA](cluster.md#vpas-answer-to-an-oom))",
         choices=VPA_MODES,
     ),
     Setting(
