@@ -2,13 +2,14 @@
 kubeconfig is refused everywhere else.
 
 A cluster admin applies the manifest, for a namespace of the test's own, renamed as docs/rights.md says (its sed).
-Two users get client certificates from the cluster's CA, one in the deployers' group, one in the verifiers'. With
-the deployer's kubeconfig the real Pulumi CLI runs `pulumi up`, `pulumi preview --refresh --expect-no-changes` and
+Three users get client certificates from the cluster's CA, in the deployers', the verifiers' and the resizers' groups.
+With the deployer's kubeconfig the real Pulumi CLI runs `pulumi up`, `pulumi preview --refresh --expect-no-changes` and
 `pulumi destroy` on a stack with createNamespace=false; with the verifier's, `oom-killer verify` (make verify's
-command) watches the pod's OOM kill. Then each thing the rights must not allow is tried, and must be a 403 from
-RBAC itself (its wording, not an admission plugin's): other namespaces' secrets, a privileged pod, objects the program
-never declares that Pod Security has nothing against (a restricted pod, a ConfigMap, a ServiceAccount, a Role), writes
-to nodes and namespaces, the verifier's writes. tests/test_rights.py holds each role's rules equal to what the
+command) watches the pod's OOM kill; with the resizer's, `oom-killer resize` lowers the hog's limit in place. Then
+each thing the rights must not allow is tried, and must be a 403 from RBAC itself (its wording, not an admission
+plugin's): other namespaces' secrets, a privileged pod, objects the program never declares that Pod Security has
+nothing against (a restricted pod, a ConfigMap, a ServiceAccount, a Role), writes to nodes and namespaces, the
+verifier's writes, the resizer's writes but its one. tests/test_rights.py holds each role's rules equal to what the
 program and make verify need, so an extra grant fails there before it reaches a cluster. One thing
 RBAC lets through is stopped by the namespace's Pod Security instead: a Deployment whose pods are privileged.
 """
@@ -43,7 +44,7 @@ pytestmark = pytest.mark.e2e
 
 STACK = "dev"  # its pace (Pulumi.dev.yaml): a kill 6 to 8 s after the container starts
 NAMESPACE = "oom-killer-rights"
-DEPLOYERS, VERIFIERS = "oom-killer-deployers", "oom-killer-verifiers"
+DEPLOYERS, VERIFIERS, RESIZERS = "oom-killer-deployers", "oom-killer-verifiers", "oom-killer-resizers"
 MANIFEST = PROJECT / "infra" / "rights.yaml"
 # docs/rights.md's command for another namespace, with this test's.
 RENAME = f"s/oom-killer  # namespace$/{NAMESPACE}  # namespace/"
@@ -59,9 +60,11 @@ COMMAND_TIMEOUT = 120.0  # a command the rights leave waiting (an informer refus
 class Users:
     deployer: Path  # kubeconfigs
     verifier: Path
+    resizer: Path
     admin: Any  # API clients
     deployer_api: Any
     verifier_api: Any
+    resizer_api: Any
 
 
 def _user(cluster: Cluster, stem: str, group: str) -> tuple[Path, Any]:
@@ -87,7 +90,8 @@ def users(cluster: Cluster) -> Iterator[Users]:
         utils.create_from_dict(admin, document)
     deployer, deployer_api = _user(cluster, "deployer", DEPLOYERS)
     verifier, verifier_api = _user(cluster, "verifier", VERIFIERS)
-    yield Users(deployer, verifier, admin, deployer_api, verifier_api)
+    resizer, resizer_api = _user(cluster, "resizer", RESIZERS)
+    yield Users(deployer, verifier, resizer, admin, deployer_api, verifier_api, resizer_api)
     rbac = client.RbacAuthorizationV1Api(admin)
     for document in documents:
         name = document["metadata"]["name"]
@@ -192,23 +196,12 @@ def _wait_for_oom_kill(admin: Any) -> dict[str, Any]:
     pytest.fail(f"no pod in {NAMESPACE} was OOM-killed within {OOM_TIMEOUT:.0f} s")
 
 
-def _verify(pulumi: Pulumi, users: Users) -> dict[str, str]:
-    """make verify's command with the verifier's kubeconfig: the verdict line."""
+def _oom_killer(pulumi: Pulumi, kubeconfig: Path, *args: str) -> dict[str, str]:
+    """An oom-killer command on the dev stack with this user's kubeconfig, as the user runs it: its last line."""
     result = subprocess.run(
-        [
-            str(PROJECT / "venv" / "bin" / "oom-killer"),
-            "verify",
-            "--stack",
-            STACK,
-            "--kubeconfig",
-            str(users.verifier),
-            "--kills",
-            "1",
-            "--timeout",
-            "90s",
-        ],
+        [str(PROJECT / "venv" / "bin" / "oom-killer"), *args, "--stack", STACK, "--kubeconfig", str(kubeconfig)],
         cwd=pulumi.project,
-        env={**pulumi.env, "KUBECONFIG": str(users.verifier)},
+        env={**pulumi.env, "KUBECONFIG": str(kubeconfig)},
         capture_output=True,
         text=True,
         check=False,
@@ -217,6 +210,16 @@ def _verify(pulumi: Pulumi, users: Users) -> dict[str, str]:
     lines = [logfmt.parse(line) for line in result.stdout.splitlines() if line.strip()]
     assert result.returncode == 0, (result.stdout, result.stderr)
     return lines[-1]
+
+
+def _verify(pulumi: Pulumi, users: Users) -> dict[str, str]:
+    """make verify's command with the verifier's kubeconfig: the verdict line."""
+    return _oom_killer(pulumi, users.verifier, "verify", "--kills", "1", "--timeout", "90s")
+
+
+def _pod_name(admin: Any) -> str:
+    (pod,) = as_json(admin, client.CoreV1Api(admin).list_namespaced_pod(NAMESPACE))["items"]
+    return str(pod["metadata"]["name"])
 
 
 def _pod_security_refuses_a_privileged_deployment(users: Users) -> str:
@@ -292,8 +295,13 @@ def test_the_users_commands_need_only_the_manifests_rights(
     status = _wait_for_oom_kill(users.admin)
     assert status["lastState"]["terminated"]["exitCode"] == 137
 
+    # oom-killer resize, as the resizer: the growing hog's limit lowered in place, and its kill under it.
+    resized = _oom_killer(pulumi, users.resizer, "resize", "--to-mb", "96", "--timeout", "90s")
+    assert (resized["resize"], resized["verdict"]) == ("killed", "as-predicted"), resized
+
     # What the same kubeconfigs may not do: each a 403 from the API.
     deployer, verifier = client.CoreV1Api(users.deployer_api), client.CoreV1Api(users.verifier_api)
+    resizer = client.CoreV1Api(users.resizer_api)
     core.create_namespaced_secret(
         NAMESPACE, client.V1Secret(metadata=client.V1ObjectMeta(name="the-admins"), string_data={"k": "v"})
     )
@@ -350,6 +358,20 @@ def test_the_users_commands_need_only_the_manifests_rights(
             ),
         ),
         _forbidden("verifier patches a node", lambda: verifier.patch_node(NODE, {"metadata": {"labels": {"a": "b"}}})),
+        # The resizer's one write is the resize subresource: not the pod itself, not the workload.
+        _forbidden(
+            "resizer patches a pod",
+            lambda: resizer.patch_namespaced_pod(
+                _pod_name(users.admin), NAMESPACE, {"metadata": {"labels": {"a": "b"}}}
+            ),
+        ),
+        _forbidden("resizer deletes the pods", lambda: resizer.delete_collection_namespaced_pod(NAMESPACE)),
+        _forbidden(
+            "resizer scales the deployment",
+            lambda: client.AppsV1Api(users.resizer_api).patch_namespaced_deployment_scale(
+                WORKLOAD, NAMESPACE, {"spec": {"replicas": 0}}
+            ),
+        ),
     ]
 
     # pulumi destroy, as the deployer: the stack's objects gone, the admin's namespace left.
@@ -371,6 +393,6 @@ def test_the_users_commands_need_only_the_manifests_rights(
     phases = " ".join(f"{phase}={value:.1f}" for phase, value in seconds.items())
     fact(
         "least_privilege",
-        f"ok pulumi_up=true verify={verdict['verdict']} destroy=true refused={len(refused)} "
+        f"ok pulumi_up=true verify={verdict['verdict']} resize={resized['resize']} destroy=true refused={len(refused)} "
         f"pod_security=FailedCreate seconds={time.monotonic() - started:.1f} ({phases})",
     )
