@@ -48,7 +48,7 @@ def load(config: dict[str, str]) -> object:
 
 
 def test_every_key_is_one_row_and_its_default_passes_its_own_checks() -> None:
-    assert len(ROWS) == len(SETTINGS) == 23
+    assert len(ROWS) == len(SETTINGS) == 25
     for row in ROWS:
         assert row.parse(None) == row.parse(row.default_text), row.key
         assert row.summary.strip(), row.key
@@ -114,6 +114,9 @@ BREAKS = {
     },
     "registry credentials are for a push": {"registryUsername": "robot", "registryPassword": "secret"},
     "labels are for a declared PrometheusRule": {"prometheusRuleLabels": "release=x"},
+    "VPA's maximum is for a declared VPA": {"vpaMaxMb": "512"},
+    "VPA's maximum is at least the limit": {"memoryLimitMb": "128", "vpa": "Auto", "vpaMaxMb": "100"},
+    "VPA sizes containers": {"vpa": "InPlaceOrRecreate", "limitScope": "pod"},
 }
 
 
@@ -143,6 +146,12 @@ REFUSALS = {
     "which is not set",
     "labels are for a declared PrometheusRule": "prometheusRuleLabels='release=x': label the PrometheusRule, which "
     "is not declared: `pulumi config set prometheusRule true`",
+    "VPA's maximum is for a declared VPA": "vpaMaxMb=512: is VPA's maximum, and no VPA is declared: `pulumi config "
+    "set vpa InPlaceOrRecreate` (or rm vpaMaxMb)",
+    "VPA's maximum is at least the limit": "vpaMaxMb=100: must be 0 (4 times the limit) or at least memoryLimitMb "
+    "(128): a VPA held under the hog's own limit could only shrink it",
+    "VPA sizes containers": "vpa='InPlaceOrRecreate': needs limitScope=container: VPA recommends and applies per "
+    "container, and the pod's limit would bind",
 }
 
 
