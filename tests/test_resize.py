@@ -397,6 +397,47 @@ def test_a_refusal_is_read_from_the_condition_and_withdrawn() -> None:
     assert [op["value"] for op in kubelet.patches[-1]] == ["128Mi", "128Mi"]
 
 
+def test_an_error_the_kubelet_retries_is_not_a_refusal() -> None:
+    # No stats for the container yet: the kubelet says so in the same condition, then applies it at a later sync.
+    missing = 'cannot decrease memory limits: [missing container "oom-killer" memory usage]'
+
+    def then(shown: dict[str, Any], patches: object, reads: int) -> None:
+        if reads < 4:
+            shown["status"]["conditions"] = [
+                {"type": "PodResizeInProgress", "status": "True", "reason": "Error", "message": missing}
+            ]
+        else:
+            applied("80Mi")(shown, patches, reads)
+
+    shown = pod()
+    target = target_of(shown)
+    assert target is not None
+    shown["status"]["conditions"] = [
+        {"type": "PodResizeInProgress", "status": "True", "reason": "Error", "message": missing}
+    ]
+    reading = read_pod(shown, target, "containerd://one")
+    assert (reading.refused, reading.error) == (None, missing)
+    outcome, said = watched(Kubelet(pod(), "", then), hog(holding=True, usage_mib=66), 80, hold=5.0)
+    assert outcome.what == HELD
+    assert [logfmt.parse(line)["event"] for line in said] == ["kubelet-error", "applied"]
+    # runc's own refusal, where the write itself failed (cgroup v1's EBUSY), is one.
+    shown["status"]["conditions"][0]["message"] = (
+        "failed to update resources: unable to set memory limit to 50331648 (current usage: 69726208, peak usage: 1)"
+    )
+    assert read_pod(shown, target, "containerd://one").refused is not None
+    # Timed out on an error: the detail says which.
+    never = Kubelet(
+        pod(),
+        "",
+        lambda shown, *_: shown["status"].update(
+            conditions=[{"type": "PodResizeInProgress", "status": "True", "reason": "Error", "message": missing}]
+        ),
+    )
+    outcome, _ = watched(never, hog(holding=True, usage_mib=66), 80)
+    assert outcome.what is None
+    assert f"the kubelet's error: {missing}" in outcome.detail
+
+
 def test_no_answer_within_the_timeout_is_no_outcome() -> None:
     kubelet = Kubelet(pod(), "", lambda *_: None)
     outcome, _ = watched(kubelet, hog(holding=True, usage_mib=66), 80)

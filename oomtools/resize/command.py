@@ -202,6 +202,7 @@ def watch_outcome(
     is predicted, until its latest step has passed); or killed."""
     sent = clock()
     applied_at: float | None = None
+    said_error: str | None = None
     last = Reading()
     while True:
         now = clock()
@@ -220,13 +221,20 @@ def watch_outcome(
             )
         if last.refused is not None:
             return Outcome(REFUSED, now - sent, last.refused, last.applied_mib)
+        if last.error is not None and last.error != said_error:
+            said_error = last.error
+            say(logfmt.line(event="kubelet-error", seconds=round(now - sent, 1), message=last.error))
         if applied_at is None and last.applied_mib == prediction.to_mib and not last.in_progress:
             applied_at = now
             say(logfmt.line(event="applied", seconds=round(now - sent, 1), limit_mib=last.applied_mib))
         if applied_at is not None and now - applied_at >= watch_after_applied(hog, prediction, hold):
             return Outcome(HELD, now - sent, f"no kill in {now - applied_at:.0f} s", last.applied_mib)
         if now > deadline:
-            shown = last.pending or ("in progress" if last.in_progress else f"limit {last.applied_mib} MiB")
+            shown = (
+                last.pending
+                or (f"the kubelet's error: {last.error}" if last.error else None)
+                or ("in progress" if last.in_progress else f"limit {last.applied_mib} MiB")
+            )
             return Outcome(None, now - sent, f"no answer within --timeout: {shown}", last.applied_mib)
         time.sleep(POLL_SECONDS)
 
@@ -265,6 +273,7 @@ def verdict_line(tree: Item, prediction: ResizePrediction, hog: HogState, outcom
         **({"predicted_steps": f"{kill.earliest}..{kill.latest}"} if kill and KILLED in prediction.outcomes else {}),
         **({"kill_step": outcome.kill_step} if outcome.kill_step is not None else {}),
         **({"reason": outcome.reason, "exit_code": outcome.exit_code} if outcome.what == KILLED else {}),
+        **({"message": outcome.detail} if outcome.what == REFUSED else {}),
         seconds=round(outcome.seconds, 1),
         failed="; ".join(f"{c.name} ({c.detail})" for c in tree.failed) or None,
     )

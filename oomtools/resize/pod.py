@@ -14,6 +14,11 @@ from workload import logfmt
 from workload.memory import MIB
 
 CONDITION_IN_PROGRESS: Final = "PodResizeInProgress"
+# The kubelet's Error messages that refuse a decrease for the usage: its own check (`... below current usage (U)`),
+# and where the write itself failed, runc's on cgroup v1 (`unable to set memory limit to N (current usage: U, ...`).
+# Any other error (`missing container "c" memory usage`: no stats for it yet) is one the kubelet retries at its next
+# sync, not an answer.
+USAGE_REFUSALS: Final = ("below current usage", "unable to set memory limit")
 CONDITION_PENDING: Final = "PodResizePending"
 REASON_ERROR: Final = "Error"
 
@@ -114,7 +119,8 @@ class Reading:
     """One look at the pod after the patch: the kubelet's refusal or pending reason (condition and message), the
     limit its status shows for the hog, and the hog's kill where the container that was patched has died."""
 
-    refused: str | None = None  # PodResizeInProgress/Error's message
+    refused: str | None = None  # PodResizeInProgress/Error's message, refusing it for the usage
+    error: str | None = None  # PodResizeInProgress/Error's message for anything else: the kubelet tries again
     pending: str | None = None  # PodResizePending: reason and message
     in_progress: bool = False  # PodResizeInProgress without an error: allocated, not yet applied
     applied_mib: int | None = None
@@ -124,14 +130,17 @@ class Reading:
 def read_pod(pod: dict[str, Any], target: Target, container_id: str) -> Reading:
     """What the pod shows of the resize and of the container `container_id` (the one running when it was sent)."""
     status = pod.get("status") or {}
-    refused = pending = None
+    refused = error = pending = None
     in_progress = False
     for condition in status.get("conditions") or []:
         if condition.get("type") == CONDITION_IN_PROGRESS and condition.get("status") == "True":
-            if condition.get("reason") == REASON_ERROR:
-                refused = condition.get("message") or ""
-            else:
+            message = condition.get("message") or ""
+            if condition.get("reason") != REASON_ERROR:
                 in_progress = True
+            elif any(words in message for words in USAGE_REFUSALS):
+                refused = message
+            else:
+                error = message
         elif condition.get("type") == CONDITION_PENDING and condition.get("status") == "True":
             pending = f"{condition.get('reason')}: {condition.get('message') or ''}"
     statuses: list[dict[str, Any]] = status.get("containerStatuses") or []
@@ -143,7 +152,7 @@ def read_pod(pod: dict[str, Any], target: Target, container_id: str) -> Reading:
         terminated = (state or {}).get("terminated")
         if terminated and terminated.get("containerID") == container_id:
             killed = terminated
-    return Reading(refused, pending, in_progress, applied, killed)
+    return Reading(refused, error, pending, in_progress, applied, killed)
 
 
 def killed_step(terminated: dict[str, Any]) -> int | None:
