@@ -29,6 +29,7 @@ from oomtools.render import stack_config
 from tests.e2e.cluster import Cluster, stop_command
 from tests.e2e.harness.nodes import CNI_PLUGINS, RUNC
 from tests.e2e.harness.state import BIN, ClusterError, build
+from tests.e2e.resizing import Resizes
 from tests.e2e.support import (
     FACTS,
     LINES,
@@ -74,6 +75,9 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
 BESIDE_THE_CLIMB = ("test_cluster_oom.py", "test_make_verify_cluster.py", "test_pulumi_cli.py")
 FIRST = ("test_blast_radius.py", *BESIDE_THE_CLIMB, "test_watching.py")
 WATCHING: list[pytest.Item] = []  # a test of test_watching.py where the session runs one: the climb is for them
+# The resizes (tests/e2e/resizing.py) run beside the same modules, where test_resize.py runs in the session: each is
+# a minute of waiting on a hog's steps and the kubelet, and they neither stop anything nor count the node's pods.
+RESIZING: list[pytest.Item] = []
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -91,6 +95,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
     items.sort(key=place)  # stable: the rest keep their order
     WATCHING[:] = [item for item in items if item.path.name == "test_watching.py"][:1]
+    RESIZING[:] = [item for item in items if item.path.name == "test_resize.py"][:1]
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
@@ -108,11 +113,23 @@ def climb(cluster: Cluster) -> Iterator[Climb]:
     climbing.close()
 
 
+@pytest.fixture(scope="session")
+def resizes(cluster: Cluster, engine: docker.DockerClient) -> Iterator[Resizes]:
+    """The resizes, made here and started by the first test of BESIDE_THE_CLIMB (or by test_resize.py where none of
+    them runs); their namespaces deleted at the session's end."""
+    resizing = Resizes(cluster, engine)
+    yield resizing
+    resizing.close()
+
+
 @pytest.fixture(autouse=True)
 def _the_climb_beside(request: pytest.FixtureRequest) -> None:
     if WATCHING and request.path.name in BESIDE_THE_CLIMB:
         climbing: Climb = request.getfixturevalue("climb")
         climbing.start()
+    if RESIZING and request.path.name in BESIDE_THE_CLIMB:
+        resizing: Resizes = request.getfixturevalue("resizes")
+        resizing.start()
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,142 @@
+"""`oom-killer resize` on the real kubelet, run in threads beside other modules (as the watched climb is,
+watching.py): each scenario is a minute of waiting on a hog's steps and the kubelet's syncs. test_resize.py judges
+what they collected.
+
+Two stacks, made and applied in the caller's thread (Pulumi's mocks need its event loop; docker-py's client is not
+shared), each then resized in a thread of its own:
+
+- container scope, on a hog that holds at 75% of its limit, in the order a user meets the three outcomes on one pod:
+  lowered while it grows (killed), below what it then holds at (refused, and withdrawn), and above it (held);
+- pod scope (limitScope=pod), lowered while it grows (killed).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+import docker
+from kubernetes import client
+
+from oomtools import resize
+from oomtools.rehearsal import build_image, declared_pod
+from oomtools.render import stack_config
+from tests.e2e.cluster import Cluster, as_json
+from tests.e2e.support import apply_in_dependency_order, render_for_the_node, until, workload_archive
+from workload import logfmt
+
+NAMESPACE = "oom-killer-resize"
+POD_SCOPE_NAMESPACE = "oom-killer-resize-pod"
+# 8 MiB every 1.5 s up to 75% of the limit: a ceiling to hold at, and steps slow enough to patch between.
+SETTINGS = {"memoryLimitMb": "128", "memoryIncrementMb": "8", "incrementIntervalMs": "1500", "memoryCeilingPct": "75"}
+KILL_TO_MIB = 88  # under the 96 MiB it would hold at: its steps reach it
+# After the kill it holds at 75% of 88 MiB (66 MiB charged).
+REFUSED_TO_MIB = 48
+HELD_TO_MIB = 76
+HOLDING_TIMEOUT_S = 90.0
+JOIN_TIMEOUT_S = 600.0
+
+Result = tuple[int, list[dict[str, str]], str]  # the exit code, the lines as fields, stderr
+
+
+def run_resize(cluster: Cluster, outputs: dict[str, Any], *args: str) -> Result:
+    out, err = io.StringIO(), io.StringIO()
+    argv = ["--outputs", json.dumps(outputs), "--kubeconfig", str(cluster.kubeconfig), "--timeout", "3m", *args]
+    code = resize.main(argv, out=out, err=err)
+    return code, [logfmt.parse(text) for text in out.getvalue().splitlines()], err.getvalue()
+
+
+@dataclass
+class Collected:
+    """What a scenario's thread collected: each resize's result by name, the pod as it stood after each, and what
+    it raised."""
+
+    results: dict[str, Result] = field(default_factory=dict)
+    pods: dict[str, dict[str, Any]] = field(default_factory=dict)
+    error: BaseException | None = None
+
+
+class Resizes:
+    """The two scenarios: `start()` (again: a no-op), `wait()` for what they collected (raising what a thread
+    raised), `close()` to delete their namespaces."""
+
+    def __init__(self, cluster: Cluster, engine: docker.DockerClient) -> None:
+        self.cluster, self.engine = cluster, engine
+        self.threads: list[threading.Thread] = []
+        self.container = Collected()
+        self.pod_scope = Collected()
+
+    def _deploy(self, namespace: str, **settings: str) -> dict[str, Any]:
+        config = {**stack_config("dev"), **SETTINGS, **settings, "namespace": namespace}
+        rendered = render_for_the_node(config, namespace)
+        self.cluster.load_image(workload_archive(self.engine, build_image(self.engine, declared_pod(rendered))))
+        apply_in_dependency_order(self.cluster.api(), rendered)
+        return {key: rendered.exports.get(key) for key in ("namespace", "workloadKind", "workloadName")}
+
+    def start(self) -> None:
+        if self.threads:
+            return
+        scenarios = (
+            (self._pod_scope, self._deploy(POD_SCOPE_NAMESPACE, limitScope="pod"), self.pod_scope),
+            (self._container_scope, self._deploy(NAMESPACE), self.container),
+        )
+        for scenario, outputs, collected in scenarios:
+            thread = threading.Thread(target=self._run, args=(scenario, outputs, collected), daemon=True)
+            thread.start()
+            self.threads.append(thread)
+
+    def wait(self) -> tuple[Collected, Collected]:
+        self.start()
+        for thread in self.threads:
+            thread.join(JOIN_TIMEOUT_S)
+            assert not thread.is_alive(), f"a resize scenario was not over in {JOIN_TIMEOUT_S:.0f} s"
+        return self.container, self.pod_scope
+
+    def close(self) -> None:
+        for thread in self.threads:
+            thread.join(JOIN_TIMEOUT_S)
+        core = client.CoreV1Api(self.cluster.api())
+        for namespace in (NAMESPACE, POD_SCOPE_NAMESPACE):
+            with contextlib.suppress(client.ApiException):
+                core.delete_namespace(namespace)
+
+    def _run(self, scenario: Any, outputs: dict[str, Any], collected: Collected) -> None:
+        try:
+            scenario(outputs, collected)
+        except BaseException as error:  # whatever it is, the test raises it
+            collected.error = error
+
+    def _the_pod(self, namespace: str) -> dict[str, Any]:
+        api = self.cluster.api()
+        (pod,) = as_json(api, client.CoreV1Api(api).list_namespaced_pod(namespace))["items"]
+        return pod  # type: ignore[no-any-return]
+
+    def _pod_scope(self, outputs: dict[str, Any], collected: Collected) -> None:
+        collected.results["killed"] = run_resize(self.cluster, outputs, "--to-mb", str(KILL_TO_MIB))
+        collected.pods["killed"] = self._the_pod(POD_SCOPE_NAMESPACE)
+
+    def _container_scope(self, outputs: dict[str, Any], collected: Collected) -> None:
+        # Killed: patched right after a step, at 88 MiB, which its steps to 96 reach.
+        collected.results["killed"] = run_resize(self.cluster, outputs, "--to-mb", str(KILL_TO_MIB))
+        core = client.CoreV1Api(self.cluster.api())
+
+        # The restart keeps the new limit, and the hog holds at 75% of it.
+        def holding() -> bool:
+            pod = self._the_pod(NAMESPACE)
+            statuses = pod["status"].get("containerStatuses") or [{}]
+            if "running" not in statuses[0].get("state", {}) or statuses[0].get("restartCount", 0) < 1:
+                return False
+            log = core.read_namespaced_pod_log(pod["metadata"]["name"], NAMESPACE)
+            return "event=holding" in log and f"limit_mib={KILL_TO_MIB}" in log
+
+        until("the restarted hog holding under the new limit", holding, HOLDING_TIMEOUT_S)
+        # Refused: below what it holds at; withdrawn.
+        collected.results["refused"] = run_resize(self.cluster, outputs, "--to-mb", str(REFUSED_TO_MIB))
+        collected.pods["refused"] = self._the_pod(NAMESPACE)
+        # Held: lowered again, above its charge: applied, and no kill while it holds.
+        collected.results["held"] = run_resize(self.cluster, outputs, "--to-mb", str(HELD_TO_MIB), "--hold", "10s")
+        collected.pods["held"] = self._the_pod(NAMESPACE)
