@@ -78,19 +78,27 @@ def test_a_growing_hog_is_killed_in_the_steps_the_new_limit_gives() -> None:
     assert (reclaiming.earliest, reclaiming.latest) == (9, 11)
 
 
-def test_a_limit_the_hogs_next_step_reaches_is_a_race_with_the_kubelet() -> None:
-    # Above the charge (44 MiB at step 4), but step 5 charges 52 MiB, and with the sandbox and the kernel's growth may
-    # reach 54: the kubelet may apply it first (a kill) or read the charge after the step (a refusal).
-    prediction = predict_resize(hog(usage_mib=44, step=4), 54)
-    assert (prediction.to_mib, prediction.outcomes) == (54, (REFUSED, KILLED))
-    assert prediction.why == "its next step (step 5) may reach it before the kubelet applies it"
+def test_a_limit_the_hogs_steps_reach_before_the_kubelet_may_apply_it_is_a_race() -> None:
+    # 1.5 s a step: the kubelet's 5 s are four steps. Charged 44 MiB at step 4, the steps reach 80 MiB in step 8
+    # (with the sandbox and the kernel's growth): the kubelet may apply it first (a kill) or read the charge after
+    # the steps (a refusal).
+    prediction = predict_resize(hog(usage_mib=44, step=4), 80)
+    assert (prediction.to_mib, prediction.outcomes) == (80, (REFUSED, KILLED))
+    assert prediction.why == "its steps may reach it (step 8) within 5 s, before the kubelet applies it"
     assert prediction.kill is not None
-    assert prediction.kill.earliest == 5
-    # Two steps away it is no race: a whole interval for the kubelet.
-    further = predict_resize(hog(usage_mib=44, step=4), 60)
+    assert prediction.kill.earliest == 8
+    # A step further out it is no race.
+    further = predict_resize(hog(usage_mib=44, step=4), 88)
     assert further.outcomes == (KILLED,)
     assert further.kill is not None
-    assert further.kill.earliest == 6
+    assert further.kill.earliest == 9
+    # At a step a second, five steps are the kubelet's (step 4 + 5 reaches step 9); at 1.25 s, four; any part of a
+    # step counts as one; as fast as it can, every step is.
+    assert predict_resize(hog(usage_mib=44, step=4, interval_ms=1000), 88).outcomes == (REFUSED, KILLED)
+    assert predict_resize(hog(usage_mib=36, step=3, interval_ms=1000), 88).outcomes == (KILLED,)
+    assert predict_resize(hog(usage_mib=44, step=4, interval_ms=1250), 88).outcomes == (KILLED,)
+    assert predict_resize(hog(usage_mib=44, step=4, interval_ms=1249), 88).outcomes == (REFUSED, KILLED)
+    assert predict_resize(hog(usage_mib=20, step=1, interval_ms=0), 500).outcomes == (REFUSED, KILLED)
 
 
 def test_a_growing_hog_whose_ceiling_fits_under_the_new_limit_holds() -> None:
@@ -99,7 +107,7 @@ def test_a_growing_hog_whose_ceiling_fits_under_the_new_limit_holds() -> None:
     near = predict_resize(hog(ceiling_mib=24, usage_mib=36), 40)  # it grows no more, but the sandbox counts
     assert (near.to_mib, near.outcomes, near.why) == (40, (REFUSED, HELD), "within 5 MiB of its charge (36 MiB)")
     assert predict_resize(hog(ceiling_mib=40), 38).outcomes == (REFUSED, KILLED)  # its next step reaches 38
-    assert predict_resize(hog(ceiling_mib=80), 64).outcomes == (KILLED,)
+    assert predict_resize(hog(ceiling_mib=120), 100).outcomes == (KILLED,)
 
 
 # -- the verdict ------------------------------------------------------------------------------------------------
@@ -133,8 +141,8 @@ def test_the_verdict_holds_the_outcome_the_limit_and_the_kill_to_the_prediction(
     assert failed(holds, Outcome(HELD, 15.0, applied_mib=128)) == [
         ("the new limit applied", "128 MiB in the container's status, 80 asked")
     ]
-    race = predict_resize(hog(usage_mib=44, step=4), 54)
-    assert failed(race, Outcome(HELD, 15.0, applied_mib=54)) == [
+    race = predict_resize(hog(usage_mib=44, step=4), 80)
+    assert failed(race, Outcome(HELD, 15.0, applied_mib=80)) == [
         ("the outcome predicted", "held, predicted refused|killed")
     ]
     refused = predict_resize(hog(holding=True, usage_mib=66), 48)

@@ -196,8 +196,9 @@ def _wait_for_oom_kill(admin: Any) -> dict[str, Any]:
     pytest.fail(f"no pod in {NAMESPACE} was OOM-killed within {OOM_TIMEOUT:.0f} s")
 
 
-def _oom_killer(pulumi: Pulumi, kubeconfig: Path, *args: str) -> dict[str, str]:
-    """An oom-killer command on the dev stack with this user's kubeconfig, as the user runs it: its last line."""
+def _oom_killer(pulumi: Pulumi, kubeconfig: Path, *args: str, codes: tuple[int, ...] = (0,)) -> dict[str, str]:
+    """An oom-killer command on the dev stack with this user's kubeconfig, as the user runs it, ending with one of
+    these exit codes: its last line."""
     result = subprocess.run(
         [str(PROJECT / "venv" / "bin" / "oom-killer"), *args, "--stack", STACK, "--kubeconfig", str(kubeconfig)],
         cwd=pulumi.project,
@@ -208,7 +209,7 @@ def _oom_killer(pulumi: Pulumi, kubeconfig: Path, *args: str) -> dict[str, str]:
         timeout=150,
     )
     lines = [logfmt.parse(line) for line in result.stdout.splitlines() if line.strip()]
-    assert result.returncode == 0, (result.stdout, result.stderr)
+    assert result.returncode in codes, (result.stdout, result.stderr)
     return lines[-1]
 
 
@@ -295,9 +296,14 @@ def test_the_users_commands_need_only_the_manifests_rights(
     status = _wait_for_oom_kill(users.admin)
     assert status["lastState"]["terminated"]["exitCode"] == 137
 
-    # oom-killer resize, as the resizer: the growing hog's limit lowered in place, and its kill under it.
-    resized = _oom_killer(pulumi, users.resizer, "resize", "--to-mb", "96", "--timeout", "90s")
-    assert (resized["resize"], resized["verdict"]) == ("killed", "as-predicted"), resized
+    # oom-killer resize, as the resizer: the growing hog's limit lowered in place, and the kubelet's answer. What that
+    # answer is depends on the kubelet's pace against the dev hog's 1 s steps, which test_resize.py holds to its
+    # prediction with the room to tell; here it proves the rights: the patch went through (the pod's generation moved)
+    # and the command watched to a verdict (exit 0 or 1), never 2 (the API server refused it) or 3.
+    resized = _oom_killer(pulumi, users.resizer, "resize", "--to-mb", "96", "--timeout", "90s", codes=(0, 1))
+    assert resized["resize"] in ("killed", "refused"), resized
+    (resized_pod,) = as_json(users.admin, core.list_namespaced_pod(NAMESPACE))["items"]
+    assert resized_pod["metadata"]["generation"] > 1, resized_pod["metadata"]
 
     # What the same kubeconfigs may not do: each a 403 from the API.
     deployer, verifier = client.CoreV1Api(users.deployer_api), client.CoreV1Api(users.verifier_api)
