@@ -99,6 +99,10 @@ def test_a_limit_the_hogs_steps_reach_before_the_kubelet_may_apply_it_is_a_race(
     assert predict_resize(hog(usage_mib=44, step=4, interval_ms=1250), 88).outcomes == (KILLED,)
     assert predict_resize(hog(usage_mib=44, step=4, interval_ms=1249), 88).outcomes == (REFUSED, KILLED)
     assert predict_resize(hog(usage_mib=20, step=1, interval_ms=0), 500).outcomes == (REFUSED, KILLED)
+    # A millisecond a step: the kubelet's 5 s are 5000 steps, and a limit ~3000 steps away is still within them.
+    fast = hog(usage_mib=13, step=1, increment_mib=1, interval_ms=1)
+    assert predict_resize(fast, 3000).outcomes == (REFUSED, KILLED)
+    assert predict_resize(fast, 6000).outcomes == (KILLED,)
 
 
 def test_a_growing_hog_whose_ceiling_fits_under_the_new_limit_holds() -> None:
