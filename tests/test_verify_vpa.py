@@ -38,6 +38,12 @@ def test_vpas_oom_bump_is_the_larger_of_100_mib_and_a_fifth_more() -> None:
 def test_a_hog_with_room_under_vpas_maximum_is_predicted_to_hold() -> None:
     prediction = predict_vpa("InPlaceOrRecreate", 128, 160, 512, SINGLE)
     assert (prediction.outcome, prediction.need_mib) == (HELD, 160 + SINGLE.baseline_max_mib)
+    assert (prediction.mode, prediction.limit_mib, prediction.ceiling_mib, prediction.max_mib) == (
+        "InPlaceOrRecreate",
+        128,
+        160,
+        512,
+    )
     assert prediction.bump_mib == 228
     assert (
         prediction.why
@@ -50,6 +56,13 @@ def test_a_hog_with_room_under_vpas_maximum_is_predicted_to_hold() -> None:
 def test_a_hog_vpas_maximum_cannot_hold_is_predicted_to_loop() -> None:
     need = 300 + SINGLE.baseline_max_mib
     looping = predict_vpa("Recreate", 128, 300, need - 1, SINGLE)
+    assert (looping.mode, looping.limit_mib, looping.ceiling_mib, looping.need_mib, looping.max_mib) == (
+        "Recreate",
+        128,
+        300,
+        need,
+        need - 1,
+    )
     assert looping.outcome == LOOPING
     assert looping.why == f"VPA may give at most {need - 1} MiB (maxAllowed), and the hog needs {need} to hold"
     assert predict_vpa("Recreate", 128, 300, need, SINGLE).outcome == HELD
@@ -58,11 +71,19 @@ def test_a_hog_vpas_maximum_cannot_hold_is_predicted_to_loop() -> None:
 
 
 def test_no_kill_or_no_ceiling_leaves_vpa_nothing_to_answer() -> None:
-    with pytest.raises(NothingToAnswer, match="no ceiling"):
+    with pytest.raises(NothingToAnswer) as caught:
         predict_vpa("Auto", 128, 0, 512, SINGLE)
+    assert str(caught.value) == (
+        "the hog has no ceiling (memoryCeilingMb): it grows until killed at any limit, so VPA has no answer to "
+        "judge; set a ceiling above the limit (pulumi config set memoryCeilingMb ...)"
+    )
     room = SINGLE.room_mib(128)
-    with pytest.raises(NothingToAnswer, match="under its own limit"):
+    with pytest.raises(NothingToAnswer) as caught:
         predict_vpa("Auto", 128, room, 512, SINGLE)
+    assert str(caught.value) == (
+        f"the hog holds at its ceiling ({room} MiB) under its own limit (128 MiB): no kill for VPA to answer; set "
+        "memoryCeilingMb above the limit"
+    )
     assert predict_vpa("Auto", 128, room + 1, 512, SINGLE).outcome == HELD
 
 
@@ -88,6 +109,7 @@ def test_the_verdict_needs_a_kill_a_bump_its_application_and_the_outcome_predict
         return [(c.name, c.detail) for c in judge_vpa(prediction, observed).failed]
 
     assert judge_vpa(prediction, seen()).status == PASSED
+    assert judge_vpa(prediction, seen(kills=1)).status == PASSED  # one kill is one to answer
     assert judge_vpa(prediction, seen()).name == "VPA's answer (InPlaceOrRecreate)"
     assert ("a kill for VPA to answer", "0 OOM kills") in failed(seen(kills=0, first_kill_s=None))
     assert failed(seen(recommendation_after_mib=200, applied_mib=200)) == [
@@ -109,6 +131,7 @@ def test_the_verdict_needs_a_kill_a_bump_its_application_and_the_outcome_predict
 
 def test_seconds_between_two_moments_seen() -> None:
     assert seconds_between(3.0, 11.04) == 8.0
+    assert seconds_between(3.0, 11.26) == 8.3  # to a tenth
     assert seconds_between(None, 11.0) is None
     assert seconds_between(3.0, None) is None
 
