@@ -13,6 +13,7 @@ from oomtools.arguments import Parser, UsageError, exit_codes
 from oomtools.resize.pod import (
     Reading,
     Target,
+    has_restarted,
     hog_state,
     killed_step,
     lines_in,
@@ -174,9 +175,9 @@ def ready(
         container_id = None if pod is None or target is None else running_container_id(pod, target.container)
         if pod is not None and target is None:
             raise BadArguments(f"pod {pod['metadata']['name']}: no memory limit declared, nothing to resize")
-        if target is not None and container_id is not None:
+        if pod is not None and target is not None and container_id is not None:
             log = pods.log(target.pod, target.container)
-            hog = hog_state(target.limit_mib, log)
+            hog = hog_state(target.limit_mib, log, has_restarted(pod, target.container))
             if hog is not None and (hog.holding or (seen_lines is not None and lines_in(log) > seen_lines)):
                 return target, container_id, hog
             if hog is not None and seen_lines is None:

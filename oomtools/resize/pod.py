@@ -76,9 +76,10 @@ def resize_patch(target: Target, to_mib: int, request_mib: int | None = None) ->
     return ops
 
 
-def hog_state(limit_mib: int, log: str) -> HogState | None:
+def hog_state(limit_mib: int, log: str, restarted: bool = False) -> HogState | None:
     """The hog as the last run in its log tells it (its last start line and what follows); None until it has logged
-    a step or holds (a resize before its first step has nothing to predict from)."""
+    a step or holds (a resize before its first step has nothing to predict from). `restarted`: its container has run
+    before in this pod."""
     runs: list[list[dict[str, str]]] = []
     for text in log.splitlines():
         fields = logfmt.parse(text)
@@ -105,6 +106,7 @@ def hog_state(limit_mib: int, log: str) -> HogState | None:
             ceiling_mib=None if ceiling == "none" else int(ceiling),
             charged_mib=int(start["cgroup_usage_mib"]),
             reclaimable_mib=int(start.get("reclaimable_mib", "0")),
+            restarted=restarted,
         )
     except (KeyError, ValueError):
         return None  # a line without the kernel's figures (no cgroup seen): nothing to predict from
@@ -159,6 +161,14 @@ def killed_step(terminated: dict[str, Any]) -> int | None:
     """The step a kill came in, from the hog's last line the kubelet kept as the termination message."""
     message = terminated.get("message") or ""
     return kill_step(message) if "step=" in message else None
+
+
+def has_restarted(pod: dict[str, Any], container: str) -> bool:
+    """Whether the container has run before in this pod (its restart count)."""
+    for status in (pod.get("status") or {}).get("containerStatuses") or []:
+        if status.get("name") == container:
+            return int(status.get("restartCount") or 0) > 0
+    return False
 
 
 def running_container_id(pod: dict[str, Any], container: str) -> str | None:

@@ -1,12 +1,11 @@
 """A memory limit changed in place on the real kubelet (issue 31, part 3): `oom-killer resize`, as VPA's updater
-patches a pod, against a hog that holds at 75% of its limit. Each of the three outcomes, in the order a user meets
-them on one pod:
+patches a pod, against a hog that holds at 75% of its limit. Each of the three outcomes:
 
 - killed: the limit lowered under the hog's ceiling while it grows, above what it is charged: the kubelet applies
   it, and the hog's steps reach it (OOMKilled, 137), in the steps predicted; its restart keeps the new limit;
-- refused: lowered below what the hog, now holding at 75% of the new limit, is charged: the kubelet's check
-  refuses it (PodResizeInProgress, reason Error, `cannot decrease memory limits`), and it is withdrawn;
-- held: lowered, but above that charge: applied, and the hog runs on under it.
+- refused: once it holds, lowered below its charge: the kubelet's check refuses it (PodResizeInProgress, reason
+  Error, `cannot decrease memory limits`), and it is withdrawn;
+- held: then lowered, but above that charge: applied, and the hog runs on under it.
 
 And the pod's own limit (limitScope=pod, `spec.resources`, resized in place under the gate
 InPlacePodLevelResourcesVerticalScaling, beta and on from 1.36): lowered while the hog grows, and its kill.
@@ -40,45 +39,46 @@ def judged(result: Result) -> list[dict[str, str]]:
     return lines
 
 
-def collected(resizes: Resizes) -> tuple[Collected, Collected]:
-    container, pod_scope = resizes.wait()
-    for one in (container, pod_scope):
+def collected(resizes: Resizes) -> tuple[Collected, Collected, Collected]:
+    found = resizes.wait()
+    for one in found:
         if one.error is not None:
             raise one.error
-    return container, pod_scope
+    return found
 
 
 @pytest.mark.timeout(660)
 def test_a_limit_changed_in_place_is_killed_refused_or_held_as_predicted(resizes: Resizes) -> None:
-    container, _ = collected(resizes)
+    container, holding, _ = collected(resizes)
 
     lines = judged(container.results["killed"])
     verdict = lines[-1]
     assert (verdict["resize"], verdict["predicted"], verdict["verdict"]) == ("killed", "killed", "as-predicted")
     assert (verdict["reason"], verdict["exit_code"]) == ("OOMKilled", "137")
     assert said(lines, "applied")["limit_mib"] == str(KILL_TO_MIB)
+    assert container.pods["restarted_start"]["limit_mib"] == str(KILL_TO_MIB)  # its restart keeps the new limit
 
     # Refused: the kubelet's own words, and the resize withdrawn.
-    lines = judged(container.results["refused"])
+    lines = judged(holding.results["refused"])
     assert (lines[-1]["resize"], lines[-1]["predicted"]) == ("refused", "refused")
     message = said(lines, "refused")["message"]
     assert message.startswith("cannot decrease memory limits:"), message
     assert f"memory limit ({REFUSED_TO_MIB * 1024 * 1024})" in message
     assert said(lines, "withdrawn")["cleared"] == "true"
-    assert container.pods["refused"]["spec"]["containers"][0]["resources"]["limits"]["memory"] == f"{KILL_TO_MIB}Mi"
+    assert holding.pods["refused"]["spec"]["containers"][0]["resources"]["limits"]["memory"] == "128Mi"
 
     # Held: applied, and no kill while it holds.
-    lines = judged(container.results["held"])
+    lines = judged(holding.results["held"])
     assert (lines[-1]["resize"], lines[-1]["predicted"]) == ("held", "held")
-    status = container.pods["held"]["status"]["containerStatuses"][0]
+    status = holding.pods["held"]["status"]["containerStatuses"][0]
     assert status["resources"]["limits"]["memory"] in (f"{HELD_TO_MIB}Mi", str(HELD_TO_MIB * 1024 * 1024))
-    assert status["restartCount"] == 1
+    assert status["restartCount"] == 0
     assert "running" in status["state"]
 
 
 @pytest.mark.timeout(660)
 def test_a_pod_level_limit_lowered_in_place_kills_the_growing_hog_as_predicted(resizes: Resizes) -> None:
-    _, pod_scope = collected(resizes)
+    *_, pod_scope = collected(resizes)
     verdict = judged(pod_scope.results["killed"])[-1]
     assert (verdict["resize"], verdict["scope"], verdict["verdict"]) == ("killed", "pod", "as-predicted")
     assert (verdict["reason"], verdict["exit_code"]) == ("OOMKilled", "137")
