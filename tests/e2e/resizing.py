@@ -35,8 +35,9 @@ NAMESPACE = "oom-killer-resize"
 HOLDING_NAMESPACE = "oom-killer-resize-holding"
 POD_SCOPE_NAMESPACE = "oom-killer-resize-pod"
 NAMESPACES = (NAMESPACE, HOLDING_NAMESPACE, POD_SCOPE_NAMESPACE)
-# 8 MiB every 1.5 s up to 75% of the limit: a ceiling to hold at, and steps slow enough to patch between.
-SETTINGS = {"memoryLimitMb": "128", "memoryIncrementMb": "8", "incrementIntervalMs": "1500", "memoryCeilingPct": "75"}
+# 8 MiB every 2 s up to 75% of the limit: a ceiling to hold at, and steps slow enough to patch between (the kubelet's
+# 5 s the prediction allows are 3 steps; the new limit is 8 steps away at the first).
+SETTINGS = {"memoryLimitMb": "128", "memoryIncrementMb": "8", "incrementIntervalMs": "2000", "memoryCeilingPct": "75"}
 KILL_TO_MIB = 88  # under the 96 MiB it would hold at: its steps reach it
 # Once it holds at 96 MiB (75% of 128):
 REFUSED_TO_MIB = 64
@@ -85,12 +86,16 @@ class Resizes:
     def start(self) -> None:
         if self.threads:
             return
-        scenarios = (
-            (self._pod_scope, self._deploy(POD_SCOPE_NAMESPACE, limitScope="pod"), self.pod_scope),
-            (self._killed, self._deploy(NAMESPACE), self.container),
-            (self._holding, self._deploy(HOLDING_NAMESPACE), self.holding),
+        # Each scenario's thread starts as soon as its own stack is applied: a growing hog is resized while it grows,
+        # not once the next stacks' images are built and loaded (under load that took long enough, in a run, for the
+        # first hog to reach its ceiling first).
+        scenarios: tuple[tuple[Any, dict[str, str], str, Collected], ...] = (
+            (self._pod_scope, {"limitScope": "pod"}, POD_SCOPE_NAMESPACE, self.pod_scope),
+            (self._killed, {}, NAMESPACE, self.container),
+            (self._holding, {}, HOLDING_NAMESPACE, self.holding),
         )
-        for scenario, outputs, collected in scenarios:
+        for scenario, settings, namespace, collected in scenarios:
+            outputs = self._deploy(namespace, **settings)
             thread = threading.Thread(target=self._run, args=(scenario, outputs, collected), daemon=True)
             thread.start()
             self.threads.append(thread)

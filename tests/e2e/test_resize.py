@@ -15,6 +15,8 @@ Proven on the e2e node: the kubelet v1.37 on cgroup v1."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 
 from oomtools import resize
@@ -22,6 +24,14 @@ from tests.e2e.resizing import HELD_TO_MIB, KILL_TO_MIB, REFUSED_TO_MIB, Collect
 from tests.e2e.support import line
 
 pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _gone_after(resizes: Resizes) -> Iterator[None]:
+    """The resizes' namespaces go with the module, long before the cluster stops (a pod torn down while the stop
+    walks the node's cgroups made it race once)."""
+    yield
+    resizes.close()
 
 
 def said(lines: list[dict[str, str]], event: str) -> dict[str, str]:

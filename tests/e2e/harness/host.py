@@ -8,6 +8,7 @@ The cgroup hierarchies are found by `workload.cgroup.parse_mountinfo`, the workl
 from __future__ import annotations
 
 import contextlib
+import errno
 import ipaddress
 import subprocess
 import time
@@ -165,10 +166,18 @@ def make_cgroup_root(root: str) -> None:
 
 
 def kill_in_cgroups(root: str) -> None:
-    """SIGKILL every process in a cgroup below `root` (containers outlive their kubelet and their shims)."""
+    """SIGKILL every process in a cgroup below `root` (containers outlive their kubelet and their shims). A cgroup
+    removed while this walks the tree (the kubelet tearing a deleted pod down: its cgroup.procs then reads ENODEV, or
+    is gone) has none left to kill."""
     for tree in cgroup_trees(root):
         for procs in tree.rglob("cgroup.procs"):
-            kill([int(pid) for pid in procs.read_text().split()])
+            try:
+                pids = procs.read_text().split()
+            except OSError as error:
+                if error.errno in (errno.ENODEV, errno.ENOENT):
+                    continue
+                raise
+            kill([int(pid) for pid in pids])
 
 
 def remove_cgroup_root(root: str) -> list[str]:
