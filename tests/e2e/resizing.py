@@ -121,10 +121,13 @@ class Resizes:
         except BaseException as error:  # whatever it is, the test raises it
             collected.error = error
 
-    def _the_pod(self, namespace: str) -> dict[str, Any]:
+    def _pods(self, namespace: str) -> list[dict[str, Any]]:
         api = self.cluster.api()
-        (pod,) = as_json(api, client.CoreV1Api(api).list_namespaced_pod(namespace))["items"]
-        return pod  # type: ignore[no-any-return]
+        return list(as_json(api, client.CoreV1Api(api).list_namespaced_pod(namespace))["items"])
+
+    def _the_pod(self, namespace: str) -> dict[str, Any]:
+        (pod,) = self._pods(namespace)
+        return pod
 
     def _pod_scope(self, outputs: dict[str, Any], collected: Collected) -> None:
         collected.results["killed"] = run_resize(self.cluster, outputs, "--to-mb", str(KILL_TO_MIB))
@@ -152,7 +155,10 @@ class Resizes:
         core = client.CoreV1Api(self.cluster.api())
 
         def holding() -> bool:
-            pod = self._the_pod(HOLDING_NAMESPACE)
+            pods = self._pods(HOLDING_NAMESPACE)  # none yet, right after the Deployment is applied
+            if len(pods) != 1:
+                return False
+            pod = pods[0]
             statuses = pod["status"].get("containerStatuses") or [{}]
             if "running" not in statuses[0].get("state", {}):
                 return False

@@ -49,17 +49,17 @@ def judged(result: Result) -> list[dict[str, str]]:
     return lines
 
 
-def collected(resizes: Resizes) -> tuple[Collected, Collected, Collected]:
-    found = resizes.wait()
-    for one in found:
+def raised(*scenarios: Collected) -> None:
+    """What a scenario's thread raised, raised here."""
+    for one in scenarios:
         if one.error is not None:
             raise one.error
-    return found
 
 
 @pytest.mark.timeout(660)
 def test_a_limit_changed_in_place_is_killed_refused_or_held_as_predicted(resizes: Resizes) -> None:
-    container, holding, _ = collected(resizes)
+    container, holding, _ = resizes.wait()
+    raised(container, holding)
 
     lines = judged(container.results["killed"])
     verdict = lines[-1]
@@ -88,7 +88,8 @@ def test_a_limit_changed_in_place_is_killed_refused_or_held_as_predicted(resizes
 
 @pytest.mark.timeout(660)
 def test_a_pod_level_limit_lowered_in_place_kills_the_growing_hog_as_predicted(resizes: Resizes) -> None:
-    *_, pod_scope = collected(resizes)
+    *_, pod_scope = resizes.wait()
+    raised(pod_scope)
     verdict = judged(pod_scope.results["killed"])[-1]
     assert (verdict["resize"], verdict["scope"], verdict["verdict"]) == ("killed", "pod", "as-predicted")
     assert (verdict["reason"], verdict["exit_code"]) == ("OOMKilled", "137")
