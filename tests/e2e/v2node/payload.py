@@ -27,7 +27,15 @@ from tests.e2e.v2node.oci import write_archive
 from tests.kernel_vm import CACHE, PROJECT, VmUnavailable, _run, initrd_with
 
 GUEST = Path(__file__).resolve().parent / "guest"
-GUEST_FILES = ("init", "watch.py", "containerd.toml", "kubelet.yaml", "hog-pod.yaml", "10-v2node.conflist")
+GUEST_FILES = (
+    "init",
+    "watch.py",
+    "control.py",
+    "containerd.toml",
+    "kubelet.yaml",
+    "hog-pod.yaml",
+    "10-v2node.conflist",
+)
 AGENTS = ("containerd", "containerd-shim-runc-v2", "ctr", "kubelet")
 CNI = ("bridge", "host-local", "loopback", "portmap")
 # Under lib/modules/<version>/kernel/, in load order (the guest has no modules.dep): the bridge the CNI plugin makes,
@@ -217,22 +225,27 @@ def ctr(socket: Path, *arguments: str) -> list[str]:
     return [str(BIN / "ctr"), "--address", str(socket), *arguments]
 
 
+def import_images(archives: list[Path], work: Path, root: Path) -> None:
+    """The image archives (OCI or `docker save`) imported, unpacked, into a containerd root at `root`, which the guest
+    copies to its own: under TCG the guest would take 15 to 20 s to import them."""
+    started = time.monotonic()
+    with seeding_containerd(work, root) as socket:
+        for archive in archives:
+            command = ctr(socket, "-n", K8S_NAMESPACE, "images", "import", "--local", "--discard-unpacked-layers")
+            subprocess.run([*command, str(archive)], capture_output=True, check=True)
+    # Started once more: the garbage collection at its start drops the unpacked layers' blobs (half the size).
+    with seeding_containerd(work, root):
+        time.sleep(2)
+    print(f"  {len(archives)} images imported on this machine in {time.monotonic() - started:.1f} s", flush=True)
+
+
 def seed(archives: Path, work: Path, into: Path) -> None:
     """The images imported into a containerd root at `into`/containerd, which the guest copies to its own, and the
     kubelet's serving certificate in `into`/pki (else the kubelet makes an RSA key at its start: 1 to 5 s under
     TCG). The archives are removed: the guest has nothing to import."""
-    root = into / "containerd"
-    started = time.monotonic()
-    with seeding_containerd(work, root) as socket:
-        for image in ("pause", "hog"):
-            command = ctr(socket, "-n", K8S_NAMESPACE, "images", "import", "--local", "--discard-unpacked-layers")
-            subprocess.run([*command, str(archives / f"{image}.tar")], capture_output=True, check=True)
-    # Started once more: the garbage collection at its start drops the unpacked layers' blobs (half the size).
-    with seeding_containerd(work, root):
-        time.sleep(2)
+    import_images([archives / f"{image}.tar" for image in ("pause", "hog")], work, into / "containerd")
     for archive in archives.glob("*.tar"):
         archive.unlink()
-    print(f"  both images imported on this machine in {time.monotonic() - started:.1f} s", flush=True)
     # A certificate as the harness makes a node's (pki.py): signed by a CA of the run's own, with the guest's names.
     (work / "pki").mkdir()
     authority = Authority(work / "pki", common_name="oom-killer-v2node-ca")
@@ -242,8 +255,9 @@ def seed(archives: Path, work: Path, into: Path) -> None:
         shutil.copy(work / "pki" / name, into / "pki" / name)
 
 
-def initrd(base: Path, work: Path, seed_on_host: bool) -> Path:
-    """Stage the payload in `work`, append it to the base: the initrd's path (`work`/initrd.cpio)."""
+def stage(base: Path, work: Path) -> Path:
+    """The payload's folder in `work`, with what every node needs: the agents, runc, the CNI plugins, ip(8) and the
+    libraries the base lacks, the kernel modules and the guest's files. The caller adds the images."""
     payload = work / "payload"
     v2 = payload / "v2"
     for folder in ("v2/modules", "v2/cni", "v2/images", "usr/local/bin", "usr/sbin", "usr/bin", LIBRARIES):
@@ -268,12 +282,24 @@ def initrd(base: Path, work: Path, seed_on_host: bool) -> Path:
     present = {Path(member).name for member in listing if member.startswith(f"{LIBRARIES}/")}
     for name, library in libraries_beyond([ip, RUNC], present).items():
         shutil.copy(library, payload / LIBRARIES / name)
-    images(base, work, v2 / "images")
-    if seed_on_host:
-        seed(v2 / "images", work / "seed", v2 / "seed")
+    return payload
+
+
+def finish(base: Path, work: Path, payload: Path) -> Path:
+    """The payload appended to the base: the initrd's path (`work`/initrd.cpio); the staged folder is removed."""
     made = initrd_with(base, payload, work)
     sizes = {path.name: path.stat().st_size / 2**20 for path in (base / "base.cpio", work / "payload.cpio", made)}
     print("  " + ", ".join(f"{name} {mib:.1f} MiB" for name, mib in sizes.items()), flush=True)
     (work / "payload.cpio").unlink()
     shutil.rmtree(payload)
     return made
+
+
+def initrd(base: Path, work: Path, seed_on_host: bool) -> Path:
+    """The probe's initrd: the node's payload with its own images (imported in the guest, or seeded here)."""
+    payload = stage(base, work)
+    v2 = payload / "v2"
+    images(base, work, v2 / "images")
+    if seed_on_host:
+        seed(v2 / "images", work / "seed", v2 / "seed")
+    return finish(base, work, payload)
