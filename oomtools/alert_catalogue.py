@@ -30,11 +30,12 @@ class Alert:
         """Whether the kills it is for end the container (the kubelet reports them) rather than a worker inside it."""
         return self.kill != WORKER_KILL
 
-    def expected(self, kills: bool, supervised: bool) -> bool:
-        """Whether it fires for a namespace whose settings predict kills (`kills`: no ceiling, replicas > 0) in the
-        given process model (`supervised`: PROCESS_MODEL=supervised, PID 1 runs the hog as a child): a
-        single-process hog's kill ends its container, a supervised worker's does not."""
-        return kills and supervised != self.ends_container
+    def expected(self, kills: bool, container_survives: bool) -> bool:
+        """Whether it fires for a namespace whose settings predict kills (`kills`: no ceiling, replicas > 0) of the
+        given kind (`container_survives`: a supervised worker's kill, the container lives on, as on cgroup v1 or
+        with memory.oom.group=0): a single-process hog's kill ends its container, and so does a supervised one's
+        where the kernel kills the whole group (memory.oom.group=1)."""
+        return kills and container_survives != self.ends_container
 
     @property
     def runbook(self) -> PurePosixPath:
@@ -58,6 +59,6 @@ def by_name(name: str) -> Alert:
     raise KeyError(f"no alert {name} in alerts/oom-killer.rules.yaml (they are {', '.join(NAMES)})")
 
 
-def alerts_expected(kills: bool, supervised: bool) -> dict[str, bool]:
+def alerts_expected(kills: bool, container_survives: bool) -> dict[str, bool]:
     """For each alert (in the rule file's order), whether the settings predict it fires (see Alert.expected)."""
-    return {alert.name: alert.expected(kills, supervised) for alert in ALERTS}
+    return {alert.name: alert.expected(kills, container_survives) for alert in ALERTS}

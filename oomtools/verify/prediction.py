@@ -3,7 +3,8 @@ detect, judge, report) and importing none of them."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
 from typing import Any, Final
 
 from oomtools import alert_catalogue, verdict
@@ -17,11 +18,22 @@ OOM_EXIT_CODE: Final = 137
 EARLY_SLACK_SECONDS: Final = 1.0
 LATE_SLACK_MIN_SECONDS: Final = 5.0
 
+# How a supervised container's kill ends, by what its hog's start line (supervisor_start, or the worker's start) says
+# of cgroup v2's memory.oom.group: 1, one OOM kills the worker and PID 1 together (the kubelet's default since 1.28),
+# and the container dies OOMKilled and restarts as a single process's does; 0 (singleProcessOOMKill), or no such
+# field (cgroup v1), the worker dies alone and the container lives on. Before a start line is read, not known.
+GROUP_KILL: Final = "group-kill"
+WORKER_KILL: Final = "worker-kill"
+UNREAD: Final = "unread"
+NO_OOM_GROUP: Final = "none"  # a start line without oom_group: cgroup v1 (or a kernel without memory.oom.group)
+
 
 @dataclass(frozen=True)
 class Prediction:
     kills: bool  # no ceiling and replicas > 0
-    supervised: bool  # PROCESS_MODEL=supervised: the kills are the worker's, the container lives on
+    # PROCESS_MODEL=supervised: the kills are the worker's, and the container lives on unless its start line says
+    # the kernel kills the group (supervised_end)
+    supervised: bool
     earliest: float | None
     latest: float | None
     replicas: int
@@ -29,6 +41,31 @@ class Prediction:
     # MEMORY_KIND=tmpfs, one process: the emptyDir keeps a killed run's files, charged to the pod, so a restart
     # mostly dies at start (docs/memory-kinds.md; kinds.restarts_into_full_pod)
     restarts_into_full_pod: bool = False
+    # The memory kind's charge outlives the process killed (tmpfs): where the kernel kills the whole group, no
+    # supervisor is left to remove a killed worker's files, and the restart starts in a full pod.
+    keeps_charge_after_death: bool = False
+    # Supervised: memory.oom.group as the hog's start line gave it ("1", "0", NO_OOM_GROUP); None: none read yet.
+    oom_group: str | None = None
+
+    @property
+    def supervised_end(self) -> str | None:
+        """A supervised container's predicted end (GROUP_KILL, WORKER_KILL, UNREAD before its start line is read);
+        None for a single process."""
+        if not self.supervised:
+            return None
+        if self.oom_group is None:
+            return UNREAD
+        return GROUP_KILL if self.oom_group == "1" else WORKER_KILL
+
+    def read_from(self, start: Mapping[str, str] | None) -> Prediction:
+        """The prediction for a container whose hog's start line is `start` (None: none read): a supervised one
+        whose line says oom_group=1 is killed as a whole, as a single process is, and restarts into a full pod
+        where its memory kind's charge outlives it; any other is as predicted from the settings alone."""
+        if not self.supervised:
+            return self
+        oom_group = None if start is None else start.get("oom_group", NO_OOM_GROUP)
+        full = self.restarts_into_full_pod or (oom_group == "1" and self.keeps_charge_after_death)
+        return replace(self, oom_group=oom_group, restarts_into_full_pod=full)
 
     def kill_step(self, last_line: str) -> int:
         """The step a container's kill came in, from its termination message (the hog's last step line)."""
@@ -47,8 +84,11 @@ class Prediction:
         return self.earliest - EARLY_SLACK_SECONDS <= seconds <= self.latest + late
 
     def alerts_expected(self) -> dict[str, bool]:
-        """Which of the rule file's alerts the settings predict to fire for this namespace."""
-        return alert_catalogue.alerts_expected(self.kills, self.supervised)
+        """Which of the rule file's alerts the settings predict to fire for this namespace: a group kill ends the
+        container, as a single process's kill does. Before a start line is read, a supervised stack's are the
+        settings' own: the worker's kill, as cgroup v1 and memory.oom.group=0 give (judge.alerts_expected takes
+        each pod's start line)."""
+        return alert_catalogue.alerts_expected(self.kills, self.supervised and self.oom_group != "1")
 
 
 def predict(outputs: dict[str, Any], replicas: int, env: dict[str, str]) -> Prediction:
@@ -67,4 +107,5 @@ def predict(outputs: dict[str, Any], replicas: int, env: dict[str, str]) -> Pred
         replicas,
         steps,
         kinds.restarts_into_full_pod(kind, model),
+        kind.keeps_charge_after_death,
     )
