@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Final, TypeVar
 from oomtools.errors import root_cause
 from oomtools.kube_context import ContextProblem, chosen_context
 from oomtools.verify.arguments import BadArguments, Unreachable
+from oomtools.verify.prediction import NO_OOM_GROUP
 from workload import logfmt
 
 if TYPE_CHECKING:  # imported where used: --help, bad arguments and completion need neither Prometheus nor a cluster
@@ -188,9 +189,33 @@ def list_nodes(core: Any) -> list[dict[str, Any]]:
     return [core.api_client.sanitize_for_serialization(node) for node in nodes]
 
 
+def hog_start(texts: Iterable[str]) -> dict[str, str] | None:
+    """The hog's start as a container's log says it (its lines' texts, without the kubelet's stamps): its first
+    `event=start` line, over a supervisor's `event=supervisor_start` where one came before it (which alone says
+    memory.oom.group before the worker's first line); None where neither is there."""
+    found: dict[str, str] | None = None
+    for text in texts:
+        if text.startswith("event=start "):
+            return {**(found or {}), **logfmt.parse(text)}
+        if found is None and text.startswith("event=supervisor_start "):
+            found = logfmt.parse(text)
+    return found
+
+
+def record_start(observed: Observed, pod: str, log: str) -> bool:
+    """Keep the pod's hog's start line from a container's log (read with the kubelet's stamps): the first read, or
+    a fuller one where only the supervisor's was read before. True where the pod had none before."""
+    start = hog_start(line.partition(" ")[2] for line in log.splitlines())
+    kept = observed.starts.get(pod)
+    if start is None or (kept is not None and kept.get("event") == "start"):
+        return False
+    observed.starts[pod] = start
+    return kept is None
+
+
 def hog_starts(core: Any, namespace: str, observed: Observed) -> dict[str, dict[str, str]]:
-    """For each node, the start line of a hog that ran there (what it found: cgroup, oom_group, memory.high, swap),
-    from its current log or, for a container that died, the previous one."""
+    """For each node, the start line of a hog that ran there (what it found: cgroup, oom_group, memory.high, swap):
+    the one the watch kept, else from its current log or, for a container that died, the previous one (kept too)."""
     from kubernetes.client.exceptions import ApiException
 
     starts: dict[str, dict[str, str]] = {}
@@ -198,14 +223,17 @@ def hog_starts(core: Any, namespace: str, observed: Observed) -> dict[str, dict[
         if node in starts or pod in observed.unscheduled:
             continue
         for previous in (False, True):
+            if pod in observed.starts:
+                break
             try:
                 log = call(core.read_namespaced_pod_log, pod, namespace, previous=previous, tail_lines=200)
             except ApiException:
                 continue
-            start = next((logfmt.parse(line) for line in log.splitlines() if line.startswith("event=start ")), None)
+            start = hog_start(log.splitlines())
             if start is not None:
-                starts[node] = start
-                break
+                observed.starts[pod] = start
+        if pod in observed.starts:
+            starts[node] = observed.starts[pod]
     return starts
 
 
@@ -332,6 +360,8 @@ class Observed:
     gone_at: float | None = None
     first_runs: set[str] = field(default_factory=set)  # the IDs of containers seen running as their pod's first
     logs: dict[str, ContainerLog] = field(default_factory=dict)  # by container ID: read for --report and --save only
+    # pod -> its hog's start line (hog_start): read while a supervised stack is watched, and for scope=node's facts
+    starts: dict[str, dict[str, str]] = field(default_factory=dict)
 
     def first_kill_at(self) -> float | None:
         times = [d.finished_at.timestamp() for d in self.deaths.values() if d.reason == "OOMKilled"]
@@ -350,6 +380,7 @@ class Observed:
             gone=self.gone,
             gone_at=self.gone_at,
             first_runs=set(self.first_runs),
+            starts={pod: start for pod, start in self.starts.items() if pod in pods},
         )
 
 
@@ -522,6 +553,41 @@ def record_worker_kills(
                 },
             )
         )
+
+
+def _read_start(observed: Observed, prediction: Prediction, pod: str, log: str, seen: Seen) -> None:
+    if record_start(observed, pod, log):
+        start = observed.starts[pod]
+        end = prediction.read_from(start).supervised_end
+        seen(Event("hog_start", {"pod": pod, "oom_group": start.get("oom_group", NO_OOM_GROUP), "supervised_end": end}))
+
+
+def _ends(observed: Observed, prediction: Prediction) -> set[str]:
+    """What each pod's start line read so far predicts, a supervised stack's (`unread` for a pod whose line is
+    awaited: the watch waits for it)."""
+    return {str(prediction.read_from(observed.starts.get(pod)).supervised_end) for pod in observed.pods_seen}
+
+
+def read_ended_starts(
+    core: Any, namespace: str, observed: Observed, prediction: Prediction, pods: list[Any], seen: Seen
+) -> None:
+    """A supervised pod's start line where no running container's log gave it: the last ended container's (one
+    the kernel killed, worker and all, between two polls)."""
+    from kubernetes.client.exceptions import ApiException
+
+    for pod in pods:
+        name = pod.metadata.name
+        for status in pod.status.container_statuses or []:
+            ended = status.last_state.terminated if status.last_state is not None else None
+            if name in observed.starts or ended is None:
+                continue
+            try:
+                log = call(
+                    core.read_namespaced_pod_log, name, namespace, container=status.name, previous=True, timestamps=True
+                )
+            except ApiException:
+                continue
+            _read_start(observed, prediction, name, log, seen)
 
 
 def keep_log(observed: Observed, pod: str, container: str, container_id: str, log: str, ended: bool) -> None:
@@ -710,10 +776,12 @@ def watch(
     clock: Callable[[], float],
     started: float,
     delivery: Delivery | None = None,
+    expect: Callable[[Observed], dict[str, bool]] | None = None,
 ) -> Observed:
     """Poll the stack's pods (and the supervised worker's logs), its workload and the alerts from `started` on, each
     thing seen handed to `seen` as it happens and progress every so often, until the evidence is `complete` (and
-    the alerts resolved, where the stack went) or the timeout is up."""
+    the alerts resolved, where the stack went) or the timeout is up. `expect` gives, from what was seen so far (the
+    start lines read), whether each alert of `records` is expected to fire (None: as the records were made)."""
     from kubernetes.client.exceptions import ApiException
 
     from oomtools import alert_client as prom
@@ -750,10 +818,17 @@ def watch(
                             record_worker_kills(
                                 observed, pod.metadata.name, status.name, log, seen, status.container_id or ""
                             )
+                            _read_start(observed, prediction, pod.metadata.name, log, seen)
                         if options.logs and status.container_id:
                             keep_log(observed, pod.metadata.name, status.name, status.container_id, log, ended=False)
+            if prediction.supervised:
+                read_ended_starts(core, namespace, observed, prediction, pods, seen)
         if options.logs:
             read_ended_logs(core, namespace, observed, pods)
+        if expect is not None:
+            expected = expect(observed)
+            for record in records:
+                record.expected = expected[record.name]
         if not observed.gone and prediction.replicas > 0:
             current = read_workload(target.apps, target.kind, namespace, target.name)
             if current is None or not replicas_of(current, target.kind):
@@ -800,6 +875,12 @@ def watch(
                         "worker_kills": len(observed.worker_kills),
                         "restarts": sum(observed.restarts.values()),
                         "firing": firing or "none",
+                        # supervised: what each pod's start line predicts, `unread` for a pod whose line is awaited
+                        **(
+                            {"supervised_end": ",".join(sorted(_ends(observed, prediction)))}
+                            if prediction.supervised
+                            else {}
+                        ),
                     },
                 )
             )

@@ -33,6 +33,7 @@ from oomtools.verify.observe import (
     KubeEvent,
     Observed,
     WorkerKill,
+    hog_start,
 )
 from oomtools.verify.prediction import Prediction, predict
 
@@ -157,6 +158,7 @@ def _observed_json(observed: Observed) -> dict[str, Any]:
             {"stamp": stamp, **asdict(w), "at": _when(w.at)} for (_, _, stamp), w in observed.worker_kills.items()
         ],
         "logs": [asdict(log) for log in observed.logs.values()],
+        "starts": dict(sorted(observed.starts.items())),
     }
 
 
@@ -183,6 +185,13 @@ def _observed(data: dict[str, Any]) -> Observed:
         lines = [(str(stamp), str(text)) for stamp, text in log["lines"]]
         kept = ContainerLog(log["pod"], log["container"], log["container_id"], lines, bool(log["ended"]))
         observed.logs[kept.container_id] = kept
+    if "starts" in data:
+        observed.starts = {pod: dict(start) for pod, start in data["starts"].items()}
+    else:  # saved before the start lines were kept: each pod's, from its earliest log kept (--save keeps them)
+        for log in sorted(observed.logs.values(), key=lambda log: log.lines[0][0] if log.lines else ""):
+            start = hog_start(text for _, text in log.lines)
+            if start is not None:
+                observed.starts.setdefault(log.pod, start)
     return observed
 
 
