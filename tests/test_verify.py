@@ -17,7 +17,7 @@ import pytest
 from oomtools import verdict, verify
 from oomtools.alert_client import Access, AlertRecord
 from oomtools.arguments import Parser
-from oomtools.verify import judge, report
+from oomtools.verify import judge, observe, report
 from oomtools.verify.observe import BackOff, record_pods
 from workload import logfmt
 from workload.predict import KillRange
@@ -60,6 +60,34 @@ def test_the_alerts_expected_follow_the_process_model() -> None:
     assert [name for name, fires in single.items() if fires] == ["ContainerOOMKilled", "ContainerCrashLooping"]
     assert [name for name, fires in supervised.items() if fires] == ["ContainerOOMKillWithoutRestart"]
     assert not any(held.values())
+
+
+def test_a_hogs_start_is_its_start_line_over_its_supervisors_and_none_before_either() -> None:
+    supervisor = "event=supervisor_start pid=1 process_model=supervised oom_group=1"
+    worker = "event=start pid=7 limit_mib=128 cgroup=v2:/kubepods.slice/cri-containerd-c.scope oom_group=1"
+    later = "event=start pid=9 limit_mib=128 cgroup=v2:/elsewhere oom_group=0"
+    step = "event=step step=1 allocated_mib=16"
+    assert observe.hog_start([supervisor, worker, step, later]) == {
+        "event": "start",
+        "pid": "7",
+        "process_model": "supervised",
+        "oom_group": "1",
+        "limit_mib": "128",
+        "cgroup": "v2:/kubepods.slice/cri-containerd-c.scope",
+    }
+    assert observe.hog_start([supervisor, step]) == logfmt.parse(supervisor)  # its worker's line not logged yet
+    assert observe.hog_start([worker, supervisor]) == logfmt.parse(worker)  # a single hog's: no supervisor's
+    assert observe.hog_start([step, "event=started x=1", "event=supervisor_started"]) is None
+    # The watch keeps a pod's first, and a fuller one where only the supervisor's was read before.
+    observed = verify.Observed()
+    stamp = "2026-11-30T12:00:00Z "
+    assert not observe.record_start(observed, "p", stamp + step)
+    assert observe.record_start(observed, "p", stamp + supervisor)
+    assert observed.starts["p"]["event"] == "supervisor_start"
+    assert not observe.record_start(observed, "p", f"{stamp}{supervisor}\n{stamp}{worker}\n")
+    assert observed.starts["p"]["cgroup"] == "v2:/kubepods.slice/cri-containerd-c.scope"
+    assert not observe.record_start(observed, "p", stamp + later)
+    assert observed.starts["p"]["pid"] == "7"
 
 
 def test_an_expected_alert_that_never_fired_fails_the_verdict_and_the_junit_report(tmp_path: Path) -> None:

@@ -256,3 +256,60 @@ def test_a_held_node_says_so() -> None:
     observed.running = {("pod-a", "oom-killer")}
     (verdict_of_a,) = fleet.FleetScope([node("a")], POD_SPEC, held, 1).judge(observed, {})
     assert (verdict_of_a.verdict, verdict_of_a.happened) == (fleet.AS_PREDICTED, "held, as predicted")
+
+
+V1_SUPERVISOR = {"event": "start", "process_model": "supervised", "cgroup": "v1:/kubepods/burstable/pod1/abc"}
+V2_SUPERVISOR = {**START, "process_model": "supervised"}  # oom_group=1: the kubelet's default since 1.28
+
+
+def supervised_fleet() -> verify.Observed:
+    """A supervised DaemonSet on two nodes: on v1 its worker killed alone, the container running on; on v2 (with
+    memory.oom.group=1) the container OOM-killed, worker and supervisor together."""
+    observed = verify.Observed()
+    observed.pod_nodes = {"pod-v1": "v1", "pod-v2": "v2"}
+    observed.pods_seen = {"pod-v1", "pod-v2"}
+    at = datetime.datetime(2026, 11, 30, 12, 0, 7, tzinfo=datetime.UTC)
+    fields = {"event": "child_exit", "signal": "SIGKILL"}
+    observed.worker_kills = {("pod-v1", "oom-killer", "7"): verify.WorkerKill("pod-v1", "oom-killer", at, fields, "w")}
+    observed.running = {("pod-v1", "oom-killer")}
+    observed.restarts = {("pod-v1", "oom-killer"): 0, ("pod-v2", "oom-killer"): 1}
+    observed.deaths = {"2": oom("pod-v2", "2", 7)}
+    observed.starts = {"pod-v1": V1_SUPERVISOR, "pod-v2": V2_SUPERVISOR}
+    return observed
+
+
+def test_a_supervised_fleet_judges_each_node_by_its_own_hogs_start_line() -> None:
+    prediction = verify.Prediction(True, True, 6, 8, 1, KillRange(7, 8, 8, 0))
+    observed = supervised_fleet()
+    scope = fleet.FleetScope([node("v1"), node("v2")], POD_SPEC, prediction, 1)
+    starts = {"v1": V1_SUPERVISOR, "v2": V2_SUPERVISOR}
+    verdicts = scope.judge(observed, starts)
+    assert [(v.node, v.verdict, v.happened) for v in verdicts] == [
+        ("v1", fleet.AS_PREDICTED, "worker killed 1 times, the container lived on (oom_group=none)"),
+        ("v2", fleet.AS_PREDICTED, "OOM-killed 1 times with its supervisor (oom_group=1), at 7 s from start"),
+    ]
+    assert [c.name for c in verdicts[0].checks] == ["the kernel kills the worker", "the container lives on"]
+    assert verdicts[1].checks[0].name == "1 OOM kills (OOMKilled, exit code 137)"
+    assert [(v.facts["cgroup"], v.facts["oom_group"]) for v in verdicts] == [("v1", "n/a"), ("v2", "1")]
+    assert scope.complete(observed)
+    # Each node is held to its own line: swapped, neither is as predicted, and the watch waits on.
+    observed.starts = {"pod-v1": V2_SUPERVISOR, "pod-v2": V1_SUPERVISOR}
+    assert [v.verdict for v in scope.judge(observed, starts)] == [fleet.DIFFERS, fleet.DIFFERS]
+    assert not scope.complete(observed)
+
+
+def test_a_supervised_node_whose_start_line_was_not_read_checked_nothing_and_is_waited_for() -> None:
+    prediction = verify.Prediction(True, True, 6, 8, 1, KillRange(7, 8, 8, 0))
+    observed = supervised_fleet()
+    del observed.starts["pod-v2"]
+    scope = fleet.FleetScope([node("v1"), node("v2")], POD_SPEC, prediction, 1)
+    assert not scope.complete(observed)
+    v1, v2 = scope.judge(observed, {})
+    assert v1.verdict == fleet.AS_PREDICTED
+    assert v2.verdict == fleet.UNJUDGED
+    assert v2.happened.startswith("the hog's start line says how a kill ends (supervised_end=unread: no start line")
+    assert v2.item.status == verdict.NOTHING_CHECKED
+    assert fleet.fleet_item([v1, v2]).status == verdict.NOTHING_CHECKED
+    # A node with no kill at all differs, whatever its line would have said.
+    observed.deaths = {}
+    assert scope.judge(observed, {})[1].verdict == fleet.DIFFERS

@@ -362,6 +362,91 @@ def supervised(fake: FakeTime) -> Cluster:
     )
 
 
+def supervisor_logs(first: str, *runs: tuple[float, float]) -> list[tuple[float, str]]:
+    """A supervised container's log over its runs (started, ended): the supervisor's line (`first`), its worker's
+    start line, and the worker's steps, one a second; the next run is the next container's."""
+    lines: list[tuple[float, str]] = []
+    for started, ended in runs:
+        lines += [(started, first), (started + 0.3, "event=start limit_mib=128 predicted_steps=8")]
+        lines += [(started + 0.3 + n, step_line(n)) for n in range(1, int(ended - started))]
+    return lines
+
+
+GROUP_KILL_LINE = "event=supervisor_start process_model=supervised oom_group=1"
+
+
+def supervised_group_killed(fake: FakeTime) -> Cluster:
+    """cgroup v2, memory.oom.group=1: each kill takes the worker and PID 1, the container OOMKilled and restarted,
+    its termination message the worker's last step."""
+    return Cluster(
+        fake.clock,
+        [(0, workload({"PROCESS_MODEL": "supervised", "MEMORY_INCREMENT_MB": "16"}))],
+        kill_loop([(0, 7, "OOMKilled", step_line(6), 137), (9, 16.5, "OOMKilled", step_line(7), 137)]),
+        logs={"oom-killer-7d9f-x2m": supervisor_logs(GROUP_KILL_LINE, (0, 7), (9, 16.5))},
+    )
+
+
+def group_kill_monitoring(fake: FakeTime) -> Alerting:
+    t = T0.timestamp()
+    labels = {"namespace": NS, "pod": "oom-killer-7d9f-x2m", "container": "oom-killer"}
+    alerting = Alerting(fake.clock, firing={"ContainerOOMKilled": (10, 9999), "ContainerCrashLooping": (18, 9999)})
+    ksm = "kube_pod_container_status_last_terminated_timestamp"
+    alerting.series[ksm] = [(labels, [(t + 10, t + 7), (t + 20, t + 16.5)])]
+    alerting.series["ALERTS"] = [
+        ({**labels, "alertname": name, "alertstate": "firing"}, [(t + fired, 1.0), (t + 30, 1.0)])
+        for name, fired in (("ContainerOOMKilled", 10), ("ContainerCrashLooping", 18))
+    ]
+    return alerting
+
+
+def supervised_group_expected_alone(fake: FakeTime) -> Cluster:
+    """memory.oom.group=1, yet the worker dies alone and the container runs on: not what the kernel does."""
+    cluster = supervised(fake)
+    cluster.logs = {SUPERVISED_POD: [(0, GROUP_KILL_LINE), *supervised_logs()[SUPERVISED_POD][1:]]}
+    return cluster
+
+
+def supervised_fleet(fake: FakeTime) -> Cluster:
+    """A supervised DaemonSet on a cgroup v1 node (the worker killed alone) and a v2 node with memory.oom.group=1
+    (the container killed whole, then restarted)."""
+    killed = terminated("containerd://b1", 0, 7, message=step_line(6))
+    v1_start = "event=start limit_mib=128 cgroup=v1:/kubepods/burstable/pod1/a1"
+    v2_start = f"{HOG_START} limit_mib=128"
+    exit_line = "event=child_exit pid=12 signal=SIGKILL oom_kill=1 container_survived=true"
+    return Cluster(
+        fake.clock,
+        [(0, workload({"PROCESS_MODEL": "supervised"}, node_selector={"pool": "oom"}))],
+        [
+            (
+                0,
+                [
+                    pod("hog-v1", status(running(0), None, 0, "containerd://a1"), node="v1"),
+                    pod("hog-v2", status(running(0), None, 0, "containerd://b1"), node="v2"),
+                ],
+            ),
+            (
+                7,
+                [
+                    pod("hog-v1", status(running(0), None, 0, "containerd://a1"), node="v1"),
+                    pod("hog-v2", status(waiting(), killed, 1), node="v2"),
+                ],
+            ),
+            (
+                9,
+                [
+                    pod("hog-v1", status(running(0), None, 0, "containerd://a1"), node="v1"),
+                    pod("hog-v2", status(running(9), killed, 1, "containerd://b2"), node="v2"),
+                ],
+            ),
+        ],
+        logs={
+            "hog-v1": [(0, "event=supervisor_start process_model=supervised"), (0.3, v1_start), (7.5, exit_line)],
+            "hog-v2": [(0, GROUP_KILL_LINE), (0.3, v2_start), (1.3, step_line(1)), (9, GROUP_KILL_LINE)],
+        },
+        nodes=[node("v1"), node("v2")],
+    )
+
+
 FLEET_OUTPUTS = {**OUTPUTS, "workloadKind": "DaemonSet"}
 HOG_START = "event=start cgroup=v2:/kubepods.slice/kubepods-pod1.slice/cri-containerd-abc.scope oom_group=1"
 
@@ -476,7 +561,16 @@ SCENARIOS: dict[str, Run] = {
     ),
     "replicas 0": Run(["--timeout", "5s"], scaled_to_zero),
     "supervised worker kills": Run(["--kills", "2"], supervised),
+    "supervised, the group killed (cgroup v2, oom_group=1), with alerts": Run(
+        [*PROMETHEUS, "--kills", "2", "--timeout", "60s"], supervised_group_killed, group_kill_monitoring
+    ),
+    "supervised, oom_group=1 but the worker died alone": Run(
+        ["--kills", "1", "--timeout", "20s"], supervised_group_expected_alone
+    ),
     "fleet of nodes": Run(["--kills", "1", "--timeout", "45s"], fleet, outputs=FLEET_OUTPUTS),
+    "supervised fleet, a v1 node and a v2 node": Run(
+        ["--kills", "1", "--timeout", "45s"], supervised_fleet, outputs=FLEET_OUTPUTS
+    ),
     "fleet selecting no node": Run(
         ["--kills", "1", "--timeout", "30s"], fleet_selecting_nothing, outputs=FLEET_OUTPUTS
     ),

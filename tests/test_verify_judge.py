@@ -8,9 +8,10 @@ from __future__ import annotations
 import datetime
 
 from oomtools import verify
-from oomtools.verdict import tree_json
+from oomtools.verdict import Item, tree_json
 from oomtools.verify import judge
 from oomtools.verify.detectors import AT_START, CONTAINER, NO, UNREAD, WORKER, YES, Coverage, Kill
+from oomtools.verify.observe import BackOff
 from workload.predict import KillRange
 
 T0 = datetime.datetime(2026, 11, 30, 12, 0, 0, tzinfo=datetime.UTC)
@@ -95,13 +96,185 @@ def test_with_no_oom_kill_every_check_of_the_kills_fails_none_passes_over_nothin
 
 
 def test_a_supervised_stack_whose_container_died_did_not_live_on() -> None:
+    # cgroup v1: the start lines carry no oom_group, so the worker is killed alone and its container lives on.
     supervised = verify.Prediction(True, True, 6, 8, 1)
     died = observed_with(death("a", "OOMKilled", 137, 7, 0, 7))  # the group's kill: no restart seen yet
+    died.starts = {"hog-1": V1_START}
     lived = {c.name: c.ok for c in judge.checks_for(supervised, died, 1, [])}
     assert lived == {"the kernel kills the worker": False, "the container lives on": False}
     restarted = verify.Observed()
+    restarted.starts = {"hog-1": V1_START}
     restarted.restarts = {("hog-1", "oom-killer"): 1}
     assert not {c.name: c.ok for c in judge.checks_for(supervised, restarted, 1, [])}["the container lives on"]
+
+
+# The start lines of a supervised hog (workload/supervise.py, then its worker's): on cgroup v1 no oom_group; on v2
+# memory.oom.group as the kubelet set it (1 since 1.28; 0 with singleProcessOOMKill).
+V1_START = {"event": "start", "process_model": "supervised", "cgroup": "v1:/kubepods/burstable/pod1/abc"}
+GROUP_START = {"event": "supervisor_start", "process_model": "supervised", "oom_group": "1"}
+SINGLE_START = {"event": "supervisor_start", "process_model": "supervised", "oom_group": "0"}
+SUPERVISED = verify.Prediction(True, True, 6, 8, 1, KillRange(7, 8, 8, 1000))
+
+
+def worker_kill(pod: str, second: float) -> verify.WorkerKill:
+    fields = {"event": "child_exit", "signal": "SIGKILL", "container_survived": "true"}
+    return verify.WorkerKill(pod, "oom-killer", T0 + datetime.timedelta(seconds=second), fields, "containerd://w1")
+
+
+def group_killed(pod: str = "hog-1") -> verify.Observed:
+    """Two kills of a supervised container on cgroup v2 with memory.oom.group=1: each OOMKilled with exit code 137
+    in step 8 (the worker's last step line is the termination message) at 7 s, and a back-off between them."""
+    observed = observed_with(death("a", "OOMKilled", 137, 7, 0, 7), death("b", "OOMKilled", 137, 7, 9, 7))
+    for d in observed.deaths.values():
+        d.pod = pod
+    observed.back_offs = {"a": BackOff(pod, "oom-killer", 2, 1)}
+    observed.restarts = {(pod, "oom-killer"): 2}
+    observed.pods_seen = {pod}
+    observed.starts = {pod: GROUP_START}
+    return observed
+
+
+def worker_killed(start: dict[str, str], pod: str = "hog-1") -> verify.Observed:
+    """A supervised container whose worker the kernel killed alone: PID 1 logged it, the container ran on."""
+    observed = verify.Observed()
+    observed.worker_kills = {(pod, "oom-killer", "7.5"): worker_kill(pod, 7.5)}
+    observed.restarts = {(pod, "oom-killer"): 0}
+    observed.running = {(pod, "oom-killer")}
+    observed.pods_seen = {pod}
+    observed.starts = {pod: start}
+    return observed
+
+
+def statuses(checks: list[Item]) -> dict[str, str]:
+    return {c.name: c.status for c in checks}
+
+
+def test_a_group_kill_on_cgroup_v2_is_judged_as_a_single_processs_kills() -> None:
+    checks = judge.checks_for(SUPERVISED, group_killed(), 2, [])
+    assert statuses(checks) == {
+        "2 OOM kills (OOMKilled, exit code 137)": "passed",
+        "no worker killed alone (one OOM kills the group)": "passed",
+        "no other death": "passed",
+        "each kill in an announced step": "passed",
+        "each kill on time": "passed",
+        "a back-off measured between restarts": "passed",
+    }
+    assert checks[0].detail == "oom_kills=2 supervised_end=group-kill oom_group=1"
+    assert judge.evidence_complete(SUPERVISED, 2, group_killed())
+    # The steps and the time are the worker's, as the stack exported them: a kill out of them is not as predicted.
+    early = group_killed()
+    early.deaths["b"].message = "event=step step=3 allocated_mib=48"
+    assert statuses(judge.checks_for(SUPERVISED, early, 2, []))["each kill in an announced step"] == "failed"
+    late = group_killed()
+    late.deaths["b"].finished_at += datetime.timedelta(seconds=20)
+    assert statuses(judge.checks_for(SUPERVISED, late, 2, []))["each kill on time"] == "failed"
+    # Where the kernel kills the group, the worker never dies alone: a worker kill logged beside it differs.
+    both = group_killed()
+    both.worker_kills = worker_killed(GROUP_START).worker_kills
+    assert statuses(judge.checks_for(SUPERVISED, both, 2, []))["no worker killed alone (one OOM kills the group)"] == (
+        "failed"
+    )
+
+
+def test_oom_group_0_on_cgroup_v2_is_the_silent_worker_kill_as_on_v1() -> None:
+    for start in (SINGLE_START, V1_START):
+        observed = worker_killed(start)
+        checks = judge.checks_for(SUPERVISED, observed, 2, [])
+        assert statuses(checks) == {"the kernel kills the worker": "passed", "the container lives on": "passed"}
+        oom_group = start.get("oom_group", "none")
+        assert checks[0].detail == f"worker_kills=1 supervised_end=worker-kill oom_group={oom_group}"
+        assert judge.evidence_complete(SUPERVISED, 2, observed)
+
+
+def test_a_container_that_lived_on_where_the_group_dies_together_is_not_as_predicted() -> None:
+    lived = worker_killed(GROUP_START)  # oom_group=1, yet the worker died alone and the container ran on
+    checks = statuses(judge.checks_for(SUPERVISED, lived, 1, []))
+    assert checks["1 OOM kills (OOMKilled, exit code 137)"] == "failed"
+    assert checks["no worker killed alone (one OOM kills the group)"] == "failed"
+    assert judge.verdict(judge.checks_for(SUPERVISED, lived, 1, [])).status == "failed"
+    assert not judge.evidence_complete(SUPERVISED, 1, lived)  # the watch waits for the container's kill
+
+
+def test_a_container_killed_whole_where_only_its_worker_should_die_is_not_as_predicted() -> None:
+    for start in (SINGLE_START, V1_START):
+        died = group_killed()
+        died.starts = {"hog-1": start}
+        checks = statuses(judge.checks_for(SUPERVISED, died, 2, []))
+        assert checks == {"the kernel kills the worker": "failed", "the container lives on": "failed"}
+        assert not judge.evidence_complete(SUPERVISED, 2, died)  # the watch waits for a worker's kill
+
+
+def test_with_no_start_line_read_the_watch_waits_and_nothing_holds_the_prediction() -> None:
+    for observed in (group_killed(), worker_killed(GROUP_START)):
+        observed.starts = {}
+        assert not judge.evidence_complete(SUPERVISED, 1, observed)  # not on the wrong prediction
+        checks = judge.checks_for(SUPERVISED, observed, 1, [])
+        assert statuses(checks) == {
+            "a kill came (the worker's, or the container's)": "passed",
+            "the hog's start line says how a kill ends": "nothing-checked",
+        }
+        assert judge.verdict(checks).status == "nothing-checked"
+    # No kill at all is not as predicted whatever the start line would have said.
+    assert judge.verdict(judge.checks_for(SUPERVISED, verify.Observed(), 1, [])).status == "failed"
+
+
+def test_the_supervisors_line_alone_says_the_end_before_its_workers_start_line() -> None:
+    observed = group_killed()
+    observed.starts = {"hog-1": {"event": "supervisor_start", "oom_group": "1"}}
+    assert [p.supervised_end for p, _ in judge.resolved(SUPERVISED, observed)] == ["group-kill"]
+    # A pod whose line was not read runs the same settings as the pods whose line was: judged with them.
+    observed.pods_seen.add("hog-2")
+    assert [p.supervised_end for p, _ in judge.resolved(SUPERVISED, observed)] == ["group-kill"]
+
+
+def test_pods_whose_start_lines_differ_are_judged_each_by_its_own() -> None:
+    # A Deployment's two pods on nodes of two kinds: hog-1's group killed (v2), hog-2's worker killed (v1).
+    observed = group_killed("hog-1")
+    other = worker_killed(V1_START, "hog-2")
+    observed.worker_kills = other.worker_kills
+    observed.pods_seen |= other.pods_seen
+    observed.starts |= other.starts
+    observed.restarts |= other.restarts
+    checks = judge.checks_for(SUPERVISED, observed, 2, [])
+    assert [(c.name, c.status, c.detail) for c in checks] == [
+        ("pods hog-1", "passed", "supervised_end=group-kill"),
+        ("pods hog-2", "passed", "supervised_end=worker-kill"),
+    ]
+    assert judge.evidence_complete(SUPERVISED, 2, observed)
+    assert judge.alerts_expected(SUPERVISED, observed) == dict.fromkeys(
+        ("ContainerOOMKilled", "ContainerCrashLooping", "ContainerOOMKillWithoutRestart"), True
+    )
+    # The same two pods, each with the other's start line: neither is as predicted, and each says why.
+    observed.starts = {"hog-1": V1_START, "hog-2": GROUP_START}
+    checks = judge.checks_for(SUPERVISED, observed, 2, [])
+    assert [(c.name, c.status) for c in checks] == [("pods hog-1", "failed"), ("pods hog-2", "failed")]
+    assert checks[0].detail.startswith("supervised_end=worker-kill; the kernel kills the worker (worker_kills=0")
+    assert not judge.evidence_complete(SUPERVISED, 2, observed)
+
+
+def test_the_alerts_expected_follow_each_pods_start_line() -> None:
+    group = judge.alerts_expected(SUPERVISED, group_killed())
+    assert [name for name, fires in group.items() if fires] == ["ContainerOOMKilled", "ContainerCrashLooping"]
+    worker = judge.alerts_expected(SUPERVISED, worker_killed(SINGLE_START))
+    assert [name for name, fires in worker.items() if fires] == ["ContainerOOMKillWithoutRestart"]
+    single = judge.alerts_expected(STEPPED, worker_killed(SINGLE_START))  # a single process: its start line is moot
+    assert [name for name, fires in single.items() if fires] == ["ContainerOOMKilled", "ContainerCrashLooping"]
+
+
+def test_a_group_killed_tmpfs_hogs_restart_starts_in_a_full_pod() -> None:
+    # With the group killed, no supervisor is left to remove the worker's files: the restart dies at start, as a
+    # single tmpfs hog's does; where only the worker dies, PID 1 removes them and nothing restarts.
+    outputs = {"predictedSecondsToOomKill": {"earliest": 6, "latest": 8}}
+    tmpfs = verify.predict(outputs, 1, {"MEMORY_KIND": "tmpfs", "PROCESS_MODEL": "supervised"})
+    assert not tmpfs.restarts_into_full_pod
+    assert tmpfs.read_from(GROUP_START).restarts_into_full_pod
+    assert not tmpfs.read_from(SINGLE_START).restarts_into_full_pod
+    assert not tmpfs.read_from(None).restarts_into_full_pod
+    observed = group_killed()
+    observed.deaths["b"].message = ""  # the restart, killed before its first step line
+    assert [k.kind for k in judge.observed_kills(tmpfs, observed)] == [CONTAINER, AT_START]
+    anonymous = verify.predict(outputs, 1, {"PROCESS_MODEL": "supervised"})
+    assert [k.kind for k in judge.observed_kills(anonymous, observed)] == [CONTAINER, CONTAINER]
 
 
 def test_a_ceiling_holds_only_where_the_container_runs_and_never_died() -> None:

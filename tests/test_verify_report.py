@@ -124,6 +124,28 @@ def test_a_kill_moved_past_the_announced_steps_gives_another_verdict(
 
 
 @pytest.mark.usefixtures("game_day")
+def test_a_supervised_stacks_saved_results_are_judged_by_each_pods_start_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The game day's pod, as if supervised: its start line kept with oom_group=1 (cgroup v2), its kills are the
+    # group's, as predicted; the line its log holds (cgroup v1, no oom_group) predicts the worker's kill alone.
+    data = saved(tmp_path)
+    assert data["observed"]["starts"] == {}  # a single process's watch reads no start line
+    data["stack"]["env"]["PROCESS_MODEL"] = "supervised"
+    start = {"event": "start", "cgroup": "v2:/kubepods.slice/cri-containerd-c.scope", "oom_group": "1"}
+    data["observed"]["starts"] = {report_runs.POD: start}
+    group = judge_again(data, tmp_path, monkeypatch, "group")
+    assert group.code == verify.EXIT_AS_PREDICTED
+    assert " supervised_end=group-kill " in verdict_of(group)
+    # Saved before the start lines were kept: each pod's is read from its kept log.
+    del data["observed"]["starts"]
+    older = judge_again(data, tmp_path, monkeypatch, "older")
+    assert older.code == verify.EXIT_NOT_AS_PREDICTED
+    assert " supervised_end=worker-kill " in verdict_of(older)
+    assert "the kernel kills the worker (worker_kills=0 supervised_end=worker-kill oom_group=none)" in verdict_of(older)
+
+
+@pytest.mark.usefixtures("game_day")
 def test_saved_results_of_a_newer_layout_or_of_something_else_are_refused_in_one_line(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -25,7 +25,7 @@ from oomtools.verify.arguments import (
     parse_args,
     prometheus_access,
 )
-from oomtools.verify.detectors import collect, kills_of
+from oomtools.verify.detectors import collect
 from oomtools.verify.observe import (
     AlertState,
     Delivery,
@@ -132,6 +132,8 @@ def gather(args: argparse.Namespace, terminal: report.Terminal, clock: Callable[
         clock=clock,
         started=started,
         delivery=delivery,
+        # the alerts asked for by name must fire; the rest as each pod's start line predicts its kill
+        expect=None if args.alert else functools.partial(judge.alerts_expected, prediction),
     )
     samples = None
     if options.prometheus and options.access is not None:
@@ -178,7 +180,7 @@ def judge_and_report(args: argparse.Namespace, gathered: results.Gathered, termi
     """Detect, judge and report from what was gathered alone: a live run and --from take this same way."""
     prediction, observed, records = gathered.prediction, gathered.observed, gathered.alerts
     coverages = detectors.read(
-        kills_of(observed, prediction.restarts_into_full_pod),
+        judge.observed_kills(prediction, observed),
         gathered.namespace,
         gathered.coverage_until,
         events=gathered.kube_events,
@@ -186,7 +188,7 @@ def judge_and_report(args: argparse.Namespace, gathered: results.Gathered, termi
         alerts=gathered.alert_names,
         delivery=gathered.delivery,
     )
-    expected = prediction.alerts_expected()
+    expected = judge.alerts_expected(prediction, observed)
     verdicts = None
     if gathered.pod_spec is None:
         checks = judge.checks_for(prediction, observed, gathered.wanted_kills, records)
@@ -204,7 +206,9 @@ def judge_and_report(args: argparse.Namespace, gathered: results.Gathered, termi
         terminal.say(report.coverage_line(coverage))
     terminal.table(report.coverage_table(coverages))
     nodes = None if verdicts is None else len(verdicts)
-    line = report.verdict_line(tree, observed, records, gathered.seconds, nodes=nodes)
+    ends = {part.supervised_end for part, _ in judge.resolved(prediction, observed)}
+    supervised_end = ",".join(sorted(end for end in ends if end is not None)) or None
+    line = report.verdict_line(tree, observed, records, gathered.seconds, nodes=nodes, supervised_end=supervised_end)
     terminal.say(line)
     if args.junit:
         report.write_junit(args.junit, tree, gathered.seconds)
@@ -255,12 +259,12 @@ def read_coverage(
     if options.prometheus and options.access is not None and store is not None:
         samples = store.recording(read_samples(options.prometheus, options.access))
     collect(
-        kills_of(observed, prediction.restarts_into_full_pod),
+        judge.observed_kills(prediction, observed),
         namespace,
         events=events,
         samples=samples,
         alerts=names,
-        alerts_expected=prediction.alerts_expected(),
+        alerts_expected=judge.alerts_expected(prediction, observed),
         delivery=delivery,
         poll_alertmanager=poll,
         grace=grace,

@@ -13,8 +13,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
-from oomtools.verdict import FAILED, PASSED, SKIPPED, Item, over
-from oomtools.verify.judge import checks_for, evidence_complete
+from oomtools.verdict import FAILED, NOTHING_CHECKED, PASSED, SKIPPED, Item, over
+from oomtools.verify.judge import checks_for, evidence_complete, resolved
+from oomtools.verify.prediction import GROUP_KILL, NO_OOM_GROUP, WORKER_KILL
 
 if TYPE_CHECKING:
     from oomtools.verify.observe import Observed
@@ -34,6 +35,9 @@ AS_PREDICTED: Final = "as-predicted"
 NOT_SELECTED: Final = "not-selected"
 NOT_SCHEDULED: Final = "not-scheduled"
 DIFFERS: Final = "not-as-predicted"
+# Its hog ran, but nothing held it to the prediction (a supervised hog's start line not read, every tmpfs kill at
+# start): never a pass.
+UNJUDGED: Final = "nothing-checked"
 
 
 def tolerates(toleration: dict[str, Any], taint: dict[str, Any]) -> bool:
@@ -89,7 +93,7 @@ def facts(node: dict[str, Any], start: dict[str, str] | None) -> dict[str, str]:
 @dataclass
 class NodeVerdict:
     node: str
-    verdict: str  # AS_PREDICTED, NOT_SELECTED, NOT_SCHEDULED or DIFFERS
+    verdict: str  # AS_PREDICTED, NOT_SELECTED, NOT_SCHEDULED, DIFFERS or UNJUDGED
     happened: str
     facts: dict[str, str] = field(default_factory=dict)
     checks: list[Item] = field(default_factory=list)
@@ -101,7 +105,7 @@ class NodeVerdict:
     @property
     def item(self) -> Item:
         """The node in the result tree: its checks beneath it; a node the settings do not select is skipped."""
-        status = {AS_PREDICTED: PASSED, NOT_SELECTED: SKIPPED}.get(self.verdict, FAILED)
+        status = {AS_PREDICTED: PASSED, NOT_SELECTED: SKIPPED, UNJUDGED: NOTHING_CHECKED}.get(self.verdict, FAILED)
         return Item(f"node {self.node}", status, f"{self.verdict}: {self.happened}", list(self.checks))
 
 
@@ -137,7 +141,8 @@ def judge(
             verdicts.append(NodeVerdict(name, AS_PREDICTED, happened, about, checks))
         else:
             happened = "; ".join(f"{check.name} ({check.detail})" for check in failed)
-            verdicts.append(NodeVerdict(name, DIFFERS, happened, about, checks))
+            unjudged = all(check.status == NOTHING_CHECKED for check in failed)
+            verdicts.append(NodeVerdict(name, UNJUDGED if unjudged else DIFFERS, happened, about, checks))
     return verdicts
 
 
@@ -157,11 +162,18 @@ def fleet_item(verdicts: list[NodeVerdict]) -> Item:
 def _what_happened(prediction: Prediction, observed: Observed) -> str:
     if not prediction.kills:
         return "held, as predicted"
-    if prediction.supervised:
-        return f"worker killed {len(observed.worker_kills)} times, the container lived on"
+    return "; ".join(_happened(part_prediction, part) for part_prediction, part in resolved(prediction, observed))
+
+
+def _happened(prediction: Prediction, observed: Observed) -> str:
+    """What happened to the node's pods, as their start line predicted it (the oom_group it read)."""
+    oom_group = ",".join(sorted({start.get("oom_group", NO_OOM_GROUP) for start in observed.starts.values()}))
+    if prediction.supervised_end == WORKER_KILL:
+        return f"worker killed {len(observed.worker_kills)} times, the container lived on (oom_group={oom_group})"
     oom = sorted((d for d in observed.deaths.values() if d.reason == "OOMKilled"), key=lambda d: d.finished_at)
     seconds = ",".join(f"{d.seconds_from_start:g}" for d in oom)
-    return f"OOM-killed {len(oom)} times, at {seconds} s from start"
+    group = f" with its supervisor (oom_group={oom_group})" if prediction.supervised_end == GROUP_KILL else ""
+    return f"OOM-killed {len(oom)} times{group}, at {seconds} s from start"
 
 
 @dataclass

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from oomtools.verdict import Item, check, over, rollup
-from oomtools.verify.detectors import NO_SIGNAL_OF_ITS_OWN, UNREAD, YES, Coverage, expected_kinds
+from oomtools import alert_catalogue
+from oomtools.verdict import NOTHING_CHECKED, Item, check, over, rollup
+from oomtools.verify import prediction as predicted
+from oomtools.verify.detectors import NO_SIGNAL_OF_ITS_OWN, UNREAD, YES, Coverage, Kill, expected_kinds, kills_of
 from oomtools.verify.prediction import OOM_EXIT_CODE, Prediction
 
 if TYPE_CHECKING:  # annotations only: Prometheus' client is imported where used
@@ -40,15 +42,89 @@ def checks_for(
             )
         )
     elif prediction.supervised:
-        kills = len(observed.worker_kills)
-        restarts = sum(observed.restarts.values())
-        checks.append(check("the kernel kills the worker", kills >= 1, f"worker_kills={kills}"))
-        checks.append(
-            check("the container lives on", not deaths and restarts == 0, f"deaths={len(deaths)} restarts={restarts}")
-        )
+        parts = resolved(prediction, observed)
+        if len(parts) == 1:
+            checks += _supervised(*parts[0], wanted_kills)
+        else:  # pods whose start lines differ: an item for each end's pods, their checks beneath it
+            checks += [_pods_item(part_prediction, part, wanted_kills) for part_prediction, part in parts]
     else:
         checks += _container_kills(prediction, observed, deaths, wanted_kills)
     return checks + alert_checks(alert_records)
+
+
+def _pods(observed: Observed) -> set[str]:
+    """The pods anything was observed of."""
+    return (
+        observed.pods_seen
+        | set(observed.starts)
+        | {d.pod for d in observed.deaths.values()}
+        | {w.pod for w in observed.worker_kills.values()}
+    )
+
+
+def resolved(prediction: Prediction, observed: Observed) -> list[tuple[Prediction, Observed]]:
+    """The prediction each of the pods is judged by, with what was observed of them. A single process's is the
+    settings' own. A supervised pod's follows its hog's start line (Prediction.read_from): where every line read
+    says the same end, all the pods are judged by it (one whose line was not read runs the same settings); where
+    they differ (pods on nodes of both kinds), each end's pods apart, and those not read apart, UNREAD; where no
+    line was read, all are UNREAD."""
+    if not prediction.supervised:
+        return [(prediction, observed)]
+    by_end: dict[str | None, list[str]] = {}
+    for pod in sorted(_pods(observed)):
+        by_end.setdefault(prediction.read_from(observed.starts.get(pod)).supervised_end, []).append(pod)
+    read = [end for end in by_end if end != predicted.UNREAD]
+    if len(read) < 2:
+        pod = by_end[read[0]][0] if read else ""
+        return [(prediction.read_from(observed.starts.get(pod)), observed)]
+    return [
+        (prediction.read_from(observed.starts.get(pods[0])), observed.in_pods(set(pods)))
+        for pods in sorted(by_end.values())
+    ]
+
+
+def _pods_item(prediction: Prediction, observed: Observed, wanted_kills: int) -> Item:
+    items = _supervised(prediction, observed, wanted_kills)
+    failed = "".join(f"; {c.name} ({c.detail})" for c in items if not c.ok)
+    pods = ",".join(sorted(_pods(observed)))
+    return over(f"pods {pods}", items, f"supervised_end={prediction.supervised_end}{failed}")
+
+
+def _supervised(prediction: Prediction, observed: Observed, wanted_kills: int) -> list[Item]:
+    """A supervised container's checks, by its start line: a group kill's are a single process's, a worker
+    kill's that the worker died and the container lived on; with no start line read, none holds."""
+    end = prediction.supervised_end
+    deaths = sorted(observed.deaths.values(), key=lambda d: d.finished_at)
+    kills = len(observed.worker_kills)
+    oom_groups = ",".join(
+        sorted({start.get("oom_group", predicted.NO_OOM_GROUP) for start in observed.starts.values()})
+    )
+    said = f" supervised_end={end} oom_group={oom_groups}"
+    if end == predicted.GROUP_KILL:
+        checks = _container_kills(prediction, observed, deaths, wanted_kills)
+        checks[0].detail += said
+        checks.insert(1, check("no worker killed alone (one OOM kills the group)", not kills, f"worker_kills={kills}"))
+        return checks
+    if end == predicted.WORKER_KILL:
+        restarts = sum(observed.restarts.values())
+        return [
+            check("the kernel kills the worker", kills >= 1, f"worker_kills={kills}{said}"),
+            check("the container lives on", not deaths and restarts == 0, f"deaths={len(deaths)} restarts={restarts}"),
+        ]
+    oom = sum(d.reason == "OOMKilled" for d in deaths)
+    return [
+        check(
+            "a kill came (the worker's, or the container's)",
+            bool(kills or oom),
+            f"worker_kills={kills} oom_kills={oom}",
+        ),
+        Item(
+            "the hog's start line says how a kill ends",
+            NOTHING_CHECKED,
+            f"supervised_end={end}: no start line read (supervisor_start or start), so whether the container lives "
+            "on (oom_group=0, or cgroup v1) or dies with its worker (oom_group=1) is not known",
+        ),
+    ]
 
 
 def _container_kills(prediction: Prediction, observed: Observed, deaths: list[Death], wanted_kills: int) -> list[Item]:
@@ -119,13 +195,44 @@ def alert_checks(alert_records: list[prom.AlertRecord]) -> list[Item]:
 
 
 def evidence_complete(prediction: Prediction, wanted_kills: int, observed: Observed) -> bool:
-    """What the watch waits for is in: the kills asked for (and a back-off between two), or a worker's kill."""
+    """What the watch waits for is in: the kills asked for (and a back-off between two), or a worker's kill where
+    the hog's start line predicts one; a supervised pod whose start line is not read yet waits for it."""
     if prediction.replicas == 0 or not prediction.kills:
         return False  # nothing to wait for: the whole window is the evidence
-    if prediction.supervised:
+    return all(
+        _kills_in(part_prediction, part, wanted_kills) for part_prediction, part in resolved(prediction, observed)
+    )
+
+
+def _kills_in(prediction: Prediction, observed: Observed, wanted_kills: int) -> bool:
+    end = prediction.supervised_end
+    if end == predicted.UNREAD:
+        return False  # its start line says which kill to wait for
+    if end == predicted.WORKER_KILL:
         return bool(observed.worker_kills)
     oom = sum(d.reason == "OOMKilled" for d in observed.deaths.values())
     return oom >= wanted_kills and (wanted_kills == 1 or bool(observed.back_offs))
+
+
+def alerts_expected(prediction: Prediction, observed: Observed) -> dict[str, bool]:
+    """Which alerts the namespace's kills are expected to fire, each pod's as its start line predicts (resolved):
+    an alert fires where any pod's kill is one it is made for."""
+    found = dict.fromkeys(alert_catalogue.NAMES, False)
+    for part_prediction, _ in resolved(prediction, observed):
+        for name, fires in part_prediction.alerts_expected().items():
+            found[name] = found[name] or fires
+    return found
+
+
+def observed_kills(prediction: Prediction, observed: Observed) -> list[Kill]:
+    """Every OOM kill observed (detectors.kills_of), a tmpfs restart's at start where its pod's prediction says
+    the restart starts in a full pod (a single process, or a supervised one the kernel kills as a group)."""
+    kills = [
+        kill
+        for part_prediction, part in resolved(prediction, observed)
+        for kill in kills_of(part, part_prediction.restarts_into_full_pod)
+    ]
+    return sorted(kills, key=lambda kill: kill.at)
 
 
 def coverage_checks(coverages: list[Coverage], alerts_expected: dict[str, bool]) -> list[Item]:

@@ -119,9 +119,15 @@ class Terminal:
 
 
 def verdict_line(
-    tree: Item, observed: Observed, records: list[prom.AlertRecord], seconds: float, nodes: int | None = None
+    tree: Item,
+    observed: Observed,
+    records: list[prom.AlertRecord],
+    seconds: float,
+    nodes: int | None = None,
+    supervised_end: str | None = None,
 ) -> str:
-    """The one line that ends the run: as predicted or not, what was counted, and each failed check."""
+    """The one line that ends the run: as predicted or not, what was counted, and each failed check; for a supervised
+    stack, the end its pods' start lines predicted (judge.resolved)."""
     deaths = list(observed.deaths.values())
     back_offs = sorted(b.seconds for b in observed.back_offs.values())
     return logfmt.line(
@@ -133,6 +139,7 @@ def verdict_line(
         back_off_seconds=",".join(f"{s:g}" for s in back_offs) or "none",
         alerts_fired=f"{sum(r.fired_at is not None for r in records)}/{len(records)}",
         **({} if nodes is None else {"fleet_nodes": nodes}),
+        **({} if supervised_end is None else {"supervised_end": supervised_end}),
         seconds=round(seconds, 1),
         failed="; ".join(f"{c.name} ({c.detail})" for c in tree.failed) or None,
     )
