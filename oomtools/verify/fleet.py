@@ -3,9 +3,10 @@
 For each node of the cluster: whether the DaemonSet's pod may go there at all (its nodeSelector, and the node's
 NoSchedule and NoExecute taints against its tolerations and those the DaemonSet controller adds), what the node is
 (kernel, kubelet and runtime from the node object; cgroup version and driver, `memory.oom.group`, `memory.high` and
-swap from the hog's own start line), and what happened to its hog, judged as for a single pod: as predicted, killed
-early or late, held, or not scheduled and why (`Insufficient memory` where the node's allocatable cannot hold the
-request). A node the settings do not select is "not selected", never "passed".
+swap from the hog's own start line), and what happened to its hog, judged as for a single pod (a supervised one by its
+own start line: the worker killed alone on cgroup v1, the group on a v2 node with memory.oom.group=1): as predicted,
+killed early or late, held, or not scheduled and why (`Insufficient memory` where the node's allocatable cannot hold
+the request). A node the settings do not select is "not selected", never "passed".
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """What verify reads, and only reads: the stack's outputs, its workload and pods through the Kubernetes API, the
-supervised worker's kills in the pods' logs, the namespace's events, and the alerts in Prometheus and Alertmanager,
-polled until the evidence is in or the time is up.
+supervised hog's start line and its worker's kills in the pods' logs, the namespace's events, and the alerts in
+Prometheus and Alertmanager, polled until the evidence is in or the time is up.
 
 Each thing seen is kept (`Observed`) and handed on as an `Event` as it happens; report.py writes every line of them.
 This module imports nothing of verify's later stages (detectors, judge, report): they import it.
