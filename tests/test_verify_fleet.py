@@ -313,3 +313,18 @@ def test_a_supervised_node_whose_start_line_was_not_read_checked_nothing_and_is_
     # A node with no kill at all differs, whatever its line would have said.
     observed.deaths = {}
     assert scope.judge(observed, {})[1].verdict == fleet.DIFFERS
+
+
+def test_a_node_whose_pods_lines_differ_says_what_happened_to_each() -> None:
+    # The kubelet's singleProcessOOMKill turned on between two of the DaemonSet's pods on one node: the first pod's
+    # container killed whole, the second's worker alone; each as its own line predicts.
+    prediction = verify.Prediction(True, True, 6, 8, 1, KillRange(7, 8, 8, 0))
+    observed = supervised_fleet()
+    observed.pod_nodes = {"pod-v1": "v2", "pod-v2": "v2"}
+    observed.starts = {"pod-v1": {**V2_SUPERVISOR, "oom_group": "0"}, "pod-v2": V2_SUPERVISOR}
+    (on_v2,) = fleet.FleetScope([node("v2")], POD_SPEC, prediction, 1).judge(observed, {})
+    assert (on_v2.verdict, on_v2.happened) == (
+        fleet.AS_PREDICTED,
+        "worker killed 1 times, the container lived on (oom_group=0); "
+        "OOM-killed 1 times with its supervisor (oom_group=1), at 7 s from start",
+    )

@@ -209,10 +209,19 @@ def test_with_no_start_line_read_the_watch_waits_and_nothing_holds_the_predictio
         observed.starts = {}
         assert not judge.evidence_complete(SUPERVISED, 1, observed)  # not on the wrong prediction
         checks = judge.checks_for(SUPERVISED, observed, 1, [])
-        assert statuses(checks) == {
-            "a kill came (the worker's, or the container's)": "passed",
-            "the hog's start line says how a kill ends": "nothing-checked",
-        }
+        assert [(c.name, c.status, c.detail) for c in checks] == [
+            (
+                "a kill came (the worker's, or the container's)",
+                "passed",
+                f"worker_kills={len(observed.worker_kills)} oom_kills={len(observed.deaths)}",
+            ),
+            (
+                "the hog's start line says how a kill ends",
+                "nothing-checked",
+                "supervised_end=unread: no start line read (supervisor_start or start), so whether the container "
+                "lives on (oom_group=0, or cgroup v1) or dies with its worker (oom_group=1) is not known",
+            ),
+        ]
         assert judge.verdict(checks).status == "nothing-checked"
     # No kill at all is not as predicted whatever the start line would have said.
     assert judge.verdict(judge.checks_for(SUPERVISED, verify.Observed(), 1, [])).status == "failed"
@@ -244,11 +253,16 @@ def test_pods_whose_start_lines_differ_are_judged_each_by_its_own() -> None:
     assert judge.alerts_expected(SUPERVISED, observed) == dict.fromkeys(
         ("ContainerOOMKilled", "ContainerCrashLooping", "ContainerOOMKillWithoutRestart"), True
     )
-    # The same two pods, each with the other's start line: neither is as predicted, and each says why.
-    observed.starts = {"hog-1": V1_START, "hog-2": GROUP_START}
+    # The same two pods, each with the other's start line, and a third beside hog-2 (v1, oom_group=0 on v2: both
+    # the worker's kill alone) that ran on: neither group is as predicted, and each says why.
+    observed.starts = {"hog-1": V1_START, "hog-2": GROUP_START, "hog-3": SINGLE_START}
+    observed.pods_seen.add("hog-3")
     checks = judge.checks_for(SUPERVISED, observed, 2, [])
-    assert [(c.name, c.status) for c in checks] == [("pods hog-1", "failed"), ("pods hog-2", "failed")]
-    assert checks[0].detail.startswith("supervised_end=worker-kill; the kernel kills the worker (worker_kills=0")
+    assert [(c.name, c.status) for c in checks] == [("pods hog-1,hog-3", "failed"), ("pods hog-2", "failed")]
+    assert checks[0].detail == (
+        "supervised_end=worker-kill; the kernel kills the worker (worker_kills=0 supervised_end=worker-kill "
+        "oom_group=0,none); the container lives on (deaths=2 restarts=2)"
+    )
     assert not judge.evidence_complete(SUPERVISED, 2, observed)
 
 

@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
 from oomtools.verdict import FAILED, NOTHING_CHECKED, PASSED, SKIPPED, Item, over
-from oomtools.verify.judge import checks_for, evidence_complete, resolved
-from oomtools.verify.prediction import GROUP_KILL, NO_OOM_GROUP, WORKER_KILL
+from oomtools.verify.judge import checks_for, evidence_complete, oom_groups, resolved
+from oomtools.verify.prediction import GROUP_KILL, WORKER_KILL
 
 if TYPE_CHECKING:
     from oomtools.verify.observe import Observed
@@ -168,7 +168,7 @@ def _what_happened(prediction: Prediction, observed: Observed) -> str:
 
 def _happened(prediction: Prediction, observed: Observed) -> str:
     """What happened to the node's pods, as their start line predicted it (the oom_group it read)."""
-    oom_group = ",".join(sorted({start.get("oom_group", NO_OOM_GROUP) for start in observed.starts.values()}))
+    oom_group = oom_groups(observed)
     if prediction.supervised_end == WORKER_KILL:
         return f"worker killed {len(observed.worker_kills)} times, the container lived on (oom_group={oom_group})"
     oom = sorted((d for d in observed.deaths.values() if d.reason == "OOMKilled"), key=lambda d: d.finished_at)

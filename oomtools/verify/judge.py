@@ -53,13 +53,13 @@ def checks_for(
 
 
 def _pods(observed: Observed) -> set[str]:
-    """The pods anything was observed of."""
-    return (
-        observed.pods_seen
-        | set(observed.starts)
-        | {d.pod for d in observed.deaths.values()}
-        | {w.pod for w in observed.worker_kills.values()}
-    )
+    """The pods seen (every death and worker kill is of one), and those a start line was kept of."""
+    return observed.pods_seen | set(observed.starts)
+
+
+def oom_groups(observed: Observed) -> str:
+    """The memory.oom.group values the pods' start lines gave (NO_OOM_GROUP for a line without one), comma-separated."""
+    return ",".join(sorted({start.get("oom_group", predicted.NO_OOM_GROUP) for start in observed.starts.values()}))
 
 
 def resolved(prediction: Prediction, observed: Observed) -> list[tuple[Prediction, Observed]]:
@@ -75,8 +75,7 @@ def resolved(prediction: Prediction, observed: Observed) -> list[tuple[Predictio
         by_end.setdefault(prediction.read_from(observed.starts.get(pod)).supervised_end, []).append(pod)
     read = [end for end in by_end if end != predicted.UNREAD]
     if len(read) < 2:
-        pod = by_end[read[0]][0] if read else ""
-        return [(prediction.read_from(observed.starts.get(pod)), observed)]
+        return [(prediction.read_from(observed.starts.get(by_end[read[0]][0]) if read else None), observed)]
     return [
         (prediction.read_from(observed.starts.get(pods[0])), observed.in_pods(set(pods)))
         for pods in sorted(by_end.values())
@@ -96,10 +95,7 @@ def _supervised(prediction: Prediction, observed: Observed, wanted_kills: int) -
     end = prediction.supervised_end
     deaths = sorted(observed.deaths.values(), key=lambda d: d.finished_at)
     kills = len(observed.worker_kills)
-    oom_groups = ",".join(
-        sorted({start.get("oom_group", predicted.NO_OOM_GROUP) for start in observed.starts.values()})
-    )
-    said = f" supervised_end={end} oom_group={oom_groups}"
+    said = f" supervised_end={end} oom_group={oom_groups(observed)}"
     if end == predicted.GROUP_KILL:
         checks = _container_kills(prediction, observed, deaths, wanted_kills)
         checks[0].detail += said
@@ -217,11 +213,8 @@ def _kills_in(prediction: Prediction, observed: Observed, wanted_kills: int) -> 
 def alerts_expected(prediction: Prediction, observed: Observed) -> dict[str, bool]:
     """Which alerts the namespace's kills are expected to fire, each pod's as its start line predicts (resolved):
     an alert fires where any pod's kill is one it is made for."""
-    found = dict.fromkeys(alert_catalogue.NAMES, False)
-    for part_prediction, _ in resolved(prediction, observed):
-        for name, fires in part_prediction.alerts_expected().items():
-            found[name] = found[name] or fires
-    return found
+    each = [part_prediction.alerts_expected() for part_prediction, _ in resolved(prediction, observed)]
+    return {name: any(expected[name] for expected in each) for name in alert_catalogue.NAMES}
 
 
 def observed_kills(prediction: Prediction, observed: Observed) -> list[Kill]:
