@@ -52,6 +52,10 @@ def test_verifys_prediction_expects_what_the_catalogue_does(kills: bool, supervi
 
     prediction = Prediction(kills, supervised, 7.0 if kills else None, 7.0 if kills else None, int(kills))
     assert prediction.alerts_expected() == catalogue.alerts_expected(kills, supervised)
+    # A supervised container whose start line says memory.oom.group=1 dies whole: a container kill's alerts.
+    for oom_group, survives in (("1", False), ("0", supervised), ("none", supervised)):
+        read = prediction.read_from({"event": "start", "oom_group": oom_group})
+        assert read.alerts_expected() == catalogue.alerts_expected(kills, survives)
 
 
 def test_an_unknown_name_is_refused_naming_the_known_ones() -> None:
