@@ -43,10 +43,12 @@ def checks_for(
         )
     elif prediction.supervised:
         parts = resolved(prediction, observed)
-        if len(parts) == 1:
-            checks += _supervised(*parts[0], wanted_kills)
-        else:  # pods whose start lines differ: an item for each end's pods, their checks beneath it
-            checks += [_pods_item(part_prediction, part, wanted_kills) for part_prediction, part in parts]
+        # Pods whose start lines differ: an item for each end's pods, their checks beneath it.
+        checks = (
+            _supervised(*parts[0], wanted_kills)
+            if len(parts) == 1
+            else [_pods_item(part_prediction, part, wanted_kills) for part_prediction, part in parts]
+        )
     else:
         checks += _container_kills(prediction, observed, deaths, wanted_kills)
     return checks + alert_checks(alert_records)
