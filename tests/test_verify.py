@@ -51,6 +51,10 @@ def test_a_kill_is_on_time_within_the_predicted_window_and_its_slack() -> None:
     assert prediction.on_time(12)
     assert not prediction.on_time(5.5)
     assert not prediction.on_time(12.5)
+    # Past 10 s the slack is half the latest: a kill predicted by 20 s is on time up to 30 s, and not after.
+    slow = verify.Prediction(kills=True, supervised=False, earliest=16, latest=20, replicas=1)
+    assert slow.on_time(30)
+    assert not slow.on_time(30.5)
 
 
 def test_the_alerts_expected_follow_the_process_model() -> None:
