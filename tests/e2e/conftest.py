@@ -43,6 +43,7 @@ from tests.e2e.support import (
     render_for_the_node,
     workload_archive,
 )
+from tests.e2e.v2scenarios import V2Scenarios
 from tests.e2e.watching import Climb
 from tests.servers import free_port
 from tests.support import require
@@ -78,6 +79,11 @@ WATCHING: list[pytest.Item] = []  # a test of test_watching.py where the session
 # The resizes (tests/e2e/resizing.py) run beside the same modules, where test_resize.py runs in the session: each is
 # a minute of waiting on a hog's steps and the kubelet, and they neither stop anything nor count the node's pods.
 RESIZING: list[pytest.Item] = []
+# The cgroup v2 node's scenarios (tests/e2e/v2scenarios.py) start with the first module after test_fleet.py (whose
+# verdicts list every node) and run beside the modules before test_v2node.py, which comes last but the alert chain.
+V2NODE_FROM = "test_least_privilege.py"
+V2NODE_LAST = "test_v2node.py"
+V2NODE: list[pytest.Item] = []
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -90,12 +96,15 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     def place(item: pytest.Item) -> tuple[int, int]:
         name = item.path.name
         if name == LAST:
+            return (3, 0)
+        if name == V2NODE_LAST:
             return (2, 0)
         return (0, FIRST.index(name)) if name in FIRST else (1, 0)
 
     items.sort(key=place)  # stable: the rest keep their order
     WATCHING[:] = [item for item in items if item.path.name == "test_watching.py"][:1]
     RESIZING[:] = [item for item in items if item.path.name == "test_resize.py"][:1]
+    V2NODE[:] = [item for item in items if item.path.name == V2NODE_LAST][:1]
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
@@ -122,6 +131,15 @@ def resizes(cluster: Cluster, engine: docker.DockerClient) -> Iterator[Resizes]:
     resizing.close()
 
 
+@pytest.fixture(scope="session")
+def v2node(cluster: Cluster, engine: docker.DockerClient) -> Iterator[V2Scenarios]:
+    """The cgroup v2 node's scenarios, made here and started by the first test of V2NODE_FROM (or by test_v2node.py
+    where it does not run); the node and the stacks' namespaces removed at the session's end."""
+    scenarios = V2Scenarios(cluster, engine)
+    yield scenarios
+    scenarios.close()
+
+
 @pytest.fixture(autouse=True)
 def _the_climb_beside(request: pytest.FixtureRequest) -> None:
     if WATCHING and request.path.name in BESIDE_THE_CLIMB:
@@ -130,6 +148,9 @@ def _the_climb_beside(request: pytest.FixtureRequest) -> None:
     if RESIZING and request.path.name in BESIDE_THE_CLIMB:
         resizing: Resizes = request.getfixturevalue("resizes")
         resizing.start()
+    if V2NODE and request.path.name == V2NODE_FROM:
+        scenarios: V2Scenarios = request.getfixturevalue("v2node")
+        scenarios.start()
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,263 @@
+"""The cgroup v2 node's scenarios (issue 32), run in a thread beside other modules (as the watched climb and the resizes
+are): the node boots, joins, and runs three stacks to their kills, which is minutes of waiting on an emulated CPU.
+test_v2node.py judges what the thread collected.
+
+The stacks are made (rendered, their image built) in the caller's thread: Pulumi's mocks need its event loop, and
+docker-py's client is not shared. Each selects the v2 node and tolerates its taint, so no pod of theirs runs on the
+first node: the thread may run beside modules that count that node's pods or its kernel's OOM kills.
+
+- a fleet (scope=node): verify's node table for the v2 node (cgroup, memory.oom.group, swap from the hog's start line);
+- the supervised model with the kubelet's default, `singleProcessOOMKill: false`: `memory.oom.group=1`, the group kill;
+- the same after the node's kubelet is restarted with `singleProcessOOMKill: true`: the worker's kill alone.
+
+The pace: the node's CPU is emulated (QEMU's TCG, no hardware virtualization here), about twenty times slower than
+the host. There the dev stack's 16 MiB step takes 0.4 to 0.9 s to write, most of its 1 s interval, so its kills come
+later than the prediction, which counts the intervals only (a run: predicted 6 to 8 s, seen 32). These stacks step
+8 MiB every 4 s: the writing is a tenth of the interval, as a real node's is a small part of the dev stack's, and
+the late slack (half the latest prediction) holds an interpreter's start there (5 to 15 s, two for the supervised).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import re
+import threading
+import time
+import traceback
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import docker
+from kubernetes import client
+
+from oomtools import verify
+from oomtools.rehearsal import build_image, declared_pod
+from oomtools.render import Rendered, stack_config
+from tests.e2e.cluster import Cluster, as_json
+from tests.e2e.support import apply_in_dependency_order, render_for_the_node, until, workload_archive
+from tests.e2e.v2node.node import NAME, SELECTOR, TOLERATION, V2Node
+from workload import logfmt
+
+FLEET = "v2-fleet"
+GROUP = "v2-supervised-group"
+SINGLE_PROCESS = "v2-supervised-single"
+PACE = {"memoryIncrementMb": "8", "incrementIntervalMs": "4000"}  # the module's docstring says why
+ON_THE_NODE = {**PACE, "tolerations": TOLERATION, "nodeSelector": SELECTOR}
+STACKS: dict[str, dict[str, str]] = {
+    FLEET: {**ON_THE_NODE, "scope": "node"},
+    GROUP: {**ON_THE_NODE, "processModel": "supervised"},
+    SINGLE_PROCESS: {**ON_THE_NODE, "processModel": "supervised"},
+}
+PSI_SERIES = ("container_pressure_memory_stalled_seconds_total", "container_pressure_memory_waiting_seconds_total")
+SAMPLE = re.compile(r"^(?P<name>[a-z_]+)\{(?P<labels>[^}]*)\} (?P<value>\S+)")  # exposition format
+JOIN_TIMEOUT_S = 900.0
+
+
+@dataclass
+class Judged:
+    code: int
+    lines: list[dict[str, str]]
+    err: str
+
+    @property
+    def verdict(self) -> dict[str, str]:
+        return self.lines[-1] if self.lines else {}
+
+    @property
+    def nodes(self) -> dict[str, dict[str, str]]:
+        return {entry["node"]: entry for entry in self.lines if entry.get("event") == "node"}
+
+    def kill_seconds(self) -> str:
+        """Each container death's seconds from its start, as verify saw them."""
+        return ",".join(entry["seconds_from_start"] for entry in self.lines if entry.get("event") == "death") or "none"
+
+    def predicted_seconds(self) -> str:
+        watch = next((entry for entry in self.lines if entry.get("event") == "watch"), {})
+        return str(watch.get("predicted_seconds", "?"))
+
+
+@dataclass
+class Collected:
+    """What the thread collected: each stack's verdict, the guest's cgroups after each, the PSI samples, the hogs'
+    lines on the node, and the error that ended it early (a traceback), if one did."""
+
+    ready_s: float = 0.0
+    reconfigured_s: float = 0.0
+    judged: dict[str, Judged] = field(default_factory=dict)
+    cgroups: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)  # stack -> path -> files
+    psi: list[dict[str, float]] = field(default_factory=list)
+    psi_problems: list[str] = field(default_factory=list)
+    logs: dict[str, str] = field(default_factory=dict)
+    error: str = ""
+
+    def why(self, name: str) -> str:
+        """What a failed assertion shows: verify's words, then the hog's own lines on the v2 node."""
+        judged = self.judged.get(name)
+        said = f"{judged.verdict}\n{judged.err[-3000:]}" if judged else f"no verdict for {name}: {self.error}"
+        log = self.logs.get(name, "").splitlines()
+        shown = "\n".join(log if len(log) <= 30 else [*log[:12], "...", *log[-12:]])
+        return f"{said}\n--- the hog on {NAME}:\n{shown}"
+
+
+def outputs(rendered: Rendered) -> str:
+    exports = rendered.exports
+    keys = ("namespace", "workloadKind", "workloadName", "predictedSecondsToOomKill", "predictedOomKillStep")
+    return json.dumps({key: exports.get(key) for key in keys})
+
+
+def judge(cluster: Cluster, rendered: Rendered) -> Judged:
+    out, err = io.StringIO(), io.StringIO()
+    argv = ["--outputs", outputs(rendered), "--kubeconfig", str(cluster.kubeconfig), "--timeout", "4m", "--kills", "1"]
+    code = verify.main(argv, out=out, err=err)
+    return Judged(code, [logfmt.parse(text) for text in out.getvalue().splitlines()], err.getvalue())
+
+
+def psi(text: str, namespace: str) -> dict[str, float]:
+    """The hog container's PSI counters in a cAdvisor exposition."""
+    found: dict[str, float] = {}
+    for row in text.splitlines():
+        sample = SAMPLE.match(row)
+        if sample and sample["name"] in PSI_SERIES:
+            labels = sample["labels"]
+            if f'namespace="{namespace}"' in labels and 'container="oom-killer"' in labels:
+                found[sample["name"]] = float(sample["value"])
+    return found
+
+
+def cadvisor(api: client.ApiClient) -> str:
+    """The v2 node's cAdvisor metrics, through the API server's node proxy (as Prometheus' kubelet jobs may read it)."""
+    return str(client.CoreV1Api(api).connect_get_node_proxy_with_path(NAME, "metrics/cadvisor"))
+
+
+def hog_log(api: client.ApiClient, namespace: str) -> str:
+    """The stack's hog on the v2 node, each line with the kubelet's timestamp: its current run's and the one before."""
+    core = client.CoreV1Api(api)
+    texts = []
+    pods = as_json(api, core.list_namespaced_pod(namespace, field_selector=f"spec.nodeName={NAME}"))
+    for pod in pods["items"]:
+        name = str(pod["metadata"]["name"])
+        for status in pod.get("status", {}).get("containerStatuses") or []:
+            texts.append(f"{name} state={status.get('state')} lastState={status.get('lastState')}")
+        for previous in (True, False):
+            with contextlib.suppress(client.ApiException):
+                log = core.read_namespaced_pod_log(name, namespace, previous=previous, timestamps=True)
+                texts.append(f"{name} previous={previous}:\n{log}")
+    return "\n".join(texts)
+
+
+class V2Scenarios:
+    """`start()` (again: a no-op) makes the stacks and starts the thread; `wait()` gives what it collected; `close()`
+    deletes the stacks' namespaces and takes the node out of the cluster."""
+
+    def __init__(self, cluster: Cluster, engine: docker.DockerClient) -> None:
+        self.cluster = cluster
+        self.engine = engine
+        self.node = V2Node(cluster)
+        self.collected = Collected()
+        self.thread: threading.Thread | None = None
+        self.rendered: dict[str, Rendered] = {}
+
+    def start(self) -> None:
+        if self.thread is not None:
+            return
+        self.rendered = {
+            name: render_for_the_node({**stack_config("dev"), **settings, "namespace": name}, name)
+            for name, settings in STACKS.items()
+        }
+        archive = workload_archive(self.engine, build_image(self.engine, declared_pod(self.rendered[FLEET])))
+        self.thread = threading.Thread(target=self._run, args=(archive,), name="v2-node", daemon=True)
+        self.thread.start()
+
+    def wait(self) -> Collected:
+        if self.thread is None:
+            self.start()
+        assert self.thread is not None
+        self.thread.join(JOIN_TIMEOUT_S)
+        assert not self.thread.is_alive(), f"the v2 node's scenarios were not over in {JOIN_TIMEOUT_S:.0f} s"
+        return self.collected
+
+    def close(self) -> None:
+        if self.thread is not None:
+            self.thread.join(JOIN_TIMEOUT_S)
+        core = client.CoreV1Api(self.cluster.api())
+        for name in self.rendered:
+            with contextlib.suppress(client.ApiException):  # never made: the thread ended before it
+                core.delete_namespace(name)
+        self.node.stop()
+
+    def _run(self, archive: bytes) -> None:
+        try:
+            self._scenarios(archive)
+        except Exception:  # reported by the judging tests, with the guest's words
+            self.collected.error = f"{traceback.format_exc()}\n{self.node.guest_words()}"
+
+    def _scenarios(self, archive: bytes) -> None:
+        collected, api = self.collected, self.cluster.api()
+        collected.ready_s = self.node.start([archive])
+        # The fleet's hog first, the group's once the fleet's has started: two interpreters starting at once on the
+        # emulated CPU took 27 s to the second's first step (a run whose kill then came late).
+        apply_in_dependency_order(api, self.rendered[FLEET])
+        until("the fleet's hog starts on the v2 node", lambda: "event=start" in hog_log(api, FLEET), 180)
+        apply_in_dependency_order(api, self.rendered[GROUP])
+        results: dict[str, Judged] = {}
+        fleet = threading.Thread(target=lambda: results.update({FLEET: judge(self.cluster, self.rendered[FLEET])}))
+        fleet.start()
+        with self._sampling(api, GROUP):
+            results[GROUP] = judge(self.cluster, self.rendered[GROUP])
+        fleet.join(JOIN_TIMEOUT_S)
+        collected.judged.update(results)
+        self._done_with(api, FLEET, GROUP)
+        collected.reconfigured_s = self.node.configure(singleProcessOOMKill=True)
+        apply_in_dependency_order(api, self.rendered[SINGLE_PROCESS])
+        with self._sampling(api, SINGLE_PROCESS, psi_too=False):
+            collected.judged[SINGLE_PROCESS] = judge(self.cluster, self.rendered[SINGLE_PROCESS])
+        self._done_with(api, SINGLE_PROCESS)
+
+    def _done_with(self, api: client.ApiClient, *names: str) -> None:
+        """Keep the stacks' hog lines, and delete their namespaces: their crash-looping pods would take the emulated
+        CPU from the next stack's."""
+        core = client.CoreV1Api(api)
+        for name in names:
+            self.collected.logs[name] = hog_log(api, name)
+            core.delete_namespace(name)
+
+    @contextlib.contextmanager
+    def _sampling(self, api: client.ApiClient, namespace: str, psi_too: bool = True) -> Iterator[None]:
+        """Every 2 s while the body runs: the stack's hog cgroups in the guest (a killed container's is gone by the
+        time its kill is judged: each kept as last seen), and the hog's PSI series in the node's cAdvisor."""
+        done = threading.Event()
+
+        def sample() -> None:
+            while not done.wait(2.0):
+                try:
+                    self._sample(api, namespace, psi_too)
+                except Exception as error:  # the kubelet or the guest not reached this once: the next sample tells
+                    self.collected.psi_problems.append(repr(error)[:300])
+
+        sampler = threading.Thread(target=sample, name=f"v2-sample-{namespace}", daemon=True)
+        sampler.start()
+        try:
+            yield
+        finally:
+            done.set()
+            sampler.join()
+
+    def _sample(self, api: client.ApiClient, namespace: str, psi_too: bool) -> None:
+        pods = as_json(api, client.CoreV1Api(api).list_namespaced_pod(namespace))["items"]
+        uids = [str(pod["metadata"]["uid"]) for pod in pods]
+        seen = self.collected.cgroups.setdefault(namespace, {})
+        for group in self.node.cgroups():
+            if any(f"pod{uid}" in group["path"] for uid in uids) and group.get("memory.max") != "max":
+                seen[group["path"]] = group  # the pause container's has no limit: the hog's has
+        if not psi_too:
+            return
+        text = cadvisor(api)
+        found = psi(text, namespace)
+        if found:
+            self.collected.psi.append({"at": time.monotonic(), **found})
+        elif not self.collected.psi_problems:  # what the exposition had instead, once
+            names = sorted({row.partition("{")[0] for row in text.splitlines() if "pressure" in row})
+            self.collected.psi_problems.append(f"no PSI sample for the hog; pressure series: {names}")
