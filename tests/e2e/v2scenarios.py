@@ -4,7 +4,8 @@ test_v2node.py judges what the thread collected.
 
 The stacks are made (rendered, their image built) in the caller's thread: Pulumi's mocks need its event loop, and
 docker-py's client is not shared. Each selects the v2 node and tolerates its taint, so no pod of theirs runs on the
-first node: the thread may run beside modules that count that node's pods or its kernel's OOM kills.
+first node: the thread may run beside modules that count that node's pods or its kernel's OOM kills (the alert
+chain's).
 
 - a fleet (scope=node): verify's node table for the v2 node (cgroup, memory.oom.group, swap from the hog's start line);
 - the supervised model with the kubelet's default, `singleProcessOOMKill: false`: `memory.oom.group=1`, the group kill;
