@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import fcntl
 import io
+import json
 import os
 import shutil
 import tarfile
@@ -24,8 +25,10 @@ from kubernetes import client, utils
 from kubernetes.client.exceptions import ApiException
 from kubernetes.utils import FailToCreateError
 
+from oomtools import verify
 from oomtools.render import Rendered, render
 from tests.e2e.harness.nodes import PAUSE_IMAGE
+from workload import logfmt
 
 FACTS: dict[str, str] = {}
 LINES: list[str] = []
@@ -135,6 +138,56 @@ def apply_in_dependency_order(api: client.ApiClient, rendered: Rendered) -> list
             utils.create_from_dict(api, manifest)
         applied.append(str(manifest["kind"]))
     return applied
+
+
+@dataclass
+class Judged:
+    """What verify said of a stack: its exit code, its lines (as fields), its stderr."""
+
+    code: int
+    lines: list[dict[str, str]]
+    err: str
+
+    @property
+    def verdict(self) -> dict[str, str]:
+        return self.lines[-1] if self.lines else {}
+
+    @property
+    def nodes(self) -> dict[str, dict[str, str]]:
+        return {entry["node"]: entry for entry in self.lines if entry.get("event") == "node"}
+
+    def kill_seconds(self) -> str:
+        """Each container death's seconds from its start, as verify saw them."""
+        return ",".join(entry["seconds_from_start"] for entry in self.lines if entry.get("event") == "death") or "none"
+
+    def predicted_seconds(self) -> str:
+        watch = next((entry for entry in self.lines if entry.get("event") == "watch"), {})
+        return str(watch.get("predicted_seconds", "?"))
+
+
+def stack_outputs(rendered: Rendered) -> str:
+    """The outputs verify reads (`--outputs`), as `pulumi stack output --json` gives them: here, as the program
+    exported them."""
+    exports = rendered.exports
+    keys = ("namespace", "workloadKind", "workloadName", "predictedSecondsToOomKill", "predictedOomKillStep")
+    return json.dumps({key: exports.get(key) for key in keys})
+
+
+def verify_stack(cluster: Any, rendered: Rendered) -> Judged:
+    """`make verify` on the stack, as its user runs it for a fleet (`--kills 1`, 4 minutes at most)."""
+    out, err = io.StringIO(), io.StringIO()
+    argv = [
+        "--outputs",
+        stack_outputs(rendered),
+        "--kubeconfig",
+        str(cluster.kubeconfig),
+        "--timeout",
+        "4m",
+        "--kills",
+        "1",
+    ]
+    code = verify.main(argv, out=out, err=err)
+    return Judged(code, [logfmt.parse(text) for text in out.getvalue().splitlines()], err.getvalue())
 
 
 # -- what the fixtures need ---------------------------------------------------------------------------------------

@@ -13,12 +13,9 @@ limit and not for one of 512 MiB. Three stacks run at once, each judged by make 
 
 from __future__ import annotations
 
-import io
-import json
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from typing import Any
 
 import docker
@@ -27,11 +24,18 @@ from kubernetes import client
 
 from oomtools import verify
 from oomtools.rehearsal import build_image, declared_pod
-from oomtools.render import Rendered, stack_config
+from oomtools.render import stack_config
 from tests.e2e.cluster import Cluster
 from tests.e2e.harness.nodes import Node
-from tests.e2e.support import apply_in_dependency_order, fact, line, render_for_the_node, workload_archive
-from workload import logfmt
+from tests.e2e.support import (
+    Judged,
+    apply_in_dependency_order,
+    fact,
+    line,
+    render_for_the_node,
+    verify_stack,
+    workload_archive,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -56,29 +60,6 @@ def second_node(cluster: Cluster) -> Iterator[Node]:
         yield node
 
 
-@dataclass
-class Judged:
-    code: int
-    nodes: dict[str, dict[str, str]]  # node -> its event=node line
-    verdict: dict[str, str]
-    err: str
-
-
-def _outputs(rendered: Rendered) -> str:
-    exports = rendered.exports
-    keys = ("namespace", "workloadKind", "workloadName", "predictedSecondsToOomKill", "predictedOomKillStep")
-    return json.dumps({key: exports.get(key) for key in keys})
-
-
-def _verify(cluster: Cluster, rendered: Rendered) -> Judged:
-    out, err = io.StringIO(), io.StringIO()
-    argv = ["--outputs", _outputs(rendered), "--kubeconfig", str(cluster.kubeconfig), "--timeout", "4m", "--kills", "1"]
-    code = verify.main(argv, out=out, err=err)
-    lines = [logfmt.parse(text) for text in out.getvalue().splitlines()]
-    nodes = {entry["node"]: entry for entry in lines if entry.get("event") == "node"}
-    return Judged(code, nodes, lines[-1], err.getvalue())
-
-
 @pytest.fixture(scope="module")
 def fleet(cluster: Cluster, second_node: Node, engine: docker.DockerClient) -> Iterator[dict[str, Judged]]:
     assert second_node.spec.name == SECOND
@@ -92,7 +73,7 @@ def fleet(cluster: Cluster, second_node: Node, engine: docker.DockerClient) -> I
     for stack in rendered.values():
         apply_in_dependency_order(api, stack)
     with ThreadPoolExecutor(max_workers=len(rendered)) as pool:
-        running = {name: pool.submit(_verify, cluster, stack) for name, stack in rendered.items()}
+        running = {name: pool.submit(verify_stack, cluster, stack) for name, stack in rendered.items()}
         judged = {name: future.result(timeout=330) for name, future in running.items()}
     for name, result in judged.items():
         fact(f"{name} fleet_verdict", f"{result.verdict.get('verdict')} code={result.code}")

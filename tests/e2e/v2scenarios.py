@@ -21,8 +21,6 @@ the late slack (half the latest prediction) holds an interpreter's start there (
 from __future__ import annotations
 
 import contextlib
-import io
-import json
 import re
 import threading
 import time
@@ -34,13 +32,18 @@ from typing import Any
 import docker
 from kubernetes import client
 
-from oomtools import verify
 from oomtools.rehearsal import build_image, declared_pod
 from oomtools.render import Rendered, stack_config
 from tests.e2e.cluster import Cluster, as_json
-from tests.e2e.support import apply_in_dependency_order, render_for_the_node, until, workload_archive
+from tests.e2e.support import (
+    Judged,
+    apply_in_dependency_order,
+    render_for_the_node,
+    until,
+    verify_stack,
+    workload_archive,
+)
 from tests.e2e.v2node.node import NAME, SELECTOR, TOLERATION, V2Node
-from workload import logfmt
 
 FLEET = "v2-fleet"
 GROUP = "v2-supervised-group"
@@ -55,29 +58,6 @@ STACKS: dict[str, dict[str, str]] = {
 PSI_SERIES = ("container_pressure_memory_stalled_seconds_total", "container_pressure_memory_waiting_seconds_total")
 SAMPLE = re.compile(r"^(?P<name>[a-z_]+)\{(?P<labels>[^}]*)\} (?P<value>\S+)")  # exposition format
 JOIN_TIMEOUT_S = 900.0
-
-
-@dataclass
-class Judged:
-    code: int
-    lines: list[dict[str, str]]
-    err: str
-
-    @property
-    def verdict(self) -> dict[str, str]:
-        return self.lines[-1] if self.lines else {}
-
-    @property
-    def nodes(self) -> dict[str, dict[str, str]]:
-        return {entry["node"]: entry for entry in self.lines if entry.get("event") == "node"}
-
-    def kill_seconds(self) -> str:
-        """Each container death's seconds from its start, as verify saw them."""
-        return ",".join(entry["seconds_from_start"] for entry in self.lines if entry.get("event") == "death") or "none"
-
-    def predicted_seconds(self) -> str:
-        watch = next((entry for entry in self.lines if entry.get("event") == "watch"), {})
-        return str(watch.get("predicted_seconds", "?"))
 
 
 @dataclass
@@ -101,19 +81,6 @@ class Collected:
         log = self.logs.get(name, "").splitlines()
         shown = "\n".join(log if len(log) <= 30 else [*log[:12], "...", *log[-12:]])
         return f"{said}\n--- the hog on {NAME}:\n{shown}"
-
-
-def outputs(rendered: Rendered) -> str:
-    exports = rendered.exports
-    keys = ("namespace", "workloadKind", "workloadName", "predictedSecondsToOomKill", "predictedOomKillStep")
-    return json.dumps({key: exports.get(key) for key in keys})
-
-
-def judge(cluster: Cluster, rendered: Rendered) -> Judged:
-    out, err = io.StringIO(), io.StringIO()
-    argv = ["--outputs", outputs(rendered), "--kubeconfig", str(cluster.kubeconfig), "--timeout", "4m", "--kills", "1"]
-    code = verify.main(argv, out=out, err=err)
-    return Judged(code, [logfmt.parse(text) for text in out.getvalue().splitlines()], err.getvalue())
 
 
 def psi(text: str, namespace: str) -> dict[str, float]:
@@ -204,17 +171,19 @@ class V2Scenarios:
         until("the fleet's hog starts on the v2 node", lambda: "event=start" in hog_log(api, FLEET), 180)
         apply_in_dependency_order(api, self.rendered[GROUP])
         results: dict[str, Judged] = {}
-        fleet = threading.Thread(target=lambda: results.update({FLEET: judge(self.cluster, self.rendered[FLEET])}))
+        fleet = threading.Thread(
+            target=lambda: results.update({FLEET: verify_stack(self.cluster, self.rendered[FLEET])})
+        )
         fleet.start()
         with self._sampling(api, GROUP):
-            results[GROUP] = judge(self.cluster, self.rendered[GROUP])
+            results[GROUP] = verify_stack(self.cluster, self.rendered[GROUP])
         fleet.join(JOIN_TIMEOUT_S)
         collected.judged.update(results)
         self._done_with(api, FLEET, GROUP)
         collected.reconfigured_s = self.node.configure(singleProcessOOMKill=True)
         apply_in_dependency_order(api, self.rendered[SINGLE_PROCESS])
         with self._sampling(api, SINGLE_PROCESS, psi_too=False):
-            collected.judged[SINGLE_PROCESS] = judge(self.cluster, self.rendered[SINGLE_PROCESS])
+            collected.judged[SINGLE_PROCESS] = verify_stack(self.cluster, self.rendered[SINGLE_PROCESS])
         self._done_with(api, SINGLE_PROCESS)
 
     def _done_with(self, api: client.ApiClient, *names: str) -> None:

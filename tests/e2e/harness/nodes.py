@@ -31,6 +31,32 @@ EVICTION_HARD_MIB = 100  # the kubelet's evictionHard memory.available: allocata
 PARTS = ("kubelet", "containerd", "node-namespace")
 
 
+def kubelet_settings(client_ca_file: str) -> dict[str, Any]:
+    """What every node's kubelet is configured with, here or in a VM (v2node/node.py): clients by certificate of the
+    cluster's CA or by token (webhook), no swap check, images never collected, the eviction threshold allocatable
+    leaves out, and 5 s syncs."""
+    return {
+        "authentication": {
+            "anonymous": {"enabled": False},
+            "webhook": {"enabled": True},
+            "x509": {"clientCAFile": client_ca_file},
+        },
+        "authorization": {"mode": "Webhook"},
+        "resolvConf": "/etc/resolv.conf",
+        "failSwapOn": False,
+        "serializeImagePulls": False,
+        "imageGCHighThresholdPercent": 100,
+        "imageGCLowThresholdPercent": 99,
+        "evictionHard": {
+            "memory.available": f"{EVICTION_HARD_MIB}Mi",
+            "nodefs.available": "1%",
+            "imagefs.available": "1%",
+        },
+        "syncFrequency": "5s",
+        "fileCheckFrequency": "5s",
+    }
+
+
 @dataclass(frozen=True)
 class NodeSpec:
     """One node: its name and address on the cluster's bridge, its pods' subnet, its kubelet's cgroup root, and
@@ -270,25 +296,8 @@ state = "{root / "state"}"
             "healthzPort": record.get("healthz_port") or free_port(),
             "tlsCertFile": f"{credentials}.crt",
             "tlsPrivateKeyFile": f"{credentials}.key",
-            "authentication": {
-                "anonymous": {"enabled": False},
-                "webhook": {"enabled": True},
-                "x509": {"clientCAFile": str(context.pki / "ca.crt")},
-            },
-            "authorization": {"mode": "Webhook"},
+            **kubelet_settings(str(context.pki / "ca.crt")),
             "staticPodPath": "",
-            "resolvConf": "/etc/resolv.conf",
-            "failSwapOn": False,
-            "serializeImagePulls": False,
-            "imageGCHighThresholdPercent": 100,
-            "imageGCLowThresholdPercent": 99,
-            "evictionHard": {
-                "memory.available": f"{EVICTION_HARD_MIB}Mi",
-                "nodefs.available": "1%",
-                "imagefs.available": "1%",
-            },
-            "syncFrequency": "5s",
-            "fileCheckFrequency": "5s",
             "registerWithTaints": [{"key": k, "value": v, "effect": e} for k, v, e in self.spec.taints],
         }
         if self.spec.system_reserved_memory:

@@ -33,7 +33,7 @@ import yaml
 
 from tests.e2e.harness import host
 from tests.e2e.harness.control_plane import write_kubeconfig
-from tests.e2e.harness.nodes import EVICTION_HARD_MIB
+from tests.e2e.harness.nodes import kubelet_settings
 from tests.e2e.v2node import payload
 from tests.kernel_vm import build_base, qemu_command
 from tests.servers import free_port
@@ -81,25 +81,8 @@ class V2Node:
             "healthzBindAddress": "127.0.0.1",
             "tlsCertFile": "/v2/join/kubelet.crt",
             "tlsPrivateKeyFile": "/v2/join/kubelet.key",
-            "authentication": {
-                "anonymous": {"enabled": False},
-                "webhook": {"enabled": True},
-                "x509": {"clientCAFile": "/v2/join/ca.crt"},
-            },
-            "authorization": {"mode": "Webhook"},
+            **kubelet_settings("/v2/join/ca.crt"),
             "singleProcessOOMKill": False,  # the kubelet's default on cgroup v2: memory.oom.group=1
-            "resolvConf": "/etc/resolv.conf",
-            "failSwapOn": False,
-            "serializeImagePulls": False,
-            "imageGCHighThresholdPercent": 100,
-            "imageGCLowThresholdPercent": 99,
-            "evictionHard": {
-                "memory.available": f"{EVICTION_HARD_MIB}Mi",
-                "nodefs.available": "1%",
-                "imagefs.available": "1%",
-            },
-            "syncFrequency": "5s",
-            "fileCheckFrequency": "5s",
             "nodeStatusUpdateFrequency": "5s",
             "registerWithTaints": [{"key": TAINT[0], "value": TAINT[1], "effect": TAINT[2]}],
         }
@@ -122,9 +105,8 @@ class V2Node:
         kubeconfig["clusters"][0]["cluster"]["tls-server-name"] = "127.0.0.1"  # the name its certificate has
         (into / "kubeconfig").write_text(yaml.safe_dump(kubeconfig))
 
-    def initrd(self, archives: list[bytes]) -> Path:
+    def initrd(self, base: Path, archives: list[bytes]) -> Path:
         """The node's initrd: the VM tests' base, the node's payload, the join files and the images seeded."""
-        base = build_base()
         build = self.dir / "build"
         shutil.rmtree(build, ignore_errors=True)
         staged = payload.stage(base, build)
@@ -139,8 +121,7 @@ class V2Node:
         (staged / "v2/seed/pki").mkdir()  # init copies it to the kubelet's folder; this node's is in v2/join
         return payload.finish(base, build, staged)
 
-    def command(self, initrd: Path) -> list[str]:
-        base = build_base()
+    def command(self, base: Path, initrd: Path) -> list[str]:
         append = f"console=ttyS0 rdinit=/v2/init panic=-1 quiet psi=1 v2node.watch={24 * 3600}"
         nic = (
             "user,model=e1000,restrict=on"
@@ -167,9 +148,10 @@ class V2Node:
     def start(self, archives: list[bytes]) -> float:
         """Make the initrd, boot, and wait until the node is Ready; the seconds from QEMU's start to Ready."""
         self.dir.mkdir(parents=True, exist_ok=True)
-        initrd = self.initrd([*self.cluster.node_images, *archives])
+        base = build_base()
+        initrd = self.initrd(base, [*self.cluster.node_images, *archives])
         host.add_address(ADDRESS)
-        self.cluster.run_beside(QEMU, self.command(initrd))
+        self.cluster.run_beside(QEMU, self.command(base, initrd))
         self.booted_at = time.monotonic()
         try:
             self.cluster.context.processes.wait(QEMU, lambda: self.cluster.node_ready(NAME), READY_TIMEOUT)
