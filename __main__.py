@@ -38,8 +38,9 @@ exit_quietly_when_interrupted()  # a failed or cancelled update ends with the en
 settings = load_settings()
 stack = pulumi.get_stack()
 app_labels = labels(stack)
-# Requests equal to limits (Guaranteed QoS), on the container or with limitScope=pod on the pod. memoryKind=pagecache
-# writes to an emptyDir on the node's disk: its size is the container's ephemeral-storage too.
+# Requests equal to limits (Guaranteed QoS; memoryRequestMb below the limit: Burstable), on the container or with
+# limitScope=pod on the pod. memoryKind=pagecache writes to an emptyDir on the node's disk: its size is the container's
+# ephemeral-storage too.
 resources = container_resources(settings)
 pod_level = pod_resources(settings)
 empty_dir = memory_empty_dir(settings)  # memoryKind=tmpfs or pagecache: the emptyDir the hog writes into
@@ -110,8 +111,8 @@ pull_secret = (
 )
 
 # The pod: one container whose request equals its limit, or with limitScope=pod a pod whose request equals its
-# limit (Guaranteed QoS: the memory is reserved on the node, so the OOM stays inside this pod), locked down to Pod
-# Security "restricted". Deployment and DaemonSet run this same template.
+# limit (Guaranteed QoS: the memory is reserved on the node, so the OOM stays inside this pod; memoryRequestMb reserves
+# less, Burstable), locked down to Pod Security "restricted". Deployment and DaemonSet run this same template.
 pod_template = k8s.core.v1.PodTemplateSpecArgs(
     metadata=k8s.meta.v1.ObjectMetaArgs(labels=app_labels),
     spec=k8s.core.v1.PodSpecArgs(
@@ -122,7 +123,9 @@ pod_template = k8s.core.v1.PodTemplateSpecArgs(
             for t in settings.tolerations
         ]
         or None,
-        resources=k8s.core.v1.ResourceRequirementsArgs(requests=pod_level, limits=pod_level) if pod_level else None,
+        resources=k8s.core.v1.ResourceRequirementsArgs(requests=pod_level["requests"], limits=pod_level["limits"])
+        if pod_level
+        else None,
         automount_service_account_token=False,
         image_pull_secrets=[k8s.core.v1.LocalObjectReferenceArgs(name=REGISTRY_LOGIN_NAME)] if pull_secret else None,
         enable_service_links=False,
@@ -148,7 +151,9 @@ pod_template = k8s.core.v1.PodTemplateSpecArgs(
                     )
                     for k, ref in workload_env_from_pod(settings).items()
                 ],
-                resources=k8s.core.v1.ResourceRequirementsArgs(requests=resources, limits=resources)
+                resources=k8s.core.v1.ResourceRequirementsArgs(
+                    requests=resources["requests"], limits=resources["limits"]
+                )
                 if resources
                 else None,
                 security_context=k8s.core.v1.SecurityContextArgs(

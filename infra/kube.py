@@ -78,20 +78,35 @@ def pod_scoped(settings: StackSettings) -> bool:
     return settings.limit_scope == "pod"
 
 
-def container_resources(settings: StackSettings) -> dict[str, str] | None:
-    """The container's requests, equal to its limits (Guaranteed QoS): memory and CPU, and for a pagecache hog its
-    ephemeral-storage; with limitScope=pod only the ephemeral-storage, which has no pod-level field (None: none)."""
+Resources = dict[str, dict[str, str]]  # requests and limits, as a ResourceRequirements holds them
+
+
+def _requests_and_limits(settings: StackSettings, storage: dict[str, str]) -> Resources:
+    """Memory and CPU (and `storage`, ephemeral-storage) requested and limited: the requests equal to the limits
+    (Guaranteed QoS) but for the memory request memoryRequestMb may set below its limit (Burstable)."""
+    cpu = f"{settings.cpu_millicores}m"
+    return {
+        "requests": {"memory": settings.memory_request, **storage, "cpu": cpu},
+        "limits": {"memory": settings.memory_limit, **storage, "cpu": cpu},
+    }
+
+
+def container_resources(settings: StackSettings) -> Resources | None:
+    """The container's requests and limits: memory and CPU, and for a pagecache hog its ephemeral-storage, each
+    request equal to its limit but memory's (memoryRequestMb); with limitScope=pod only the ephemeral-storage, which
+    has no pod-level field (None: none)."""
     storage = ephemeral_storage(settings)
     if pod_scoped(settings):
-        return storage or None
-    return {"memory": settings.memory_limit, **storage, "cpu": f"{settings.cpu_millicores}m"}
+        return {"requests": storage, "limits": storage} if storage else None
+    return _requests_and_limits(settings, storage)
 
 
-def pod_resources(settings: StackSettings) -> dict[str, str] | None:
-    """The pod's requests, equal to its limits (spec.resources: Guaranteed QoS from them), with limitScope=pod."""
+def pod_resources(settings: StackSettings) -> Resources | None:
+    """The pod's requests and limits (spec.resources, whose QoS class the pod takes) with limitScope=pod, as
+    container_resources gives them."""
     if not pod_scoped(settings):
         return None
-    return {"memory": settings.memory_limit, "cpu": f"{settings.cpu_millicores}m"}
+    return _requests_and_limits(settings, {})
 
 
 def limit_range_items(settings: StackSettings) -> list[dict[str, Any]]:
@@ -100,7 +115,9 @@ def limit_range_items(settings: StackSettings) -> list[dict[str, Any]]:
 
     With limitScope=pod a Container item holding memory would give the hog's container a limit of its own (its
     default), so the memory is capped on the Pod; only a pagecache hog's ephemeral-storage stays on the container.
-    With a VPA (vpa), the container's max is VPA's maximum, and its default the limit the stack declares.
+    With a VPA (vpa), the container's max is VPA's maximum, and its default the limit the stack declares. A container
+    without a request gets the hog's (memoryRequestMb: a Burstable pod's, below its default limit), so that one added
+    by hand has the hog's QoS class; the hog's own request and limit are explicit, and within the max.
     """
     memory = {"memory": settings.memory_limit}
     storage = ephemeral_storage(settings)
@@ -109,7 +126,8 @@ def limit_range_items(settings: StackSettings) -> list[dict[str, Any]]:
     if container:
         # With a VPA the cap is VPA's maximum: what it may give the hog (the LimitRanger refuses a pod above it).
         cap = {**container, "memory": settings.vpa_max} if settings.vpa_max and "memory" in container else container
-        items.append({"type": "Container", "default": container, "defaultRequest": container, "max": cap})
+        request = {**container, "memory": settings.memory_request} if "memory" in container else container
+        items.append({"type": "Container", "default": container, "defaultRequest": request, "max": cap})
     if pod_scoped(settings):
         items.append({"type": "Pod", "max": memory})
     return items

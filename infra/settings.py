@@ -78,6 +78,17 @@ class StackSettings:
     limit_scope: str = "container"  # one of infra/table.py's LIMIT_SCOPES
     vpa: str = "none"  # one of infra/table.py's VPA_MODES: a VerticalPodAutoscaler's updateMode, or none
     vpa_max_mb: int = 0  # 0: VPA_MAX_FACTOR times the limit
+    memory_request_mb: int = 0  # 0: equal to the limit (Guaranteed); below it the pod is Burstable
+
+    @property
+    def memory_request(self) -> str:
+        """The memory request as a Kubernetes quantity: memoryRequestMb, or the limit (Guaranteed QoS)."""
+        return f"{self.memory_request_mb or self.memory_limit_mb}Mi"
+
+    @property
+    def burstable(self) -> bool:
+        """Whether the memory request is below the limit: the pod's QoS class is Burstable, not Guaranteed."""
+        return 0 < self.memory_request_mb < self.memory_limit_mb
 
     @property
     def vpa_max(self) -> str | None:

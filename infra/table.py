@@ -198,14 +198,32 @@ ROWS: Final = (
     Setting(
         "memoryLimitMb",
         256,
-        "The container's memory limit and request in MiB (Guaranteed QoS); also the namespace LimitRange's max. "
+        "The container's memory limit and request in MiB (Guaranteed QoS; memoryRequestMb may set a lower request); "
+        "also the namespace LimitRange's max. "
         f"From {MIN_LIMIT_MIB}, room for the interpreter (up to {BASELINE_MAX_MIB} MiB) and a step, to {MAX_MIB}.",
-        f"the container's memory limit and request, in MiB, from {MIN_LIMIT_MIB} (room for the interpreter and a "
-        f"step; runtimes refuse less than {RUNTIME_MIN_LIMIT_MIB}) to {MAX_MIB}; also the LimitRange's default and max",
+        f"the container's memory limit and request (a lower request: `memoryRequestMb`), in MiB, from "
+        f"{MIN_LIMIT_MIB} (room for the interpreter and a step; runtimes refuse less than {RUNTIME_MIN_LIMIT_MIB}) to "
+        f"{MAX_MIB}; also the LimitRange's default and max",
         lowest=MIN_LIMIT_MIB,
         highest=MAX_MIB,
         bounds_note=f" (MiB): the interpreter alone takes up to {BASELINE_MAX_MIB} MiB (and container runtimes "
         f"refuse less than {RUNTIME_MIN_LIMIT_MIB})",
+    ),
+    Setting(
+        "memoryRequestMb",
+        0,
+        "The container's memory request in MiB (with limitScope=pod the pod's); 0 means equal to memoryLimitMb "
+        "(Guaranteed QoS). From 1 to memoryLimitMb: below the limit the pod is Burstable (its CPU request stays its "
+        "limit), which the kubelet evicts before Guaranteed pods under node memory pressure and, with LimitedSwap on "
+        "a cgroup v2 node, gives swap in proportion to its request. Not with vpa.",
+        "the container's memory request, in MiB (with `limitScope=pod` the pod's); `0` means equal to "
+        "`memoryLimitMb` (Guaranteed QoS); from 1 to `memoryLimitMb`: below the limit the pod is Burstable (its CPU "
+        "request stays its limit), evicted before Guaranteed pods under node memory pressure and, on a cgroup v2 "
+        "node with `LimitedSwap`, given swap in proportion to the request; also the LimitRange's default request; "
+        "not with `vpa` ([a Burstable pod](cluster.md#a-burstable-pod))",
+        lowest=0,
+        highest=MAX_MIB,
+        bounds_note=" (MiB)",
     ),
     Setting(
         "incrementIntervalMs",
@@ -257,11 +275,12 @@ ROWS: Final = (
         LIMIT_SCOPES[0],
         "container (the limits and requests on the container, as always) or pod (on the pod's spec.resources, the "
         "container without its own; Kubernetes 1.34 or newer, where PodLevelResources is on by default; the "
-        "LimitRange then caps the pod). Still Guaranteed QoS either way.",
+        "LimitRange then caps the pod). Still Guaranteed QoS either way (Burstable with memoryRequestMb).",
         "`container`: memory and CPU limits and requests on the container; `pod`: on the pod (`spec.resources`, "
         "Kubernetes 1.34+ where `PodLevelResources` is on by default), the container with none of its own, and the "
-        "LimitRange's max on the pod; Guaranteed QoS either way, and the hog reads the pod's limit from its "
-        "cgroup or, where cgroup v2 hides it, from the Downward API ([pod-level limits](cluster.md#pod-level-limits))",
+        "LimitRange's max on the pod; Guaranteed QoS either way (Burstable with `memoryRequestMb`), and the hog "
+        "reads the pod's limit from its cgroup or, where cgroup v2 hides it, from the Downward API ([pod-level "
+        "limits](cluster.md#pod-level-limits))",
         choices=LIMIT_SCOPES,
     ),
     Setting(

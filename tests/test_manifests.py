@@ -39,6 +39,8 @@ CONFIGS = {
         "tolerations": "dedicated=oom-lab:NoSchedule,oom-lab.example.com/hog:NoExecute,spot=true,maintenance",
     },
     "node-stopped": {"scope": "node", "replicas": "0", "memoryKind": "tmpfs"},
+    # memoryRequestMb: a Burstable pod, its memory request below its limit.
+    "burstable": {**stack_config("dev"), "memoryRequestMb": "48"},
 }
 
 
@@ -126,7 +128,7 @@ def checkov_failures(manifests: list[dict[str, Any]], tmp_path: Path) -> tuple[l
     return failed, report, result.stderr if result.returncode != 0 and not failed else ""
 
 
-@pytest.mark.parametrize("config_name", ["dev", "pushed", "node"])
+@pytest.mark.parametrize("config_name", ["dev", "pushed", "node", "burstable"])
 def test_checkov_finds_nothing_failing(config_name: str, tmp_path: Path) -> None:
     failed, report, crashed = checkov_failures(objects(config_name), tmp_path)
     assert failed == []
