@@ -651,6 +651,27 @@ def _vpa_sizes_containers(values: Values) -> str | None:
     return "needs limitScope=container: VPA recommends and applies per container, and the pod's limit would bind"
 
 
+def _request_within_the_limit(values: Values) -> str | None:
+    if values["memoryRequestMb"] <= values["memoryLimitMb"]:
+        return None
+    return (
+        f"must be 0 (the limit) or at most memoryLimitMb ({values['memoryLimitMb']}): Kubernetes refuses a request "
+        "above the limit"
+    )
+
+
+def _vpa_sizes_a_guaranteed_hog(values: Values) -> str | None:
+    # verify --vpa predicts VPA's bump after a kill (oomtools/verify/vpa.py) from a request equal to the limit, and
+    # VPA (controlledValues RequestsAndLimits) would scale the limit with the request, keeping their ratio.
+    if values["vpa"] == "none" or values["memoryRequestMb"] in (0, values["memoryLimitMb"]):
+        return None
+    return (
+        f"must be 0 (the limit) with vpa={values['vpa']}: VPA scales the limit with the request, and `make verify "
+        "ARGS=--vpa` predicts its answer to a kill from a request equal to the limit (`pulumi config rm "
+        "memoryRequestMb`, or set vpa none)"
+    )
+
+
 @dataclass(frozen=True)
 class Rule:
     """A rule between keys, by name: the key whose value it refuses, and the check (None: the values hold)."""
@@ -675,6 +696,8 @@ RULES: Final = (
     Rule("VPA's maximum is for a declared VPA", "vpaMaxMb", _vpa_max_for_a_vpa),
     Rule("VPA's maximum is at least the limit", "vpaMaxMb", _vpa_max_above_the_limit),
     Rule("VPA sizes containers", "vpa", _vpa_sizes_containers),
+    Rule("a request is at most the limit", "memoryRequestMb", _request_within_the_limit),
+    Rule("VPA sizes a hog whose request is its limit", "memoryRequestMb", _vpa_sizes_a_guaranteed_hog),
 )
 
 

@@ -9,8 +9,11 @@ from typing import Any
 
 import pytest
 
+from infra.settings import ConfigError
+from oomtools import demo
 from oomtools.render import Rendered, render, stack_config
-from tests.test_program import DEPLOYMENT, LIMIT_RANGE
+from tests.test_cli import one_line, oom_killer
+from tests.test_program import DEPLOYMENT, LIMIT_RANGE, assert_refused_and_nothing_declared
 
 DAEMON_SET = "kubernetes:apps/v1:DaemonSet"
 BURSTABLE = {**stack_config("dev"), "memoryRequestMb": "48"}  # the dev stack's 128 MiB limit, 48 of it requested
@@ -128,3 +131,45 @@ def test_a_request_of_0_or_of_the_limit_leaves_every_object_a_guaranteed_pods(co
     assert qos_class(spec) == "Guaranteed"
     resources = spec.get("resources") or spec["containers"][0]["resources"]
     assert resources["requests"] == resources["limits"]
+
+
+# The dev stack's 128 MiB limit: each refusal's one line, after `invalid config oom-killer:`.
+REFUSED = {
+    "above the limit": (
+        {"memoryRequestMb": "129"},
+        "memoryRequestMb=129: must be 0 (the limit) or at most memoryLimitMb (128): Kubernetes refuses a request above "
+        "the limit",
+    ),
+    "with a VPA": (
+        {"memoryRequestMb": "64", "vpa": "InPlaceOrRecreate", "memoryCeilingMb": "200"},
+        "memoryRequestMb=64: must be 0 (the limit) with vpa=InPlaceOrRecreate: VPA scales the limit with the request, "
+        "and `make verify ARGS=--vpa` predicts its answer to a kill from a request equal to the limit (`pulumi config "
+        "rm memoryRequestMb`, or set vpa none)",
+    ),
+    "past the row's bound": (
+        {"memoryRequestMb": "-1"},
+        "memoryRequestMb=-1: must be from 0 to 1048576 (MiB)",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(REFUSED))
+def test_a_request_the_stack_cannot_declare_is_refused_in_one_line_and_nothing_is_declared(
+    case: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config, line = REFUSED[case]
+    key, _, rest = line.partition("=")
+    shown = rest.partition(":")[0]
+    assert_refused_and_nothing_declared({**stack_config("dev"), **config}, key, shown, monkeypatch)
+    with pytest.raises(ConfigError) as caught:
+        render({**stack_config("dev"), **config})
+    assert str(caught.value) == f"invalid config oom-killer:{line}"
+
+
+def test_a_request_above_the_limit_is_the_commands_bad_config_exit_in_one_line() -> None:
+    rendered = oom_killer("render", "--set", "memoryRequestMb=129")
+    assert rendered.returncode == demo.EXIT_BAD_CONFIG == 2
+    one_line(rendered, f"render: invalid config oom-killer:{REFUSED['above the limit'][1]}")
+    rehearsed = oom_killer("demo", "--set", "memoryRequestMb=64", "--set", "vpa=Auto", "--set", "memoryCeilingMb=200")
+    assert rehearsed.returncode == demo.EXIT_BAD_CONFIG
+    one_line(rehearsed, "demo: invalid config oom-killer:memoryRequestMb=64: must be 0 (the limit) with vpa=Auto: ")

@@ -117,6 +117,8 @@ BREAKS = {
     "VPA's maximum is for a declared VPA": {"vpaMaxMb": "512"},
     "VPA's maximum is at least the limit": {"memoryLimitMb": "128", "vpa": "Auto", "vpaMaxMb": "100"},
     "VPA sizes containers": {"vpa": "InPlaceOrRecreate", "limitScope": "pod"},
+    "a request is at most the limit": {"memoryLimitMb": "128", "memoryRequestMb": "129"},
+    "VPA sizes a hog whose request is its limit": {"memoryLimitMb": "128", "vpa": "Auto", "memoryRequestMb": "64"},
 }
 
 
@@ -152,6 +154,11 @@ REFUSALS = {
     "(128): a VPA held under the hog's own limit could only shrink it",
     "VPA sizes containers": "vpa='InPlaceOrRecreate': needs limitScope=container: VPA recommends and applies per "
     "container, and the pod's limit would bind",
+    "a request is at most the limit": "memoryRequestMb=129: must be 0 (the limit) or at most memoryLimitMb (128): "
+    "Kubernetes refuses a request above the limit",
+    "VPA sizes a hog whose request is its limit": "memoryRequestMb=64: must be 0 (the limit) with vpa=Auto: VPA "
+    "scales the limit with the request, and `make verify ARGS=--vpa` predicts its answer to a kill from a request "
+    "equal to the limit (`pulumi config rm memoryRequestMb`, or set vpa none)",
 }
 
 
@@ -244,6 +251,9 @@ def test_a_refusal_from_the_table_is_the_programs_line() -> None:
          "platform": "linux/amd64"},
         {"prometheusRule": "True", "prometheusRuleLabels": "release=x"},  # as YAML spells true
         {"prometheusRule": "False"},
+        {"memoryLimitMb": "128", "memoryRequestMb": "128"},  # a request of the limit: Guaranteed, as 0
+        {"memoryLimitMb": "128", "memoryRequestMb": "1"},
+        {"memoryLimitMb": "128", "memoryRequestMb": "128", "vpa": "Auto"},  # Guaranteed: what VPA's bump assumes
     ],
 )  # fmt: skip
 def test_a_value_at_each_rules_edge_is_taken(config: dict[str, str]) -> None:
