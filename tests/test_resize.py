@@ -1,7 +1,8 @@
 """oom-killer resize without a cluster: what a limit changed in place will do (refused, held, killed, or a race
-between two), the patch it sends (VPA's: the limit, and the request with it), what it reads of the pod and the
-hog's log, the watch of the kubelet's answer against a pod that changes as the kubelet changes it, and the
-verdict. The real kubelet's answers: tests/e2e/test_resize.py."""
+between two), the patch it sends (VPA's: the limit, and a Guaranteed pod's request with it; a Burstable pod's limit
+alone, never at or below its request), what it reads of the pod and the hog's log, the watch of the kubelet's answer
+against a pod that changes as the kubelet changes it, and the verdict. The real kubelet's answers:
+tests/e2e/test_resize.py."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import pytest
 
 from oomtools import cli, resize
 from oomtools.resize import command
-from oomtools.resize.pod import hog_state, read_pod, resize_patch, target_of
+from oomtools.resize.pod import hog_state, read_pod, refusal, resize_patch, target_of
 from oomtools.resize.predict import HELD, KILLED, REFUSED, UNSEEN_MIB, HogState, Outcome, judge, predict_resize
 from oomtools.verdict import FAILED, PASSED
 from oomtools.verify.arguments import BadArguments
@@ -207,8 +208,10 @@ def test_the_patch_is_vpas_and_keeps_a_guaranteed_pod_guaranteed() -> None:
     ]
     burstable = target_of(pod(request="32Mi"))
     assert burstable is not None
-    assert [op["path"].rsplit("/", 2)[1] for op in resize_patch(burstable, 88)] == ["limits"]  # 32 Mi fits
-    assert resize_patch(burstable, 16)[1]["value"] == "16Mi"  # a request above the limit would be refused
+    # A Burstable pod (memoryRequestMb) keeps its request: its limit alone is patched (refusal() keeps it above).
+    assert resize_patch(burstable, 88) == [
+        {"op": "replace", "path": "/spec/containers/0/resources/limits/memory", "value": "88Mi"}
+    ]
     # Undone: the old limit and request, as they were.
     assert [op["value"] for op in resize_patch(burstable, 128, 32)] == ["128Mi", "32Mi"]
     pod_scoped = target_of(pod(scope="pod"))
@@ -222,6 +225,70 @@ def test_the_patch_is_vpas_and_keeps_a_guaranteed_pod_guaranteed() -> None:
     unlimited = pod()
     del unlimited["spec"]["containers"][0]["resources"]["limits"]
     assert target_of(unlimited) is None
+
+
+def test_a_burstable_pods_limit_at_or_below_its_request_is_refused_before_any_patch() -> None:
+    burstable = target_of(pod(request="48Mi"))
+    assert burstable is not None
+    assert (burstable.burstable, burstable.request_mib) == (True, 48)
+    for to_mib in (48, 20):  # at the request it would be Guaranteed; below it the request would pass the limit
+        assert refusal(burstable, to_mib) == (
+            f"--to-mb {to_mib}: pod oom-killer-abc is Burstable (memory request 48 MiB, limit 128 MiB) and resize "
+            "keeps its request: a limit at or below the request would change its QoS class, which the API server "
+            "refuses; give more than 48"
+        )
+    assert refusal(burstable, 49) is None
+    assert refusal(burstable, 200) is None  # above the limit: the LimitRange's to refuse, as for any pod
+    pod_level = target_of(pod(request="48Mi", scope="pod"))
+    assert pod_level is not None
+    assert pod_level.burstable
+    assert refusal(pod_level, 48) is not None
+    assert resize_patch(pod_level, 64) == [{"op": "replace", "path": "/spec/resources/limits/memory", "value": "64Mi"}]
+    # A Guaranteed pod moves its request with its limit, whatever the size.
+    guaranteed = target_of(pod())
+    assert guaranteed is not None
+    assert not guaranteed.burstable
+    assert refusal(guaranteed, 20) is None
+
+
+def test_a_burstable_pods_refusal_is_exit_2_in_one_line_with_nothing_patched(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The whole command, its cluster replaced by a pod the kubelet would run (no step logged yet: the refusal needs
+    # none, the pod's request is enough).
+    kubelet = Kubelet(pod(request="48Mi"), "", lambda *_: None)
+    selector = type("Selector", (), {"match_labels": {"app": "x"}})
+    workload = type("Workload", (), {"spec": type("Spec", (), {"selector": selector})})
+    monkeypatch.setattr(command, "kube_api", lambda *_: (None, None))
+    monkeypatch.setattr(command, "until_answers", lambda *_: workload)
+    monkeypatch.setattr(command, "Pods", lambda *_: kubelet)
+    outputs = '{"namespace": "oom-killer", "workloadName": "oom-killer", "workloadKind": "Deployment"}'
+    out, err = io.StringIO(), io.StringIO()
+    assert (
+        resize.main(["--to-mb", "48", "--timeout", "2s", "--outputs", outputs], out=out, err=err)
+        == resize.EXIT_BAD_ARGUMENTS
+        == 2
+    )
+    assert out.getvalue() == ""
+    (line,) = err.getvalue().splitlines()
+    assert line.startswith("resize: --to-mb 48: pod oom-killer-abc is Burstable (memory request 48 MiB, limit 128 MiB)")
+    assert "the API server refuses" in line
+    assert kubelet.patches == []
+
+
+def test_a_burstable_hogs_swap_moves_the_kill_out_by_as_much() -> None:
+    # LimitedSwap sizes a Burstable container's swap by its request, which a resize keeps: the kernel swaps that
+    # much out before it kills at the new limit, as the hog's own start line predicts.
+    swapping = predict_resize(hog(swap_mib=16), 88)
+    plain = predict_resize(hog(), 88)
+    assert swapping.kill is not None
+    assert plain.kill is not None
+    assert swapping.kill == predict_kill(88 * MIB, 12 * MIB, 8, 1500, None, 16 * MIB, unseen_bytes=4 * MIB)
+    assert (swapping.kill.earliest, swapping.kill.latest) == (plain.kill.earliest + 2, plain.kill.latest + 2)
+    read = hog_state(128, log_of({**START, "swap_max_mib": 16}, {"event": "step", "step": 1, "cgroup_usage_mib": 20}))
+    assert read is not None
+    assert read.swap_mib == 16
+    without = hog_state(128, log_of(START, {"event": "step", "step": 1, "cgroup_usage_mib": 20}))
+    assert without is not None
+    assert without.swap_mib == 0
 
 
 def log_of(*lines: dict[str, object]) -> str:

@@ -18,6 +18,7 @@ from oomtools.resize.pod import (
     killed_step,
     lines_in,
     read_pod,
+    refusal,
     resize_patch,
     running_container_id,
     target_of,
@@ -46,14 +47,15 @@ CODE_MEANINGS: Final = {
     EXIT_AS_PREDICTED: "the kubelet did what was predicted (refused, held, or killed in the steps predicted)",
     EXIT_NOT_AS_PREDICTED: "it did not (the verdict line's failed= says which check)",
     EXIT_BAD_ARGUMENTS: "a bad argument, no deployed stack or running hog to resize, or a resize the API server "
-    "refuses (a LimitRange's bounds, the rights to patch pods/resize): one line says which",
+    "refuses (a LimitRange's bounds, the rights to patch pods/resize, a Burstable pod's limit at or below its "
+    "request): one line says which",
     EXIT_UNREACHABLE: "the cluster cannot be reached (asked again until --timeout)",
     EXIT_INTERRUPTED: "interrupted (Ctrl-C)",
 }
 
 DESCRIPTION: Final = """Change the running hog's memory limit in place, as VPA's updater does (a JSON patch to the pod's
-`resize` subresource: the limit, and the request with it, so that the pod stays Guaranteed), and say whether what
-the kubelet did is what the hog's own figures predict.
+`resize` subresource: the limit, and the request with it, so that a Guaranteed pod stays Guaranteed; a Burstable
+pod's limit alone, above its request), and say whether what the kubelet did is what the hog's own figures predict.
 
     oom-killer resize --to-mb 64 --stack dev [--timeout 3m] [--hold 15s] [--leave]
 
@@ -164,10 +166,16 @@ def choose_pod(pods: list[dict[str, Any]], wanted: str | None) -> dict[str, Any]
 
 
 def ready(
-    pods: Pods, selector: str, wanted: str | None, deadline: float, clock: Callable[[], float]
+    pods: Pods,
+    selector: str,
+    wanted: str | None,
+    deadline: float,
+    clock: Callable[[], float],
+    to_mib: int | None = None,
 ) -> tuple[Target, str, HogState]:
     """Wait for the hog to run with a step logged (or holding), then for its next line where it is still growing:
-    the patch goes right after a step. The pod's target, the container's id, and the hog as it stands."""
+    the patch goes right after a step. The pod's target, the container's id, and the hog as it stands. A resize to
+    `to_mib` the API server would refuse for the pod (refusal) is a bad argument as soon as the pod is read."""
     seen_lines: int | None = None
     while True:
         pod = choose_pod(pods.listed(selector), wanted)
@@ -175,6 +183,9 @@ def ready(
         container_id = None if pod is None or target is None else running_container_id(pod, target.container)
         if pod is not None and target is None:
             raise BadArguments(f"pod {pod['metadata']['name']}: no memory limit declared, nothing to resize")
+        refused = None if target is None or to_mib is None else refusal(target, to_mib)
+        if refused is not None:
+            raise BadArguments(refused)
         if pod is not None and target is not None and container_id is not None:
             log = pods.log(target.pod, target.container)
             hog = hog_state(target.limit_mib, log, has_restarted(pod, target.container))
@@ -297,7 +308,7 @@ def run(args: argparse.Namespace, out: TextIO, err: TextIO, clock: Callable[[], 
         raise BadArguments(f"no {kind.lower()} {namespace}/{name} on this kube context: deploy it (make up)")
     selector = ",".join(f"{k}={v}" for k, v in sorted(workload.spec.selector.match_labels.items()))
     pods = Pods(core, namespace)
-    target, container_id, hog = ready(pods, selector, args.pod, deadline, clock)
+    target, container_id, hog = ready(pods, selector, args.pod, deadline, clock, args.to_mb)
     prediction = predict_resize(hog, args.to_mb)
     say(
         logfmt.line(
@@ -307,6 +318,8 @@ def run(args: argparse.Namespace, out: TextIO, err: TextIO, clock: Callable[[], 
             scope=target.scope,
             from_mib=hog.limit_mib,
             to_mib=args.to_mb,
+            **({"request_mib": target.request_mib} if target.burstable else {}),  # kept: a Burstable pod's
+            **({"swap_mib": hog.swap_mib} if hog.swap_mib else {}),  # the kill comes that much later
             usage_mib=hog.usage_mib,
             step=hog.step,
             holding=hog.holding,

@@ -46,6 +46,25 @@ class Target:
     def resources_path(self) -> str:
         return "/spec/resources" if self.scope == "pod" else f"/spec/containers/{self.index}/resources"
 
+    @property
+    def burstable(self) -> bool:
+        """Whether its memory request is below its limit (memoryRequestMb): the pod's QoS class is Burstable, and a
+        resize keeps the request (the API server refuses a resize that changes the class)."""
+        return self.request_mib is not None and self.request_mib < self.limit_mib
+
+
+def refusal(target: Target, to_mib: int) -> str | None:
+    """Why a resize to `to_mib` MiB is not one to send, or None: a Burstable pod's new limit at or below its request
+    would make it Guaranteed (at the request; CPU's request is its limit) or leave a request above the limit (below
+    it), and the API server refuses both."""
+    if not target.burstable or target.request_mib is None or to_mib > target.request_mib:
+        return None
+    return (
+        f"--to-mb {to_mib}: pod {target.pod} is Burstable (memory request {target.request_mib} MiB, limit "
+        f"{target.limit_mib} MiB) and resize keeps its request: a limit at or below the request would change its QoS "
+        f"class, which the API server refuses; give more than {target.request_mib}"
+    )
+
 
 def target_of(pod: dict[str, Any]) -> Target | None:
     """The pod's hog container (its first) and its memory limit; None where none is declared (nothing to resize)."""
@@ -66,11 +85,11 @@ def target_of(pod: dict[str, Any]) -> Target | None:
 def resize_patch(target: Target, to_mib: int, request_mib: int | None = None) -> list[dict[str, str]]:
     """The JSON patch for the pod's `resize` subresource, as VPA's updater sends it: the memory limit to `to_mib`,
     and the request with it where it equalled the limit (Guaranteed stays Guaranteed: the API refuses a change of
-    QoS class) or would exceed it. `request_mib` sets the request itself (to undo a resize)."""
+    QoS class). A Burstable pod's request is kept: a limit at or below it is refused before any patch (refusal).
+    `request_mib` sets the request itself (to undo a resize)."""
     ops = [{"op": "replace", "path": f"{target.resources_path}/limits/memory", "value": f"{to_mib}Mi"}]
-    if request_mib is None and target.request_mib is not None:
-        guaranteed = target.request_mib == target.limit_mib
-        request_mib = to_mib if guaranteed or target.request_mib > to_mib else None
+    if request_mib is None and target.request_mib == target.limit_mib:
+        request_mib = to_mib
     if request_mib is not None:
         ops.append({"op": "replace", "path": f"{target.resources_path}/requests/memory", "value": f"{request_mib}Mi"})
     return ops
@@ -107,6 +126,7 @@ def hog_state(limit_mib: int, log: str, restarted: bool = False) -> HogState | N
             charged_mib=int(start["cgroup_usage_mib"]),
             reclaimable_mib=int(start.get("reclaimable_mib", "0")),
             restarted=restarted,
+            swap_mib=int(start.get("swap_max_mib", "0")),
         )
     except (KeyError, ValueError):
         return None  # a line without the kernel's figures (no cgroup seen): nothing to predict from

@@ -56,6 +56,9 @@ class HogState:
     charged_mib: int  # what its cgroup was charged before its first step
     reclaimable_mib: int  # the part of that the kernel can take back
     restarted: bool = False  # its container has run before in this pod (restartCount > 0)
+    # The swap its cgroup may use (the start line's swap_max_mib): a Burstable pod's under the kubelet's LimitedSwap,
+    # sized by its request, which a resize keeps: the kernel swaps that much out before it kills at the new limit.
+    swap_mib: int = 0
 
     @property
     def unseen_mib(self) -> int:
@@ -79,7 +82,7 @@ class ResizePrediction:
 
 
 def predict_resize(hog: HogState, to_mib: int) -> ResizePrediction:
-    """What a resize of the hog's memory limit (and request: it stays Guaranteed) to `to_mib` MiB will do."""
+    """What a resize of the hog's memory limit (and a Guaranteed pod's request with it) to `to_mib` MiB will do."""
     if to_mib <= hog.usage_mib:
         return ResizePrediction(to_mib, (REFUSED,), f"the container is charged {hog.usage_mib} MiB, at or above it")
     # The pod's usage may be at or above it: the sandbox, the rounding, and in a restarted pod its earlier runs.
@@ -98,6 +101,7 @@ def predict_resize(hog: HogState, to_mib: int) -> ResizePrediction:
         hog.increment_mib,
         hog.interval_ms,
         hog.ceiling_mib,
+        swap_bytes=hog.swap_mib * MIB,
         reclaimable_bytes=hog.reclaimable_mib * MIB,
         unseen_bytes=POD_SANDBOX_MAX_BYTES,
     )
