@@ -9,7 +9,10 @@ chain's).
 
 - a fleet (scope=node): verify's node table for the v2 node (cgroup, memory.oom.group, swap from the hog's start line);
 - the supervised model with the kubelet's default, `singleProcessOOMKill: false`: `memory.oom.group=1`, the group kill;
-- the same after the node's kubelet is restarted with `singleProcessOOMKill: true`: the worker's kill alone.
+- the same after the node's kubelet is restarted with `singleProcessOOMKill: true`: the worker's kill alone;
+- beside it, after the same restart (which also turns on `memorySwap.swapBehavior: LimitedSwap`, once the guest has
+  swap: a zram device), a Burstable hog (`memoryRequestMb` half its limit): the kubelet gives its container swap in
+  proportion to its request, the hog's start line reads it, and verify moves its prediction out by as much.
 
 The pace: the node's CPU is emulated (QEMU's TCG, no hardware virtualization here), about twenty times slower than
 the host. There the dev stack's 16 MiB step takes 0.4 to 0.9 s to write, most of its 1 s interval, so its kills come
@@ -48,13 +51,22 @@ from tests.e2e.v2node.node import NAME, SELECTOR, TOLERATION, V2Node
 FLEET = "v2-fleet"
 GROUP = "v2-supervised-group"
 SINGLE_PROCESS = "v2-supervised-single"
+LIMITED_SWAP = "v2-limited-swap"
 PACE = {"memoryIncrementMb": "8", "incrementIntervalMs": "4000"}  # the module's docstring says why
 ON_THE_NODE = {**PACE, "tolerations": TOLERATION, "nodeSelector": SELECTOR}
+# The guest's swap: a zram device as large as its memory, so that LimitedSwap gives a container about as much swap as
+# it requests (request / MemTotal x SwapTotal). The hog's pages (one byte written in each) compress to almost nothing.
+SWAP_MIB = 3072
+SWAP_REQUEST_MIB = 64  # half the dev stack's 128 MiB limit: Burstable, and about 64 MiB of swap
 STACKS: dict[str, dict[str, str]] = {
     FLEET: {**ON_THE_NODE, "scope": "node"},
     GROUP: {**ON_THE_NODE, "processModel": "supervised"},
     SINGLE_PROCESS: {**ON_THE_NODE, "processModel": "supervised"},
+    # 16 MiB steps: the limit and its swap, 192 MiB, in as many steps as the others' 128 MiB (writing 16 MiB takes
+    # 0.4 to 0.9 s of the 4 s on the emulated CPU)
+    LIMITED_SWAP: {**ON_THE_NODE, "memoryIncrementMb": "16", "memoryRequestMb": str(SWAP_REQUEST_MIB)},
 }
+LIMITED_SWAP_KUBELET = {"singleProcessOOMKill": True, "memorySwap": {"swapBehavior": "LimitedSwap"}}
 PSI_SERIES = ("container_pressure_memory_stalled_seconds_total", "container_pressure_memory_waiting_seconds_total")
 SAMPLE = re.compile(r"^(?P<name>[a-z_]+)\{(?P<labels>[^}]*)\} (?P<value>\S+)")  # exposition format
 JOIN_TIMEOUT_S = 900.0
@@ -69,7 +81,9 @@ class Collected:
     reconfigured_s: float = 0.0
     judged: dict[str, Judged] = field(default_factory=dict)
     cgroups: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)  # stack -> path -> files
-    psi: list[dict[str, float]] = field(default_factory=list)
+    swap_used: dict[str, int] = field(default_factory=dict)  # stack -> the most memory.swap.current sampled, bytes
+    meminfo: dict[str, int] = field(default_factory=dict)  # the guest's MemTotal and SwapTotal once swap is on
+    psi: dict[str, list[dict[str, float]]] = field(default_factory=dict)  # stack -> its hog's samples
     psi_problems: list[str] = field(default_factory=list)
     logs: dict[str, str] = field(default_factory=dict)
     error: str = ""
@@ -180,11 +194,23 @@ class V2Scenarios:
         fleet.join(JOIN_TIMEOUT_S)
         collected.judged.update(results)
         self._done_with(api, FLEET, GROUP)
-        collected.reconfigured_s = self.node.configure(singleProcessOOMKill=True)
+        # Swap on, then one kubelet restart for both of the next stacks: the kubelet reads the node's swap as it
+        # starts. The supervised stack is Guaranteed, so LimitedSwap gives it none; the Burstable one gets its share.
+        collected.meminfo = self.node.swap_on(SWAP_MIB)
+        collected.reconfigured_s = self.node.configure(**LIMITED_SWAP_KUBELET)
         apply_in_dependency_order(api, self.rendered[SINGLE_PROCESS])
-        with self._sampling(api, SINGLE_PROCESS, psi_too=False):
+        until("the supervised hog starts on the v2 node", lambda: "event=start" in hog_log(api, SINGLE_PROCESS), 180)
+        apply_in_dependency_order(api, self.rendered[LIMITED_SWAP])
+        results.clear()
+        swapping = threading.Thread(
+            target=lambda: results.update({LIMITED_SWAP: verify_stack(self.cluster, self.rendered[LIMITED_SWAP])})
+        )
+        swapping.start()
+        with self._sampling(api, SINGLE_PROCESS, psi_too=False), self._sampling(api, LIMITED_SWAP):
             collected.judged[SINGLE_PROCESS] = verify_stack(self.cluster, self.rendered[SINGLE_PROCESS])
-        self._done_with(api, SINGLE_PROCESS)
+            swapping.join(JOIN_TIMEOUT_S)
+        collected.judged.update(results)
+        self._done_with(api, SINGLE_PROCESS, LIMITED_SWAP)
 
     def _done_with(self, api: client.ApiClient, *names: str) -> None:
         """Keep the stacks' hog lines, and delete their namespaces: their crash-looping pods would take the emulated
@@ -222,12 +248,14 @@ class V2Scenarios:
         for group in self.node.cgroups():
             if any(f"pod{uid}" in group["path"] for uid in uids) and group.get("memory.max") != "max":
                 seen[group["path"]] = group  # the pause container's has no limit: the hog's has
+                swapped = int(group.get("memory.swap.current") or 0)
+                self.collected.swap_used[namespace] = max(swapped, self.collected.swap_used.get(namespace, 0))
         if not psi_too:
             return
         text = cadvisor(api)
         found = psi(text, namespace)
         if found:
-            self.collected.psi.append({"at": time.monotonic(), **found})
+            self.collected.psi.setdefault(namespace, []).append({"at": time.monotonic(), **found})
         elif not self.collected.psi_problems:  # what the exposition had instead, once
             names = sorted({row.partition("{")[0] for row in text.splitlines() if "pressure" in row})
             self.collected.psi_problems.append(f"no PSI sample for the hog; pressure series: {names}")

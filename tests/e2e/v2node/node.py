@@ -11,7 +11,7 @@ The network is QEMU's user networking, so nothing on this machine changes but on
 - the kubelet reports the node's address on the bridge (ADDRESS, also on the guest's NIC), and QEMU's `hostfwd`
   listens there for its port: the API server reaches it for logs, and Prometheus for its metrics, as any node's;
 - guest/control.py's port is forwarded from this machine's loopback: it restarts the kubelet with a changed setting
-  (singleProcessOOMKill) and reads the guest's cgroup files.
+  (singleProcessOOMKill, memorySwap), turns swap on (a zram device) and reads the guest's cgroup files.
 
 The images are imported on this machine into a containerd root the guest copies (the pod sandbox and the stacks'
 images: `imagePullPolicy: IfNotPresent` finds them). The node is tainted (TAINT): only a stack that tolerates it, and
@@ -184,6 +184,12 @@ class V2Node:
                 return time.monotonic() - started
             time.sleep(0.5)
         raise V2NodeError(f"the v2 node's kubelet was not Ready again after {settings}\n{self.guest_words()}")
+
+    def swap_on(self, mib: int) -> dict[str, int]:
+        """Swap on in the guest, a zram device of `mib` MiB (before a kubelet restart with memorySwap: the kubelet
+        reads the node's swap when it starts); the guest's MemTotal and SwapTotal, in bytes."""
+        found: dict[str, int] = self.control("/swap", {"mib": mib})
+        return found
 
     def heartbeat(self) -> str:
         conditions = self.cluster.node(NAME).get("status", {}).get("conditions", [])

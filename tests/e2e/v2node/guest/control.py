@@ -4,6 +4,8 @@ loopback (tests/e2e/v2node/node.py):
 
 - `POST /kubelet` with a JSON object of kubelet settings (singleProcessOOMKill, say): the kubelet is stopped, its
   configuration changed, and started again, as an operator changes a node's kubelet and restarts it; the pods run on;
+- `POST /swap` with `{"mib": N}`: swap on, a zram device of N MiB (the VM tests' own, tests/vm_driver.py), before a
+  kubelet restart with `memorySwap` (the kubelet reads the node's swap when it starts);
 - `GET /cgroups`: each container cgroup under kubepods with its memory files, as the guest's kernel has them;
 - `GET /file?path=...`: a file under /sys/fs/cgroup, /proc/pressure or /var/log (the agents' logs).
 
@@ -13,6 +15,7 @@ Python 3.11 standard library only: it runs on the guest's Debian python3, as `py
 from __future__ import annotations
 
 import http.server
+import importlib
 import json
 import os
 import subprocess
@@ -29,7 +32,16 @@ KUBELET_LOG = Path("/var/log/kubelet.log")
 CGROUP = Path("/sys/fs/cgroup")
 READABLE = ("/sys/fs/cgroup/", "/proc/pressure/", "/var/log/")
 CHANGEABLE = frozenset({"singleProcessOOMKill", "memorySwap", "failSwapOn"})
-MEMORY_FILES = ("memory.max", "memory.oom.group", "memory.events", "memory.peak", "memory.pressure", "memory.swap.max")
+MEMORY_FILES = (
+    "memory.max",
+    "memory.oom.group",
+    "memory.events",
+    "memory.peak",
+    "memory.pressure",
+    "memory.swap.max",
+    "memory.swap.current",
+    "memory.swap.peak",
+)
 lock = threading.Lock()
 
 
@@ -77,6 +89,20 @@ class Kubelet:
         return {"restarted": True, "config": {key: self.config.get(key) for key in sorted(CHANGEABLE)}}
 
 
+def swap_on(mib: int) -> dict[str, Any]:
+    """A zram swap device of `mib` MiB, on; what /proc/meminfo then says of the node's memory and swap (what the
+    kubelet's LimitedSwap divides: a Burstable container's swap is its request over MemTotal, times SwapTotal)."""
+    if "/dev/zram0" not in Path("/proc/swaps").read_text():
+        # tests/vm_driver.py, shipped beside this file: loads the base's zram modules (the guest has no kmod)
+        importlib.import_module("vm_driver").swap_on(mib)
+    meminfo = {}
+    for row in Path("/proc/meminfo").read_text().splitlines():
+        key, _, value = row.partition(":")
+        if key in ("MemTotal", "SwapTotal"):
+            meminfo[key] = int(value.split()[0]) * 1024
+    return {"swap": True, "mem_total_bytes": meminfo["MemTotal"], "swap_total_bytes": meminfo["SwapTotal"]}
+
+
 def uptime() -> float:
     return float(Path("/proc/uptime").read_text().split()[0])
 
@@ -121,14 +147,14 @@ class Handler(http.server.BaseHTTPRequestHandler):
             self.answer(404, f"no {url.path}")
 
     def do_POST(self) -> None:
-        if self.path != "/kubelet":
+        if self.path not in ("/kubelet", "/swap"):
             self.answer(404, f"no {self.path}")
             return
         try:
-            changes = json.loads(self.rfile.read(int(self.headers.get("Content-Length", "0"))))
+            body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", "0"))))
             with lock:
-                self.answer(200, self.kubelet.restart(changes))
-        except (ValueError, OSError) as error:
+                self.answer(200, self.kubelet.restart(body) if self.path == "/kubelet" else swap_on(int(body["mib"])))
+        except (ValueError, KeyError, OSError, subprocess.CalledProcessError) as error:
             self.answer(400, str(error))
 
     def log_message(self, format: str, *args: Any) -> None:
