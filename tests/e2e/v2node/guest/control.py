@@ -30,6 +30,7 @@ JOIN = Path("/v2/join")
 CONFIG = Path("/var/lib/kubelet/config.json")  # JSON is YAML: the kubelet reads it as its configuration file
 KUBELET_LOG = Path("/var/log/kubelet.log")
 CGROUP = Path("/sys/fs/cgroup")
+KUBELET_CGROUP = CGROUP / "kubelet.service"
 READABLE = ("/sys/fs/cgroup/", "/proc/pressure/", "/var/log/")
 CHANGEABLE = frozenset({"singleProcessOOMKill", "memorySwap", "failSwapOn"})
 MEMORY_FILES = (
@@ -61,7 +62,14 @@ class Kubelet:
     def start(self) -> None:
         CONFIG.parent.mkdir(parents=True, exist_ok=True)
         CONFIG.write_text(json.dumps(self.config, indent=1))
+        # In a cgroup of its own, as systemd runs it (kubelet.service): on cgroup v2 the kubelet sets a container's
+        # memory.swap.max only where its own cgroup has that file, which the root has not. Run from the root, it set
+        # none: with swap on, a Guaranteed hog swapped all of it and was never killed (a run of make e2e).
+        KUBELET_CGROUP.mkdir(exist_ok=True)
         command = [
+            "sh",
+            "-c",
+            f'echo $$ >{KUBELET_CGROUP / "cgroup.procs"} && exec "$0" "$@"',
             "kubelet",
             f"--config={CONFIG}",
             f"--kubeconfig={JOIN / 'kubeconfig'}",
