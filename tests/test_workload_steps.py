@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import pytest
@@ -15,11 +16,13 @@ from workload.memory import MIB, allocate, rss_bytes
 from workload.predict import (
     GROWTH_BASE_BYTES,
     GROWTH_DIVISOR,
+    POD_SANDBOX_MAX_BYTES,
     KillRange,
     asked_mib,
     ceiling_from_pct,
     predict_kill,
     predict_throttle,
+    swap_steps,
 )
 from workload.settings import Settings
 
@@ -142,6 +145,49 @@ def test_swap_the_cgroup_may_use_moves_the_kill_out_by_as_much() -> None:
     # for the kernel's own growth, and the 19th is killed.
     assert predict_kill(128 * MIB, 8 * MIB, 10, 500, None, 64 * MIB) == KillRange(19, 19, 19, 500)
     assert predict_kill(128 * MIB, 8 * MIB, 10, 500, None, None) == KillRange(12, 12, 12, 500)
+
+
+def test_swap_moves_a_kill_by_the_steps_it_holds_fewest_at_the_earliest_most_at_the_latest() -> None:
+    # 64 MiB in 10 MiB steps: 6.375 steps with the earliest step's growth counted (1/256), 6.39 with the page
+    # tables' alone (1/512): at least 6, at most 7.
+    assert swap_steps(64 * MIB, 10) == (6, 7)
+    assert swap_steps(0, 10) == (0, 0)
+    assert swap_steps(MIB, 1) == (0, 1)  # a step's worth, less its growth: moves the earliest by 0 or 1
+    assert swap_steps(257 * MIB, 1) == (256, 257)
+    assert swap_steps(513 * MIB, 16) == (31, 32)  # 31.94 rounded down, and exactly 32 (no step more)
+
+
+SWAP_GRID = {
+    "limit_mib": (32, 64, 100, 128, 256, 1000),
+    "charged": (3 * MIB, 9 * MIB + 123 * 1024, 16 * MIB, 32 * MIB + 1),
+    "increment_mib": (1, 3, 10, 16, 64),
+    "swap": (1, 4096, MIB - 1, 7 * MIB + 12345, 64 * MIB, 100 * MIB, 512 * MIB + 3),
+}
+
+
+def test_a_range_announced_without_swap_moved_by_swap_steps_holds_the_kill_with_it_and_no_wider_than_a_step() -> None:
+    """Over a grid of limits, charges (all of it staying, or all but 3 MiB taken back), increments, a pod's
+    sandbox or none, and swaps: the range predict_kill gives with the swap lies inside the one it gives without,
+    its earliest moved by the fewest steps and its latest by the most (verify knows only the stack's range and the
+    swap); and each end is met exactly somewhere, and missed by at most one step anywhere."""
+    fewest_met = most_met = fewest_missed = most_missed = 0
+    for limit_mib, charged, increment_mib, swap in itertools.product(*SWAP_GRID.values()):
+        for reclaimable, unseen in itertools.product((0, charged - 3 * MIB), (0, POD_SANDBOX_MAX_BYTES)):
+            if limit_mib * MIB - charged - unseen - GROWTH_BASE_BYTES < 0:
+                continue  # no room at all: a stack's settings refuse such a limit
+            plain = predict_kill(limit_mib * MIB, charged, increment_mib, 1000, None, None, reclaimable, None, unseen)
+            moved = predict_kill(limit_mib * MIB, charged, increment_mib, 1000, None, swap, reclaimable, None, unseen)
+            assert plain is not None
+            assert moved is not None
+            fewest, most = swap_steps(swap, increment_mib)
+            case = (limit_mib, charged, increment_mib, swap, reclaimable, unseen, plain, moved)
+            assert plain.earliest + fewest <= moved.earliest <= plain.earliest + fewest + 1, case
+            assert plain.latest + most - 1 <= moved.latest <= plain.latest + most, case
+            fewest_met += moved.earliest == plain.earliest + fewest
+            fewest_missed += moved.earliest == plain.earliest + fewest + 1
+            most_met += moved.latest == plain.latest + most
+            most_missed += moved.latest == plain.latest + most - 1
+    assert min(fewest_met, most_met, fewest_missed, most_missed) > 0
 
 
 def test_throttling_is_predicted_from_the_first_step_past_memory_high() -> None:

@@ -83,6 +83,20 @@ def first_step_past(room: int, increment_bytes: int, divisor: int) -> int:
     return room * divisor // (increment_bytes * (divisor + 1)) + 1
 
 
+def swap_steps(swap_bytes: int, increment_mib: int) -> tuple[int, int]:
+    """How many steps swap of swap_bytes moves a kill out, (fewest, most), wherever the room stood without it.
+
+    predict_kill adds the swap to the room, and for a room of 0 or more first_step_past(room + swap) less
+    first_step_past(room) is the floor or the ceiling of swap * divisor / (increment * (divisor + 1)): the earliest
+    step's divisor (GROWTH_DIVISOR) gives the fewest, the later steps' (PAGE_TABLE_DIVISOR) the most. What a range
+    announced without the swap moves by where only the swap is known (verify: the stack's range, and the swap the
+    hog's start line read on its node)."""
+    increment = increment_mib * MIB
+    fewest = first_step_past(swap_bytes, increment, GROWTH_DIVISOR) - 1
+    most = -(-swap_bytes * PAGE_TABLE_DIVISOR // (increment * (PAGE_TABLE_DIVISOR + 1)))
+    return fewest, most
+
+
 def predict_kill(
     limit_bytes: int | None,
     charged_bytes: int,
