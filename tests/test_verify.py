@@ -372,3 +372,45 @@ def test_a_death_is_its_pods_first_run_only_where_verify_knows_it() -> None:
     record_pods(observed, listing(pod_status("", 4, running=False, last=ended("c4"))), lambda _: None)
     assert not observed.deaths["c3"].first_run
     assert not observed.deaths["c4"].first_run
+
+
+def test_a_pods_start_line_is_read_from_its_ended_containers_log_until_its_hogs_own_is_read() -> None:
+    # A container killed between two polls: its hog's start line is in the log the kubelet keeps of it (previous).
+    supervisor = "2026-11-30T12:00:00Z event=supervisor_start process_model=supervised oom_group=1"
+    worker = "2026-11-30T12:00:00Z event=start limit_mib=128 cgroup=v2:/c oom_group=1 swap_max_mib=64"
+    logs = {"supervised": f"{supervisor}\n{worker}\n", "single": worker.replace(" oom_group=1", "") + "\n"}
+    reads: list[tuple[str, dict[str, Any]]] = []
+
+    def read_namespaced_pod_log(name: str, namespace: str, _request_timeout: float, **how: Any) -> str:
+        assert namespace == "ns"
+        reads.append((name, how))
+        return logs[name]
+
+    core = SimpleNamespace(read_namespaced_pod_log=read_namespaced_pod_log)
+    ended = SimpleNamespace(terminated=SimpleNamespace(container_id="containerd://c1"))
+
+    def pod(name: str) -> Any:
+        status = SimpleNamespace(name="oom-killer", last_state=ended)
+        return SimpleNamespace(metadata=SimpleNamespace(name=name), status=SimpleNamespace(container_statuses=[status]))
+
+    outputs = {"predictedSecondsToOomKill": {"earliest": 6, "latest": 8}}
+    env = {"MEMORY_INCREMENT_MB": "16"}
+    for name, model, said in (
+        ("supervised", "supervised", {"oom_group": "1", "supervised_end": "group-kill", "swap_mib": 64}),
+        ("single", "single", {"swap_mib": 64}),
+    ):
+        prediction = verify.predict(outputs, 1, {**env, "PROCESS_MODEL": model})
+        observed = verify.Observed()
+        if model == "supervised":  # its supervisor's line read while it ran, its worker's not yet
+            observed.starts[name] = logfmt.parse(supervisor.partition(" ")[2])
+        events: list[observe.Event | observe.AlertState] = []
+        observe.read_ended_starts(core, "ns", observed, prediction, [pod(name)], events.append)
+        assert observed.hog_started(name)
+        assert observed.starts[name]["swap_max_mib"] == "64"
+        assert events == [observe.Event("hog_start", {"pod": name, **said})]
+        assert reads[-1] == (name, {"container": "oom-killer", "previous": True, "timestamps": True})
+        # Read once: no log is asked for again.
+        count = len(reads)
+        observe.read_ended_starts(core, "ns", observed, prediction, [pod(name)], events.append)
+        assert len(reads) == count
+        assert len(events) == 1

@@ -107,7 +107,10 @@ def test_each_node_gets_its_own_verdict_and_a_node_that_cannot_run_it_says_why()
     assert verdicts["gpu"].ok  # not selected is what the settings ask, never a pass nor a failure of the node
     assert not verdicts["full"].ok
     assert not verdicts["late"].ok
-    # The watch has its evidence once every selected node has its kill or the scheduler's reason.
+    # The watch has its evidence once every selected node has its kill, and its hog's start line (the swap it says
+    # moves the steps), or the scheduler's reason.
+    assert not scope.complete(observed)
+    observed.starts = {"pod-a": START, "pod-late": START}
     assert scope.complete(observed)
     del observed.deaths["1"]
     assert not scope.complete(observed)
@@ -328,3 +331,31 @@ def test_a_node_whose_pods_lines_differ_says_what_happened_to_each() -> None:
         "worker killed 1 times, the container lived on (oom_group=0); "
         "OOM-killed 1 times with its supervisor (oom_group=1), at 7 s from start",
     )
+
+
+def test_each_node_is_judged_by_the_swap_its_own_hogs_start_line_says() -> None:
+    # A v2 node whose kubelet gives the pod 64 MiB of swap (LimitedSwap) and a v1 node with none: in 16 MiB steps
+    # the swap moves the stack's 7..8 to 10..13 (6..8 s to 9..13 s) there, and nowhere else.
+    prediction = verify.Prediction(True, False, 6, 8, 1, KillRange(7, 8, 8, 0), increment_mib=16, interval_ms=1000)
+    observed = verify.Observed()
+    observed.deaths = {"1": oom("pod-swap", "1", 10, step=10), "2": oom("pod-v1", "2", 7)}
+    observed.pod_nodes = {"pod-swap": "swap", "pod-v1": "v1"}
+    observed.pods_seen = {"pod-swap", "pod-v1"}
+    swap_start = {**START, "swap_max_mib": "64"}
+    v1_start = {"event": "start", "cgroup": "v1:/kubepods/burstable/pod2/c"}
+    observed.starts = {"pod-swap": swap_start, "pod-v1": v1_start}
+    scope = fleet.FleetScope([node("swap"), node("v1")], POD_SPEC, prediction, 1)
+    verdicts = scope.judge(observed, {"swap": swap_start, "v1": v1_start})
+    assert [(v.node, v.verdict, v.facts["swap"]) for v in verdicts] == [
+        ("swap", fleet.AS_PREDICTED, "64"),
+        ("v1", fleet.AS_PREDICTED, "none"),
+    ]
+    assert verdicts[0].checks[0].detail == "oom_kills=1 swap_mib=64"
+    assert "predicted_steps=10..13 seen=11(2/4)" in [c.detail for c in verdicts[0].checks]
+    assert scope.complete(observed)
+    # Each held to the other's line: the kill with swap is late for a node without, the other early for one with.
+    observed.starts = {"pod-swap": v1_start, "pod-v1": swap_start}
+    swapped = scope.judge(observed, {})
+    assert [v.verdict for v in swapped] == [fleet.DIFFERS, fleet.DIFFERS]
+    assert "seen=11(late)" in swapped[0].happened
+    assert "seen=8(early)" in swapped[1].happened

@@ -276,11 +276,30 @@ def kill_loop(
     return script
 
 
+def started_at(*seconds: float, **more: object) -> dict[str, list[tuple[float, str]]]:
+    """The kill loop's pod's log: its hog's start line (a cgroup v1 node's) at each run's start."""
+    line = hog_start() + "".join(f" {key}={value}" for key, value in more.items())
+    return {"oom-killer-7d9f-x2m": [(second + 0.2, line) for second in seconds]}
+
+
 def single_kills(fake: FakeTime) -> Cluster:
     return Cluster(
         fake.clock,
         [(0, workload({"MEMORY_INCREMENT_MB": "16"}))],
         kill_loop([(0, 7, "OOMKilled", step_line(6), 137), (9, 16.5, "OOMKilled", step_line(7), 137)]),
+        logs=started_at(0, 9),
+    )
+
+
+def single_kills_with_swap(fake: FakeTime) -> Cluster:
+    """A cgroup v2 node whose kubelet gives the Burstable pod 64 MiB of swap (LimitedSwap): the hog swaps before it
+    dies, in steps 11 and 12 (the stack's 7..8 moved by 3 to 5 steps of 16 MiB: 10..13, 9..13 s)."""
+    swapped = {"cgroup": "v2:/kubepods.slice/cri-containerd-c.scope", "swap_max_mib": 64}
+    return Cluster(
+        fake.clock,
+        [(0, workload({"MEMORY_INCREMENT_MB": "16"}))],
+        kill_loop([(0, 10, "OOMKilled", step_line(10), 137), (12, 23, "OOMKilled", step_line(11), 137)]),
+        logs=started_at(0, 12, **swapped),
     )
 
 
@@ -289,6 +308,7 @@ def late_and_other_death(fake: FakeTime) -> Cluster:
         fake.clock,
         [(0, workload({}))],
         kill_loop([(0, 30, "OOMKilled", step_line(3), 137), (32, 40, "Error", "Traceback: MemoryError", 1)], 5),
+        logs=started_at(0, 32),
     )
 
 
@@ -297,6 +317,7 @@ def tmpfs_restart_at_start(fake: FakeTime) -> Cluster:
         fake.clock,
         [(0, workload({"MEMORY_KIND": "tmpfs", "MEMORY_DIR": "/data"}))],
         kill_loop([(0, 7, "OOMKilled", step_line(6), 137), (9, 9.5, "OOMKilled", "", 137)]),
+        logs=started_at(0),
     )
 
 
@@ -362,12 +383,14 @@ def supervised(fake: FakeTime) -> Cluster:
     )
 
 
-def supervisor_logs(first: str, *runs: tuple[float, float]) -> list[tuple[float, str]]:
+def supervisor_logs(
+    first: str, *runs: tuple[float, float], start: str = "event=start limit_mib=128 predicted_steps=8"
+) -> list[tuple[float, str]]:
     """A supervised container's log over its runs (started, ended): the supervisor's line (`first`), its worker's
     start line, and the worker's steps, one a second; the next run is the next container's."""
     lines: list[tuple[float, str]] = []
     for started, ended in runs:
-        lines += [(started, first), (started + 0.3, "event=start limit_mib=128 predicted_steps=8")]
+        lines += [(started, first), (started + 0.3, start)]
         lines += [(started + 0.3 + n, step_line(n)) for n in range(1, int(ended - started))]
     return lines
 
@@ -383,6 +406,18 @@ def supervised_group_killed(fake: FakeTime) -> Cluster:
         [(0, workload({"PROCESS_MODEL": "supervised", "MEMORY_INCREMENT_MB": "16"}))],
         kill_loop([(0, 7, "OOMKilled", step_line(6), 137), (9, 16.5, "OOMKilled", step_line(7), 137)]),
         logs={"oom-killer-7d9f-x2m": supervisor_logs(GROUP_KILL_LINE, (0, 7), (9, 16.5))},
+    )
+
+
+def supervised_group_killed_with_swap(fake: FakeTime) -> Cluster:
+    """memory.oom.group=1 on a node that gives the pod 64 MiB of swap: the supervisor's line says the group, its
+    worker's the swap (the stack's steps 7..8 moved to 10..13), and the kills come in steps 10 and 11."""
+    worker = "event=start limit_mib=128 cgroup=v2:/kubepods.slice/cri-containerd-c.scope oom_group=1 swap_max_mib=64"
+    return Cluster(
+        fake.clock,
+        [(0, workload({"PROCESS_MODEL": "supervised", "MEMORY_INCREMENT_MB": "16"}))],
+        kill_loop([(0, 10, "OOMKilled", step_line(9), 137), (12, 23, "OOMKilled", step_line(10), 137)]),
+        logs={"oom-killer-7d9f-x2m": supervisor_logs(GROUP_KILL_LINE, (0, 10), (12, 23), start=worker)},
     )
 
 
@@ -553,6 +588,7 @@ SCENARIOS: dict[str, Run] = {
     "single kills, as predicted": Run(["--kills", "2"], single_kills),
     "single kills, one late, one other death, junit": Run(["--kills", "2", "--timeout", "60s"], late_and_other_death),
     "single kill, --kills 1": Run(["--kills", "1"], single_kills),
+    "single kills on a node that gives the pod swap": Run(["--kills", "2"], single_kills_with_swap),
     "tmpfs, the restart killed at start": Run(["--kills", "2"], tmpfs_restart_at_start),
     "tmpfs, every kill at start": Run(["--kills", "2"], tmpfs_all_at_start),
     "tmpfs, watched from a restart on: every kill at start": Run(["--kills", "2"], tmpfs_from_a_restart),
@@ -563,6 +599,9 @@ SCENARIOS: dict[str, Run] = {
     "supervised worker kills": Run(["--kills", "2"], supervised),
     "supervised, the group killed (cgroup v2, oom_group=1), with alerts": Run(
         [*PROMETHEUS, "--kills", "2", "--timeout", "60s"], supervised_group_killed, group_kill_monitoring
+    ),
+    "supervised, the group killed on a node that gives the pod swap": Run(
+        ["--kills", "2"], supervised_group_killed_with_swap
     ),
     "supervised, oom_group=1 but the worker died alone": Run(
         ["--kills", "1", "--timeout", "20s"], supervised_group_expected_alone

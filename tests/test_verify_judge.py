@@ -5,13 +5,15 @@ OOMKilled with another exit code taken as an OOM kill."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 
 from oomtools import verify
 from oomtools.verdict import Item, tree_json
-from oomtools.verify import judge
+from oomtools.verify import judge, report
 from oomtools.verify.detectors import AT_START, CONTAINER, NO, UNREAD, WORKER, YES, Coverage, Kill
 from oomtools.verify.observe import BackOff
+from workload import logfmt
 from workload.predict import KillRange
 
 T0 = datetime.datetime(2026, 11, 30, 12, 0, 0, tzinfo=datetime.UTC)
@@ -112,6 +114,8 @@ def test_a_supervised_stack_whose_container_died_did_not_live_on() -> None:
 # memory.oom.group as the kubelet set it (1 since 1.28; 0 with singleProcessOOMKill).
 V1_START = {"event": "start", "process_model": "supervised", "cgroup": "v1:/kubepods/burstable/pod1/abc"}
 GROUP_START = {"event": "supervisor_start", "process_model": "supervised", "oom_group": "1"}
+# Its worker's line read too (observe.hog_start: the two merged), which says the limit and the swap.
+GROUP_WORKER_START = {**GROUP_START, "event": "start", "cgroup": "v2:/kubepods.slice/cri-containerd-c.scope"}
 SINGLE_START = {"event": "supervisor_start", "process_model": "supervised", "oom_group": "0"}
 SUPERVISED = verify.Prediction(True, True, 6, 8, 1, KillRange(7, 8, 8, 1000))
 
@@ -130,7 +134,7 @@ def group_killed(pod: str = "hog-1") -> verify.Observed:
     observed.back_offs = {"a": BackOff(pod, "oom-killer", 2, 1)}
     observed.restarts = {(pod, "oom-killer"): 2}
     observed.pods_seen = {pod}
-    observed.starts = {pod: GROUP_START}
+    observed.starts = {pod: GROUP_WORKER_START}
     return observed
 
 
@@ -305,6 +309,7 @@ def test_a_ceiling_holds_only_where_the_container_runs_and_never_died() -> None:
 
 def test_the_watch_waits_the_whole_window_where_no_kill_is_predicted() -> None:
     one_kill = observed_with(death("a", "OOMKilled", 137, 7, 0, 7))
+    one_kill.starts = {"hog-1": SINGLE_HOG_START}
     assert judge.evidence_complete(STEPPED, 1, one_kill)
     held = verify.Prediction(False, False, None, None, 1)
     assert not judge.evidence_complete(held, 1, one_kill)  # replicas 1, no kill predicted: watch it hold
@@ -363,3 +368,158 @@ def test_the_detectors_tree_names_each_kill_and_what_each_signal_said_of_it() ->
             ],
         },
     ]
+
+
+# A single hog's start line: on a cgroup v1 node (no swap), and on a cgroup v2 node whose kubelet gives the Burstable
+# pod 64 MiB of swap (LimitedSwap: memory.swap.max).
+SINGLE_HOG_START = {"event": "start", "cgroup": "v1:/kubepods/burstable/pod1/c", "limit_mib": "128"}
+SWAP_START = {"event": "start", "cgroup": "v2:/kubepods.slice/cri-containerd-c.scope", "swap_max_mib": "64"}
+# The dev stack's prediction in steps of 16 MiB a second: 7..8, 6..8 s. 64 MiB of swap (up to a MiB more: the line
+# rounds down) holds 3.98 to 4.05 steps of 16 MiB with their growth: the earliest 3 steps later, the latest 5.
+PACED = verify.Prediction(True, False, 6, 8, 1, KillRange(7, 8, 8, 0), increment_mib=16, interval_ms=1000)
+
+
+def killed_in(pod: str, *kills: tuple[int, float]) -> verify.Observed:
+    """A single hog's pod killed in each (step, seconds from its container's start), with a back-off between."""
+    observed = verify.Observed()
+    for number, (step, seconds) in enumerate(kills):
+        d = death(f"{pod}-{number}", "OOMKilled", 137, step - 1, 20 * number, seconds)
+        d.pod = pod
+        observed.deaths[d.container_id] = d
+    observed.back_offs = {f"{pod}-0": BackOff(pod, "oom-killer", 2, 1)}
+    observed.pods_seen = {pod}
+    return observed
+
+
+def test_swap_a_start_line_says_moves_the_steps_and_seconds_the_stack_predicted() -> None:
+    swapped = PACED.read_from(SWAP_START)
+    assert (swapped.steps, swapped.earliest, swapped.latest, swapped.swap_mib) == (KillRange(10, 13, 13, 0), 9, 13, 64)
+    # Each step is the container's interval: 2.5 s a step moves the seconds by 7.5 and 12.5.
+    slow = dataclasses.replace(PACED, interval_ms=2500).read_from(SWAP_START)
+    assert (slow.steps, slow.earliest, slow.latest) == (KillRange(10, 13, 13, 0), 13.5, 20.5)
+    # And the step size: in steps of 10 MiB, 64 MiB is 6.4 steps: 6 to 7 (6.5 with a MiB more).
+    small = dataclasses.replace(PACED, increment_mib=10).read_from(SWAP_START)
+    assert (small.steps, small.earliest, small.latest) == (KillRange(13, 15, 15, 0), 12, 15)
+    # No swap said, 0 (under a MiB), or not a number: as predicted, the line read.
+    for start in (SINGLE_HOG_START, {**SWAP_START, "swap_max_mib": "0"}, {**SWAP_START, "swap_max_mib": "x"}):
+        assert PACED.read_from(start) == dataclasses.replace(PACED, swap_mib=0)
+    assert PACED.read_from(None) == PACED  # none read: the settings' own
+    # A stack that kills nothing (a ceiling holds it, or no replica) kills nothing with swap either.
+    held = verify.Prediction(False, False, None, None, 1, increment_mib=16)
+    assert held.read_from(SWAP_START) == dataclasses.replace(held, swap_mib=64)
+    stopped = dataclasses.replace(PACED, kills=False, replicas=0)
+    assert stopped.read_from(SWAP_START) == dataclasses.replace(stopped, swap_mib=64)
+    # An older stack that exported no steps: its seconds move all the same.
+    unstepped = dataclasses.replace(PACED, steps=None).read_from(SWAP_START)
+    assert (unstepped.steps, unstepped.earliest, unstepped.latest) == (None, 9, 13)
+
+
+def test_a_supervised_hogs_swap_moves_its_steps_as_its_oom_group_says_its_end() -> None:
+    paced = dataclasses.replace(PACED, supervised=True)
+    read = paced.read_from({**SWAP_START, "oom_group": "1"})
+    assert (read.supervised_end, read.steps, read.swap_mib) == ("group-kill", KillRange(10, 13, 13, 0), 64)
+    assert paced.read_from(GROUP_START).swap_mib == 0  # the supervisor's line says no swap: its worker's does
+
+
+def test_the_prediction_takes_the_pace_from_the_containers_environment() -> None:
+    outputs = {"predictedSecondsToOomKill": {"earliest": 6, "latest": 8}, "predictedOomKillStep": {"earliest": 7}}
+    outputs["predictedOomKillStep"]["latest"] = 8
+    paced = verify.predict(outputs, 1, {"MEMORY_INCREMENT_MB": "16", "INCREMENT_INTERVAL_MS": "2500"})
+    assert (paced.increment_mib, paced.interval_ms) == (16, 2500)
+    assert (verify.predict(outputs, 1, {}).increment_mib, verify.predict(outputs, 1, {}).interval_ms) == (10, 1000)
+    refused = verify.predict(outputs, 1, {"MEMORY_INCREMENT_MB": "16", "INCREMENT_INTERVAL_MS": "soon"})
+    assert (refused.increment_mib, refused.interval_ms) == (10, 1000)
+
+
+def test_a_kill_on_a_node_with_swap_is_held_to_the_moved_steps_and_time() -> None:
+    moved = killed_in("hog-1", (11, 10), (12, 11))
+    unmoved = killed_in("hog-1", (8, 7), (8, 7))
+    for observed, start, verdict, steps, seen in (
+        (moved, SWAP_START, "passed", "10..13", "11(2/4),12(3/4)"),
+        (unmoved, SWAP_START, "failed", "10..13", "8(early),8(early)"),
+        (unmoved, SINGLE_HOG_START, "passed", "7..8", "8(2/2),8(2/2)"),
+        (moved, SINGLE_HOG_START, "failed", "7..8", "11(late),12(late)"),
+    ):
+        observed.starts = {"hog-1": start}
+        checks = {c.name: c for c in judge.checks_for(PACED, observed, 2, [])}
+        assert judge.verdict(list(checks.values())).status == verdict
+        assert checks["each kill in an announced step"].detail == f"predicted_steps={steps} seen={seen}"
+    # The time moves with the steps: the unmoved kills at 7 s come before 9 s less a second; the moved ones at 10 and
+    # 11 s are late neither way (the slack is 5 s).
+    unmoved.starts = {"hog-1": SWAP_START}
+    on_time = {c.name: c for c in judge.checks_for(PACED, unmoved, 2, [])}["each kill on time"]
+    assert (on_time.status, on_time.detail) == ("failed", "predicted=9..13s seen=7,7")
+    assert judge.checks_for(PACED, moved, 2, [])[0].detail == "oom_kills=2"
+    moved.starts = {"hog-1": SWAP_START}
+    assert judge.checks_for(PACED, moved, 2, [])[0].detail == "oom_kills=2 swap_mib=64"
+
+
+def test_pods_on_nodes_with_different_swap_are_judged_apart() -> None:
+    observed = killed_in("hog-1", (11, 10), (12, 11))
+    other = killed_in("hog-2", (8, 7), (7, 6))
+    observed.deaths |= other.deaths
+    observed.back_offs |= other.back_offs
+    observed.pods_seen |= other.pods_seen
+    observed.starts = {"hog-1": SWAP_START, "hog-2": SINGLE_HOG_START}
+    checks = judge.checks_for(PACED, observed, 2, [])
+    assert [(c.name, c.status, c.detail) for c in checks] == [
+        ("pods hog-1", "passed", "swap_mib=64"),
+        ("pods hog-2", "passed", "swap_mib=0"),
+    ]
+    assert judge.evidence_complete(PACED, 2, observed)
+    assert judge.swap_read(PACED, observed) == "0,64"
+    assert judge.pod_predictions(PACED, observed) == {
+        "hog-1": PACED.read_from(SWAP_START),
+        "hog-2": PACED.read_from(SINGLE_HOG_START),
+    }
+    # Each held to the other's line: neither is as predicted, and each says why.
+    observed.starts = {"hog-1": SINGLE_HOG_START, "hog-2": SWAP_START}
+    checks = judge.checks_for(PACED, observed, 2, [])
+    assert [(c.name, c.status) for c in checks] == [("pods hog-1", "failed"), ("pods hog-2", "failed")]
+    assert checks[1].detail == (
+        "swap_mib=64; each kill in an announced step (predicted_steps=10..13 seen=8(early),7(early)); "
+        "each kill on time (predicted=9..13s seen=7,6)"
+    )
+    # A third pod whose line was not read: judged apart, by the settings alone.
+    observed.pods_seen.add("hog-3")
+    assert [c.detail.partition(";")[0] for c in judge.checks_for(PACED, observed, 2, [])] == [
+        "swap_mib=0",
+        "swap_mib=64",
+        "swap_mib=unread",
+    ]
+    assert judge.swap_read(PACED, observed) == "0,64"
+    # Where every line read says the same, a pod not read is judged with them, and no swap read says none.
+    observed.starts = {"hog-1": SWAP_START, "hog-2": SWAP_START}
+    assert [p.swap_mib for p, _ in judge.resolved(PACED, observed)] == [64]
+    observed.starts = {"hog-1": SINGLE_HOG_START}
+    assert judge.swap_read(PACED, observed) is None
+    assert judge.swap_read(PACED, verify.Observed()) is None
+
+
+def test_a_kill_after_a_step_waits_for_its_hogs_start_line_a_kill_at_start_does_not() -> None:
+    observed = killed_in("hog-1", (11, 10))
+    assert not judge.evidence_complete(PACED, 1, observed)  # the swap its line says would move the steps
+    observed.starts = {"hog-1": {"event": "supervisor_start", "oom_group": "1"}}
+    assert not judge.evidence_complete(PACED, 1, observed)  # a supervisor's line says no swap: its worker's does
+    observed.starts = {"hog-1": SWAP_START}
+    assert judge.evidence_complete(PACED, 1, observed)
+    at_start = killed_in("hog-1", (11, 10))
+    at_start.deaths["hog-1-0"].message = ""  # killed before its first step: its hog may not have said its start
+    assert judge.evidence_complete(PACED, 1, at_start)
+    # A kill other than the kernel's is not waited for either: it is not as predicted whatever the line says.
+    other = killed_in("hog-1", (11, 10), (8, 7))
+    other.deaths["hog-1-0"].message = ""
+    other.deaths["hog-1-1"].reason = "Error"
+    assert judge.evidence_complete(PACED, 1, other)
+
+
+def test_the_verdict_line_says_the_swap_its_pods_were_judged_by_where_a_start_line_said_any() -> None:
+    observed = killed_in("hog-1", (11, 10), (12, 11))
+    observed.starts = {"hog-1": SWAP_START}
+    tree = judge.verdict(judge.checks_for(PACED, observed, 2, []))
+    line = report.verdict_line(tree, observed, [], 23.0, swap_mib=judge.swap_read(PACED, observed))
+    fields = logfmt.parse(line)
+    assert (fields["verdict"], fields["swap_mib"]) == ("as-predicted", "64")
+    assert list(fields).index("swap_mib") == list(fields).index("seconds") - 1  # beside supervised_end, as read
+    observed.starts = {"hog-1": SINGLE_HOG_START}
+    assert "swap_mib" not in logfmt.parse(report.verdict_line(tree, observed, [], 23.0))

@@ -18,6 +18,7 @@ import pytest
 from oomtools import verify
 from oomtools.verify import results
 from tests import report_runs
+from workload import logfmt
 
 SVG = "{http://www.w3.org/2000/svg}"
 
@@ -124,13 +125,31 @@ def test_a_kill_moved_past_the_announced_steps_gives_another_verdict(
 
 
 @pytest.mark.usefixtures("game_day")
+def test_a_pod_whose_start_line_says_swap_is_judged_and_drawn_against_the_moved_steps(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The game day's pod on a node that gives it 64 MiB of swap: in its 16 MiB steps, the stack's 7..8 moves to
+    # 10..13 (6..8 s to 9..13 s), and its kills in steps 7 and 8 came early.
+    data = saved(tmp_path)
+    data["observed"]["starts"][report_runs.POD]["swap_max_mib"] = "64"
+    again = judge_again(data, tmp_path, monkeypatch)
+    assert again.code == verify.EXIT_NOT_AS_PREDICTED
+    assert " swap_mib=64 " in verdict_of(again)
+    assert "each kill in an announced step (predicted_steps=10..13 seen=7(early),8(early))" in verdict_of(again)
+    page = (tmp_path / "again.html").read_text()
+    assert "in step 7 (announced 10..13: early), 7 s from the container&#x27;s start (predicted 9..13 s)" in page
+    assert "kill announced in steps 10..13 (predictedOomKillStep, moved by 64 MiB of swap)" in page
+
+
+@pytest.mark.usefixtures("game_day")
 def test_a_supervised_stacks_saved_results_are_judged_by_each_pods_start_line(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # The game day's pod, as if supervised: its start line kept with oom_group=1 (cgroup v2), its kills are the
     # group's, as predicted; the line its log holds (cgroup v1, no oom_group) predicts the worker's kill alone.
     data = saved(tmp_path)
-    assert data["observed"]["starts"] == {}  # a single process's watch reads no start line
+    # A single process's watch reads its hog's start line too (the swap it says moves the steps): v1, no swap.
+    assert data["observed"]["starts"] == {report_runs.POD: logfmt.parse(report_runs.START_LINE)}
     data["stack"]["env"]["PROCESS_MODEL"] = "supervised"
     start = {"event": "start", "cgroup": "v2:/kubepods.slice/cri-containerd-c.scope", "oom_group": "1"}
     data["observed"]["starts"] = {report_runs.POD: start}
@@ -226,7 +245,9 @@ def test_the_page_has_the_timeline_tables_facts_and_every_check(tmp_path: Path) 
     assert rows[0] == ("0", "oom-killer verify")
 
 
-def test_without_report_or_save_the_watch_reads_no_log(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_without_report_or_save_the_watch_reads_a_log_only_until_its_hogs_start_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     reads: list[dict[str, Any]] = []
     original = report_runs.GameDayCluster.read_namespaced_pod_log
 
@@ -237,6 +258,8 @@ def test_without_report_or_save_the_watch_reads_no_log(tmp_path: Path, monkeypat
     monkeypatch.setattr(report_runs.GameDayCluster, "read_namespaced_pod_log", counted)
     said = report_runs.run_verify([], monkeypatch)
     assert said.code == verify.EXIT_AS_PREDICTED
-    assert reads == []
+    # The first poll comes before the hog wrote its start line, the second reads it: no log is read after that.
+    assert reads == [{"_request_timeout": 10, "container": "oom-killer", "timestamps": True}] * 2
+    reads.clear()
     report_runs.verify_game_day(tmp_path, monkeypatch)
     assert any(how.get("previous") for how in reads)  # a killed container's log, read once it ended

@@ -208,7 +208,10 @@ def judge_and_report(args: argparse.Namespace, gathered: results.Gathered, termi
     nodes = None if verdicts is None else len(verdicts)
     ends = {part.supervised_end for part, _ in judge.resolved(prediction, observed)}
     supervised_end = ",".join(sorted(end for end in ends if end is not None)) or None
-    line = report.verdict_line(tree, observed, records, gathered.seconds, nodes=nodes, supervised_end=supervised_end)
+    swap_mib = judge.swap_read(prediction, observed)
+    line = report.verdict_line(
+        tree, observed, records, gathered.seconds, nodes=nodes, supervised_end=supervised_end, swap_mib=swap_mib
+    )
     terminal.say(line)
     if args.junit:
         report.write_junit(args.junit, tree, gathered.seconds)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from oomtools import alert_catalogue
-from oomtools.verdict import NOTHING_CHECKED, Item, check, over, rollup
+from oomtools.verdict import NOTHING_CHECKED, Item, check, over, rollup, stepped
 from oomtools.verify import prediction as predicted
 from oomtools.verify.detectors import NO_SIGNAL_OF_ITS_OWN, UNREAD, YES, Coverage, Kill, expected_kinds, kills_of
 from oomtools.verify.prediction import OOM_EXIT_CODE, Prediction
@@ -41,17 +41,23 @@ def checks_for(
                 f"deaths={len(deaths)} running={len(observed.running)}",
             )
         )
-    elif prediction.supervised:
+    else:
         parts = resolved(prediction, observed)
-        # Pods whose start lines differ: an item for each end's pods, their checks beneath it.
+        # Pods whose start lines differ: an item for each part's pods, their checks beneath it.
         checks = (
-            _supervised(*parts[0], wanted_kills)
+            _judged(*parts[0], wanted_kills)
             if len(parts) == 1
             else [_pods_item(part_prediction, part, wanted_kills) for part_prediction, part in parts]
         )
-    else:
-        checks += _container_kills(prediction, observed, deaths, wanted_kills)
     return checks + alert_checks(alert_records)
+
+
+def _judged(prediction: Prediction, observed: Observed, wanted_kills: int) -> list[Item]:
+    """The checks of pods judged by one prediction: a supervised container's by its start line, else its kills'."""
+    if prediction.supervised:
+        return _supervised(prediction, observed, wanted_kills)
+    deaths = sorted(observed.deaths.values(), key=lambda d: d.finished_at)
+    return _container_kills(prediction, observed, deaths, wanted_kills)
 
 
 def _pods(observed: Observed) -> set[str]:
@@ -65,30 +71,53 @@ def oom_groups(observed: Observed) -> str:
 
 
 def resolved(prediction: Prediction, observed: Observed) -> list[tuple[Prediction, Observed]]:
-    """The prediction each of the pods is judged by, with what was observed of them. A single process's is the
-    settings' own. A supervised pod's follows its hog's start line (Prediction.read_from): where every line read
-    says the same end, all the pods are judged by it (one whose line was not read runs the same settings); where
-    they differ (pods on nodes of both kinds), each end's pods apart, and those not read apart, UNREAD; where no
-    line was read, all are UNREAD."""
-    if not prediction.supervised:
-        return [(prediction, observed)]
-    by_end: dict[str | None, list[str]] = {}
+    """The prediction each of the pods is judged by, with what was observed of them: each pod's follows its hog's
+    start line (Prediction.read_from: a supervised one's end, and the swap its cgroup may use). Where every line
+    read gives the same (the end, and the swap), all the pods are judged by it (one whose line was not read runs the
+    same settings); where they differ (pods on nodes of different kinds, or with different swap), each one's pods
+    apart, and those not read apart, by the settings alone (a supervised one's end UNREAD); where no line was read,
+    all are judged by the settings alone."""
+    by_read: dict[tuple[str | None, int | None], list[str]] = {}
+    unread: list[str] = []
     for pod in sorted(_pods(observed)):
-        by_end.setdefault(prediction.read_from(observed.starts.get(pod)).supervised_end, []).append(pod)
-    read = [end for end in by_end if end != predicted.UNREAD]
-    if len(read) < 2:
-        return [(prediction.read_from(observed.starts.get(by_end[read[0]][0]) if read else None), observed)]
-    return [
-        (prediction.read_from(observed.starts.get(pods[0])), observed.in_pods(set(pods)))
-        for pods in sorted(by_end.values())
-    ]
+        start = observed.starts.get(pod)
+        if start is None:
+            unread.append(pod)
+            continue
+        read = prediction.read_from(start)
+        by_read.setdefault((read.supervised_end, read.swap_mib), []).append(pod)
+    if len(by_read) < 2:
+        read_pods = [pods[0] for pods in by_read.values()]
+        return [(prediction.read_from(observed.starts[read_pods[0]] if read_pods else None), observed)]
+    parts = sorted([*by_read.values(), *([unread] if unread else [])])
+    return [(prediction.read_from(observed.starts.get(pods[0])), observed.in_pods(set(pods))) for pods in parts]
+
+
+def pod_predictions(prediction: Prediction, observed: Observed) -> dict[str, Prediction]:
+    """Each pod seen, and the prediction it is judged by (resolved)."""
+    return {pod: part_prediction for part_prediction, part in resolved(prediction, observed) for pod in _pods(part)}
+
+
+def swap_read(prediction: Prediction, observed: Observed) -> str | None:
+    """The swap, in MiB, the pods were judged by where a start line said any (comma-separated: `0,64` where pods on
+    a node without swap and on one with 64 MiB were judged apart); None where none did."""
+    swaps = {part.swap_mib for part, _ in resolved(prediction, observed) if part.swap_mib is not None}
+    return ",".join(str(mib) for mib in sorted(swaps)) if any(swaps) else None
 
 
 def _pods_item(prediction: Prediction, observed: Observed, wanted_kills: int) -> Item:
-    items = _supervised(prediction, observed, wanted_kills)
+    items = _judged(prediction, observed, wanted_kills)
     failed = "".join(f"; {c.name} ({c.detail})" for c in items if not c.ok)
     pods = ",".join(sorted(_pods(observed)))
-    return over(f"pods {pods}", items, f"supervised_end={prediction.supervised_end}{failed}")
+    return over(f"pods {pods}", items, f"{_read_as(prediction)}{failed}")
+
+
+def _read_as(prediction: Prediction) -> str:
+    """What a part's pods were judged by: a supervised one's end, and the swap (`unread`: no start line read)."""
+    swap = "unread" if prediction.swap_mib is None else str(prediction.swap_mib)
+    if not prediction.supervised:
+        return f"swap_mib={swap}"
+    return f"supervised_end={prediction.supervised_end}" + (f" swap_mib={swap}" if prediction.swap_mib else "")
 
 
 def _supervised(prediction: Prediction, observed: Observed, wanted_kills: int) -> list[Item]:
@@ -129,8 +158,13 @@ def _container_kills(prediction: Prediction, observed: Observed, deaths: list[De
     checks: list[Item] = []
     oom = [d for d in deaths if d.reason == "OOMKilled" and d.exit_code == OOM_EXIT_CODE]
     others = [d for d in deaths if d not in oom]
+    swap = f" swap_mib={prediction.swap_mib}" if prediction.swap_mib else ""
     checks.append(
-        check(f"{wanted_kills} OOM kills (OOMKilled, exit code 137)", len(oom) >= wanted_kills, f"oom_kills={len(oom)}")
+        check(
+            f"{wanted_kills} OOM kills (OOMKilled, exit code 137)",
+            len(oom) >= wanted_kills,
+            f"oom_kills={len(oom)}{swap}",
+        )
     )
     checks.append(
         check(
@@ -194,7 +228,8 @@ def alert_checks(alert_records: list[prom.AlertRecord]) -> list[Item]:
 
 def evidence_complete(prediction: Prediction, wanted_kills: int, observed: Observed) -> bool:
     """What the watch waits for is in: the kills asked for (and a back-off between two), or a worker's kill where
-    the hog's start line predicts one; a supervised pod whose start line is not read yet waits for it."""
+    the hog's start line predicts one; a supervised pod whose start line is not read yet waits for it, and so does a
+    pod killed after a step (whose hog wrote its start line first): the swap it says moves the steps and the time."""
     if prediction.replicas == 0 or not prediction.kills:
         return False  # nothing to wait for: the whole window is the evidence
     return all(
@@ -208,8 +243,9 @@ def _kills_in(prediction: Prediction, observed: Observed, wanted_kills: int) -> 
         return False  # its start line says which kill to wait for
     if end == predicted.WORKER_KILL:
         return bool(observed.worker_kills)
-    oom = sum(d.reason == "OOMKilled" for d in observed.deaths.values())
-    return oom >= wanted_kills and (wanted_kills == 1 or bool(observed.back_offs))
+    oom = [d for d in observed.deaths.values() if d.reason == "OOMKilled"]
+    read = all(observed.hog_started(d.pod) for d in oom if stepped(d.message))
+    return read and len(oom) >= wanted_kills and (wanted_kills == 1 or bool(observed.back_offs))
 
 
 def alerts_expected(prediction: Prediction, observed: Observed) -> dict[str, bool]:

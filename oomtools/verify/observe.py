@@ -1,5 +1,5 @@
-"""What verify reads, and only reads: the stack's outputs, its workload and pods through the Kubernetes API, the
-supervised hog's start line and its worker's kills in the pods' logs, the namespace's events, and the alerts in
+"""What verify reads, and only reads: the stack's outputs, its workload and pods through the Kubernetes API, each
+pod's hog's start line and a supervised one's worker kills in the pods' logs, the namespace's events, and the alerts in
 Prometheus and Alertmanager, polled until the evidence is in or the time is up.
 
 Each thing seen is kept (`Observed`) and handed on as an `Event` as it happens; report.py writes every line of them.
@@ -360,8 +360,14 @@ class Observed:
     gone_at: float | None = None
     first_runs: set[str] = field(default_factory=set)  # the IDs of containers seen running as their pod's first
     logs: dict[str, ContainerLog] = field(default_factory=dict)  # by container ID: read for --report and --save only
-    # pod -> its hog's start line (hog_start): read while a supervised stack is watched, and for scope=node's facts
+    # pod -> its hog's start line (hog_start): read while a stack that kills or a supervised one is watched, and for
+    # scope=node's facts
     starts: dict[str, dict[str, str]] = field(default_factory=dict)
+
+    def hog_started(self, pod: str) -> bool:
+        """The pod's hog's own start line was read (`event=start`: its limit, swap, the steps it announced), not
+        only a supervisor's (which says memory.oom.group alone)."""
+        return self.starts.get(pod, {}).get("event") == "start"
 
     def first_kill_at(self) -> float | None:
         times = [d.finished_at.timestamp() for d in self.deaths.values() if d.reason == "OOMKilled"]
@@ -556,10 +562,22 @@ def record_worker_kills(
 
 
 def _read_start(observed: Observed, prediction: Prediction, pod: str, log: str, seen: Seen) -> None:
-    if record_start(observed, pod, log):
-        start = observed.starts[pod]
-        end = prediction.read_from(start).supervised_end
-        seen(Event("hog_start", {"pod": pod, "oom_group": start.get("oom_group", NO_OOM_GROUP), "supervised_end": end}))
+    """Keep the pod's hog's start line from a container's log, and say it (event=hog_start) where it is the first
+    read or changes what the pod is predicted (a supervisor's line first, then its worker's, which says the swap)."""
+    before = observed.starts.get(pod)
+    record_start(observed, pod, log)
+    start = observed.starts.get(pod)
+    if start is None or start == before:
+        return
+    read = prediction.read_from(start)
+    if before is not None and read == prediction.read_from(before):
+        return
+    fields: dict[str, object] = {"pod": pod}
+    if prediction.supervised:
+        fields.update(oom_group=start.get("oom_group", NO_OOM_GROUP), supervised_end=read.supervised_end)
+    if read.swap_mib:
+        fields["swap_mib"] = read.swap_mib
+    seen(Event("hog_start", fields))
 
 
 def _ends(observed: Observed, prediction: Prediction) -> set[str]:
@@ -571,15 +589,15 @@ def _ends(observed: Observed, prediction: Prediction) -> set[str]:
 def read_ended_starts(
     core: Any, namespace: str, observed: Observed, prediction: Prediction, pods: list[Any], seen: Seen
 ) -> None:
-    """A supervised pod's start line where no running container's log gave it: the last ended container's (one
-    the kernel killed, worker and all, between two polls)."""
+    """A pod's hog's start line where no running container's log gave it: the last ended container's (one the
+    kernel killed between two polls, a single hog or a supervised one's worker and all)."""
     from kubernetes.client.exceptions import ApiException
 
     for pod in pods:
         name = pod.metadata.name
         for status in pod.status.container_statuses or []:
             ended = status.last_state.terminated if status.last_state is not None else None
-            if name in observed.starts or ended is None:
+            if observed.hog_started(name) or ended is None:
                 continue
             try:
                 log = call(
@@ -800,29 +818,29 @@ def watch(
                 raise Unreachable(f"listing pods: {error.status} {error.reason}") from error
             pods = []
         record_pods(observed, pods, seen)
-        if prediction.supervised or options.logs:
-            for pod in pods:
-                for status in pod.status.container_statuses or []:
-                    if status.state and status.state.running:
-                        try:
-                            log = call(
-                                core.read_namespaced_pod_log,
-                                pod.metadata.name,
-                                namespace,
-                                container=status.name,
-                                timestamps=True,
-                            )
-                        except ApiException:
-                            continue
-                        if prediction.supervised:
-                            record_worker_kills(
-                                observed, pod.metadata.name, status.name, log, seen, status.container_id or ""
-                            )
-                            _read_start(observed, prediction, pod.metadata.name, log, seen)
-                        if options.logs and status.container_id:
-                            keep_log(observed, pod.metadata.name, status.name, status.container_id, log, ended=False)
-            if prediction.supervised:
-                read_ended_starts(core, namespace, observed, prediction, pods, seen)
+        # Each pod's hog's start line, where what it says changes the judgement: a supervised hog's kill, and any
+        # kill's steps and time (the swap it says its cgroup may use moves them). Read once a pod for a single hog.
+        starts = prediction.supervised or prediction.kills
+        for pod in pods:
+            name = pod.metadata.name
+            if not (prediction.supervised or options.logs or (starts and not observed.hog_started(name))):
+                continue
+            for status in pod.status.container_statuses or []:
+                if status.state and status.state.running:
+                    try:
+                        log = call(
+                            core.read_namespaced_pod_log, name, namespace, container=status.name, timestamps=True
+                        )
+                    except ApiException:
+                        continue
+                    if prediction.supervised:
+                        record_worker_kills(observed, name, status.name, log, seen, status.container_id or "")
+                    if starts:
+                        _read_start(observed, prediction, name, log, seen)
+                    if options.logs and status.container_id:
+                        keep_log(observed, name, status.name, status.container_id, log, ended=False)
+        if starts:
+            read_ended_starts(core, namespace, observed, prediction, pods, seen)
         if options.logs:
             read_ended_logs(core, namespace, observed, pods)
         if expect is not None:

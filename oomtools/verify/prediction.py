@@ -9,7 +9,9 @@ from typing import Any, Final
 
 from oomtools import alert_catalogue, verdict
 from workload import kinds
-from workload.predict import KillRange
+from workload.memory import MIB
+from workload.predict import KillRange, swap_steps
+from workload.settings import DEFAULT_INCREMENT_MIB, DEFAULT_INTERVAL_MS, SettingsError, parse_settings
 
 OOM_EXIT_CODE: Final = 137
 # Kubernetes timestamps are whole seconds, and the container's start includes the interpreter's own (slower under
@@ -46,6 +48,12 @@ class Prediction:
     keeps_charge_after_death: bool = False
     # Supervised: memory.oom.group as the hog's start line gave it ("1", "0", NO_OOM_GROUP); None: none read yet.
     oom_group: str | None = None
+    # The swap the hog's start line said its cgroup may use (swap_max_mib: 0 where it said none, or under a MiB);
+    # None: no start line read. The steps and seconds above are moved by it (read_from).
+    swap_mib: int | None = None
+    # The container's MEMORY_INCREMENT_MB and INCREMENT_INTERVAL_MS: the steps swap moves the kill by, and their time.
+    increment_mib: int = DEFAULT_INCREMENT_MIB
+    interval_ms: int = DEFAULT_INTERVAL_MS
 
     @property
     def supervised_end(self) -> str | None:
@@ -58,14 +66,40 @@ class Prediction:
         return GROUP_KILL if self.oom_group == "1" else WORKER_KILL
 
     def read_from(self, start: Mapping[str, str] | None) -> Prediction:
-        """The prediction for a container whose hog's start line is `start` (None: none read): a supervised one
-        whose line says oom_group=1 is killed as a whole, as a single process is, and restarts into a full pod
-        where its memory kind's charge outlives it; any other is as predicted from the settings alone."""
-        if not self.supervised:
+        """The prediction for a container whose hog's start line is `start` (None: none read, the settings' own):
+        swap the line says its cgroup may use moves the kill out (with_swap); a supervised one whose line says
+        oom_group=1 is killed as a whole, as a single process is, and restarts into a full pod where its memory
+        kind's charge outlives it."""
+        if start is None:
             return self
-        oom_group = None if start is None else start.get("oom_group", NO_OOM_GROUP)
+        read = self.with_swap(swap_mib(start))
+        if not self.supervised:
+            return read
+        oom_group = start.get("oom_group", NO_OOM_GROUP)
         full = self.restarts_into_full_pod or (oom_group == "1" and self.keeps_charge_after_death)
-        return replace(self, oom_group=oom_group, restarts_into_full_pod=full)
+        return replace(read, oom_group=oom_group, restarts_into_full_pod=full)
+
+    def with_swap(self, mib: int) -> Prediction:
+        """The prediction where the cgroup may use `mib` MiB of swap (cgroup v2's memory.swap.max, as the kubelet's
+        LimitedSwap gives a Burstable pod, or a v1 node's memory+swap limit): the kernel swaps the hog's pages out
+        before it kills, so the kill comes later by the steps that swap holds (workload.predict.swap_steps), the
+        earliest by the fewest and the latest by the most, and each step by the container's interval. A start line
+        says whole MiB, rounded down: the most counts up to a MiB more. No swap, or no kill: as it was."""
+        if mib <= 0 or not self.kills:
+            return replace(self, swap_mib=mib)
+        fewest = swap_steps(mib * MIB, self.increment_mib)[0]
+        most = swap_steps((mib + 1) * MIB - 1, self.increment_mib)[1]
+        steps = self.steps
+        if steps is not None:
+            steps = KillRange(steps.earliest + fewest, steps.expected + most, steps.latest + most, steps.interval_ms)
+        step_seconds = self.interval_ms / 1000
+        return replace(
+            self,
+            swap_mib=mib,
+            steps=steps,
+            earliest=None if self.earliest is None else self.earliest + fewest * step_seconds,
+            latest=None if self.latest is None else self.latest + most * step_seconds,
+        )
 
     def kill_step(self, last_line: str) -> int:
         """The step a container's kill came in, from its termination message (the hog's last step line)."""
@@ -91,6 +125,12 @@ class Prediction:
         return alert_catalogue.alerts_expected(self.kills, self.supervised and self.oom_group != "1")
 
 
+def swap_mib(start: Mapping[str, str]) -> int:
+    """The swap, in MiB, a hog's start line says its cgroup may use (swap_max_mib); 0 where it says none."""
+    said = start.get("swap_max_mib", "")
+    return int(said) if said.isascii() and said.isdigit() else 0
+
+
 def predict(outputs: dict[str, Any], replicas: int, env: dict[str, str]) -> Prediction:
     """The prediction from the stack's outputs, the workload's replicas and its container's environment."""
     predicted = outputs.get("predictedSecondsToOomKill") or None
@@ -99,6 +139,11 @@ def predict(outputs: dict[str, Any], replicas: int, env: dict[str, str]) -> Pred
     latest = float(predicted["latest"]) if predicted else None
     step = outputs.get("predictedOomKillStep") or None
     steps = None if not step else KillRange(int(step["earliest"]), int(step["latest"]), int(step["latest"]), 0)
+    try:
+        settings = parse_settings(env)
+        pace = settings.increment_mib, settings.interval_ms
+    except SettingsError:  # a container the hog refuses to start in: no start line, nothing for the pace to move
+        pace = DEFAULT_INCREMENT_MIB, DEFAULT_INTERVAL_MS
     return Prediction(
         predicted is not None and replicas > 0,
         model.container_survives_kill,
@@ -108,4 +153,6 @@ def predict(outputs: dict[str, Any], replicas: int, env: dict[str, str]) -> Pred
         steps,
         kinds.restarts_into_full_pod(kind, model),
         kind.keeps_charge_after_death,
+        increment_mib=pace[0],
+        interval_ms=pace[1],
     )

@@ -125,9 +125,11 @@ def verdict_line(
     seconds: float,
     nodes: int | None = None,
     supervised_end: str | None = None,
+    swap_mib: str | None = None,
 ) -> str:
     """The one line that ends the run: as predicted or not, what was counted, and each failed check; for a supervised
-    stack, the end its pods' start lines predicted (judge.resolved)."""
+    stack, the end its pods' start lines predicted, and where a start line said the cgroup may use swap, the swap its
+    pods were judged by (judge.resolved)."""
     deaths = list(observed.deaths.values())
     back_offs = sorted(b.seconds for b in observed.back_offs.values())
     return logfmt.line(
@@ -140,6 +142,7 @@ def verdict_line(
         alerts_fired=f"{sum(r.fired_at is not None for r in records)}/{len(records)}",
         **({} if nodes is None else {"fleet_nodes": nodes}),
         **({} if supervised_end is None else {"supervised_end": supervised_end}),
+        **({} if swap_mib is None else {"swap_mib": swap_mib}),
         seconds=round(seconds, 1),
         failed="; ".join(f"{c.name} ({c.detail})" for c in tree.failed) or None,
     )

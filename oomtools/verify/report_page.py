@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Final
 from oomtools import html_report
 from oomtools.html_report import Chart, Mark, Page, Row, Step, Table
 from oomtools.verdict import FAILED, PASSED
-from oomtools.verify import fleet
+from oomtools.verify import fleet, judge
 from oomtools.verify.detectors import AT_START, kills_of
 from oomtools.verify.observe import Event
 from oomtools.verify.report import VERDICTS
@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from oomtools.verify.detectors import Coverage
     from oomtools.verify.fleet import NodeVerdict
     from oomtools.verify.observe import ContainerLog
+    from oomtools.verify.prediction import Prediction
     from oomtools.verify.results import Gathered
 
 WORKING_SET: Final = "container_memory_working_set_bytes"
@@ -65,8 +66,14 @@ def _first_start(lines: list[list[tuple[float, dict[str, str]]]]) -> dict[str, s
     return next((fields for log in lines for _, fields in log if fields.get("event") == "start"), None)
 
 
+def _predictions(gathered: Gathered) -> dict[str, Prediction]:
+    """Each pod's prediction, as the judge holds it (its start line's swap moves its steps and time)."""
+    return judge.pod_predictions(gathered.prediction, gathered.observed)
+
+
 def _chart(gathered: Gathered, pod: str, key: str) -> Chart:
-    origin, observed, prediction = gathered.started, gathered.observed, gathered.prediction
+    origin, observed = gathered.started, gathered.observed
+    prediction = _predictions(gathered).get(pod, gathered.prediction)
     logs = _logs_of(gathered, pod)
     runs: list[list[Step]] = []
     for log in logs:
@@ -87,7 +94,8 @@ def _chart(gathered: Gathered, pod: str, key: str) -> Chart:
     if prediction.steps is not None and not math.isnan(increment):
         steps = prediction.steps
         chart.kill_range = ((steps.earliest - 1) * increment, steps.latest * increment)
-        chart.kill_range_label = f"kill announced in steps {steps.earliest}..{steps.latest} (predictedOomKillStep)"
+        chart.kill_range_label = f"kill announced in steps {steps.earliest}..{steps.latest} (predictedOomKillStep"
+        chart.kill_range_label += f", moved by {prediction.swap_mib} MiB of swap)" if prediction.swap_mib else ")"
     deaths = sorted((d for d in observed.deaths.values() if d.pod == pod), key=lambda d: d.finished_at)
     for death in deaths:
         at = death.finished_at.timestamp() - origin
@@ -116,7 +124,8 @@ def _chart(gathered: Gathered, pod: str, key: str) -> Chart:
 
 
 def _timeline(gathered: Gathered, coverages: list[Coverage]) -> list[Row]:
-    origin, observed, prediction = gathered.started, gathered.observed, gathered.prediction
+    origin, observed = gathered.started, gathered.observed
+    predictions = _predictions(gathered)
     rows: list[Row] = []
     at_start = {c.kill.container_id for c in coverages if c.kill.kind == AT_START}
     for death in observed.deaths.values():
@@ -129,6 +138,7 @@ def _timeline(gathered: Gathered, coverages: list[Coverage]) -> list[Row]:
         if death.container_id.rpartition("://")[2] in at_start:
             rows.append(Row(at, "OOM kill", where, f"killed at start (a tmpfs restart), {seconds:g} s", PASSED))
             continue
+        prediction = predictions.get(death.pod, gathered.prediction)
         step = prediction.kill_step(death.message)
         detail = f"in step {step}"
         if prediction.steps is not None:
