@@ -145,7 +145,7 @@ def test_limited_swap_gives_a_burstable_hog_its_share_and_verify_moves_the_kill_
     assert verdict.kill_step(deaths[0]["termination_message"]) > without_swap, v2.why(LIMITED_SWAP)
 
 
-def test_the_kubelets_psi_series_follow_the_hogs_climb(v2: Collected) -> None:
+def test_the_kubelets_psi_series_follow_the_hogs_climb_and_show_the_swapping_hogs_stall(v2: Collected) -> None:
     for stack in (GROUP, LIMITED_SWAP):
         samples = v2.psi.get(stack, [])
         assert samples, f"no PSI series for {stack}'s hog in the v2 node's cAdvisor: {v2.psi_problems[:5]}"
@@ -153,3 +153,6 @@ def test_the_kubelets_psi_series_follow_the_hogs_climb(v2: Collected) -> None:
             values = [sample[name] for sample in samples if name in sample]
             assert values, f"{name} never read for {stack}"
             assert values == sorted(values), f"{name} went down for {stack}: {values}"
+    # Past its limit the swapping hog waits on reclaim (its pages compressed to swap): the stall PSI is there to show
+    stalled = [sample.get(PSI_SERIES[0], 0.0) for sample in v2.psi[LIMITED_SWAP]]
+    assert max(stalled) > 0, f"the swapping hog never stalled: {stalled}"
