@@ -56,6 +56,16 @@ TARGETS = (
     Target("infra/table.py", ("tests/test_settings.py", "tests/test_settings_table.py", "tests/test_demo.py")),
     Target("oomtools/resize/predict.py", ("tests/test_resize.py",)),
     Target("oomtools/verify/vpa.py", ("tests/test_verify_vpa.py",)),
+    Target(
+        "oomtools/verify/prediction.py",
+        (
+            "tests/test_verify.py",
+            "tests/test_verify_judge.py",
+            "tests/test_verify_fleet.py",
+            "tests/test_verify_golden.py",
+            "tests/test_verify_report.py",
+        ),
+    ),
 )
 
 # What the copy leaves out: the virtualenvs (linked instead), git's and the tools' own state.

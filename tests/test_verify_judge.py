@@ -400,6 +400,13 @@ def test_swap_a_start_line_says_moves_the_steps_and_seconds_the_stack_predicted(
     # And the step size: in steps of 10 MiB, 64 MiB is 6.4 steps: 6 to 7 (6.5 with a MiB more).
     small = dataclasses.replace(PACED, increment_mib=10).read_from(SWAP_START)
     assert (small.steps, small.earliest, small.latest) == (KillRange(13, 15, 15, 0), 12, 15)
+    # The most counts up to a MiB more than the line says (it rounds down): 1 MiB is under a 16 MiB step, yet up to
+    # 2 MiB less a byte may be there, which moves the latest by one; 15 MiB less than a step with its page tables (16
+    # and 1/32), 16 MiB more (17 less a byte). A step of 512 MiB: 512 MiB, and less than a MiB more, is under its 513
+    # MiB with its page tables, and moves the latest by one, not two.
+    for increment, mib, latest in ((16, 1, 9), (16, 15, 9), (16, 16, 10), (512, 512, 9)):
+        read = dataclasses.replace(PACED, increment_mib=increment).read_from({**SWAP_START, "swap_max_mib": str(mib)})
+        assert (read.steps, read.earliest, read.latest) == (KillRange(7, latest, latest, 0), 6, latest), mib
     # No swap said, 0 (under a MiB), or not a number: as predicted, the line read.
     for start in (SINGLE_HOG_START, {**SWAP_START, "swap_max_mib": "0"}, {**SWAP_START, "swap_max_mib": "x"}):
         assert PACED.read_from(start) == dataclasses.replace(PACED, swap_mib=0)
@@ -426,6 +433,7 @@ def test_the_prediction_takes_the_pace_from_the_containers_environment() -> None
     outputs["predictedOomKillStep"]["latest"] = 8
     paced = verify.predict(outputs, 1, {"MEMORY_INCREMENT_MB": "16", "INCREMENT_INTERVAL_MS": "2500"})
     assert (paced.increment_mib, paced.interval_ms) == (16, 2500)
+    assert paced.steps == KillRange(7, 8, 8, 0)  # as exported: no expected step of its own, its seconds the stack's
     assert (verify.predict(outputs, 1, {}).increment_mib, verify.predict(outputs, 1, {}).interval_ms) == (10, 1000)
     refused = verify.predict(outputs, 1, {"MEMORY_INCREMENT_MB": "16", "INCREMENT_INTERVAL_MS": "soon"})
     assert (refused.increment_mib, refused.interval_ms) == (10, 1000)

@@ -142,6 +142,21 @@ def test_a_pod_whose_start_line_says_swap_is_judged_and_drawn_against_the_moved_
 
 
 @pytest.mark.usefixtures("game_day")
+def test_a_kill_of_a_stack_that_predicts_none_is_red_on_the_timeline(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The same kills, judged against a stack whose ceiling holds it (no seconds, no steps exported): neither is on
+    # time, since no time was predicted.
+    data = saved(tmp_path)
+    data["stack"]["outputs"] |= {"predictedSecondsToOomKill": None, "predictedOomKillStep": None}
+    again = judge_again(data, tmp_path, monkeypatch)
+    assert again.code == verify.EXIT_NOT_AS_PREDICTED
+    page = (tmp_path / "again.html").read_text()
+    assert page.count('<tr class="failed" data-what="OOM kill">') == 2
+    assert 'data-what="OOM kill">' not in page.replace('<tr class="failed" data-what="OOM kill">', "")
+
+
+@pytest.mark.usefixtures("game_day")
 def test_a_supervised_stacks_saved_results_are_judged_by_each_pods_start_line(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
