@@ -135,7 +135,7 @@ def test_limited_swap_gives_a_burstable_hog_its_share_and_verify_moves_the_kill_
     # The hog read it, verify judged by it, and the kernel swapped before it killed
     starts = [entry for entry in judged.lines if entry.get("event") == "hog_start"]
     assert starts, v2.why(LIMITED_SWAP)
-    assert {entry.get("swap_max_mib") for entry in starts} == {str(expected // MIB)}
+    assert {entry.get("swap_mib") for entry in starts} == {str(expected // MIB)}
     assert judged.verdict["swap_mib"] == str(expected // MIB)
     assert v2.swap_used.get(LIMITED_SWAP, 0) > 0, "memory.swap.current never above 0 while the hog climbed"
     # Killed later than the same stack without swap could be: past the stack's own latest step
