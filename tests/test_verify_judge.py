@@ -488,12 +488,12 @@ def test_pods_on_nodes_with_different_swap_are_judged_apart() -> None:
         "swap_mib=64; each kill in an announced step (predicted_steps=10..13 seen=8(early),7(early)); "
         "each kill on time (predicted=9..13s seen=7,6)"
     )
-    # A third pod whose line was not read: judged apart, by the settings alone.
-    observed.pods_seen.add("hog-3")
+    # A third pod whose line was not read: judged apart, by the settings alone (the pods' order is their names').
+    observed.pods_seen.add("hog-0")
     assert [c.detail.partition(";")[0] for c in judge.checks_for(PACED, observed, 2, [])] == [
+        "swap_mib=unread",
         "swap_mib=0",
         "swap_mib=64",
-        "swap_mib=unread",
     ]
     assert judge.swap_read(PACED, observed) == "0,64"
     # Where every line read says the same, a pod not read is judged with them, and no swap read says none.
@@ -502,6 +502,22 @@ def test_pods_on_nodes_with_different_swap_are_judged_apart() -> None:
     observed.starts = {"hog-1": SINGLE_HOG_START}
     assert judge.swap_read(PACED, observed) is None
     assert judge.swap_read(PACED, verify.Observed()) is None
+
+
+def test_supervised_pods_killed_whole_on_nodes_with_different_swap_are_judged_apart() -> None:
+    paced = dataclasses.replace(PACED, supervised=True)
+    observed = killed_in("hog-1", (11, 10), (12, 11))
+    other = killed_in("hog-2", (8, 7), (7, 6))
+    observed.deaths |= other.deaths
+    observed.back_offs |= other.back_offs
+    observed.pods_seen |= other.pods_seen
+    observed.starts = {"hog-1": {**SWAP_START, "oom_group": "1"}, "hog-2": GROUP_WORKER_START}
+    checks = judge.checks_for(paced, observed, 2, [])
+    assert [(c.name, c.status, c.detail) for c in checks] == [
+        ("pods hog-1", "passed", "supervised_end=group-kill swap_mib=64"),
+        ("pods hog-2", "passed", "supervised_end=group-kill"),
+    ]
+    assert judge.swap_read(paced, observed) == "0,64"
 
 
 def test_a_kill_after_a_step_waits_for_its_hogs_start_line_a_kill_at_start_does_not() -> None:
