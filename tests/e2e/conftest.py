@@ -52,6 +52,21 @@ REGISTRY = "/usr/bin/docker-registry"
 LAST = "test_alert_chain.py"
 
 
+# Each module's wall time, from its first test's start to its last test's end (setup and teardown in it): what the
+# CI budget is made of, and what the v2 node's thread runs beside (module_s, at the end).
+MODULE_SPANS: dict[str, list[float]] = {}
+
+
+def pytest_runtest_logstart(location: tuple[str, int | None, str]) -> None:
+    MODULE_SPANS.setdefault(Path(location[0]).stem.removeprefix("test_"), [time.monotonic(), time.monotonic()])
+
+
+def pytest_runtest_logfinish(location: tuple[str, int | None, str]) -> None:
+    span = MODULE_SPANS.get(Path(location[0]).stem.removeprefix("test_"))
+    if span is not None:
+        span[1] = time.monotonic()
+
+
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
     if report.failed and "tests/e2e/" in report.nodeid:
         reason = (report.longreprtext.strip().splitlines() or ["?"])[-1][:300]
@@ -62,6 +77,9 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     if not FACTS and not LINES:
         return
     terminalreporter.section("what make e2e found")
+    if MODULE_SPANS:
+        spans = " ".join(f"{name}:{end - begin:.0f}" for name, (begin, end) in MODULE_SPANS.items())
+        terminalreporter.write_line(f"e2e module_s={spans}")
     for key, value in FACTS.items():
         separator = ": " if key.startswith("failed ") else "="
         terminalreporter.write_line(f"e2e {key}{separator}{value}")
