@@ -576,7 +576,12 @@ def _read_start(observed: Observed, prediction: Prediction, pod: str, log: str, 
     if prediction.supervised:
         fields.update(oom_group=start.get("oom_group", NO_OOM_GROUP), supervised_end=read.supervised_end)
     if read.swap_mib:
+        # and what it moves: the steps and seconds the pod's kill is now held to (the stack's output says neither)
         fields["swap_mib"] = read.swap_mib
+        if read.steps is not None:
+            fields["predicted_steps"] = f"{read.steps.earliest}..{read.steps.latest}"
+        if read.earliest is not None and read.latest is not None:
+            fields["predicted_seconds"] = f"{read.earliest:g}..{read.latest:g}"
     seen(Event("hog_start", fields))
 
 

@@ -50,7 +50,11 @@ def v2(v2node: V2Scenarios) -> Collected:
         if judged is None:
             continue
         on_node = judged.nodes.get(NAME, {})
-        swap = f" qos=Burstable swap_mib={judged.verdict.get('swap_mib', 'none')}" if name == LIMITED_SWAP else ""
+        swap = ""
+        if name == LIMITED_SWAP:  # and the seconds verify moved the stack's prediction to by that swap
+            moved = next((e for e in judged.lines if e.get("event") == "hog_start" and "predicted_seconds" in e), {})
+            swap = f" qos=Burstable swap_mib={judged.verdict.get('swap_mib', 'none')}"
+            swap += f" moved_s={moved.get('predicted_seconds', 'none')}"
         line(
             f"node={NAME} cgroup={on_node.get('cgroup', 'v2')} single_process_oom_kill={str(single_process).lower()} "
             f"model={model} stack={name}{swap} "
