@@ -53,7 +53,16 @@ TARGETS = (
             "tests/test_verify.py",
         ),
     ),
-    Target("infra/table.py", ("tests/test_settings.py", "tests/test_settings_table.py", "tests/test_demo.py")),
+    Target(
+        "infra/table.py",
+        (
+            "tests/test_settings.py",
+            "tests/test_settings_table.py",
+            "tests/test_demo.py",
+            "tests/test_program_vpa.py",  # the rules of vpa, vpaMaxMb and a ceiling with a VPA
+            "tests/test_program_request.py",  # memoryRequestMb's
+        ),
+    ),
     Target("oomtools/resize/predict.py", ("tests/test_resize.py",)),
     Target("oomtools/verify/vpa.py", ("tests/test_verify_vpa.py",)),
     Target(

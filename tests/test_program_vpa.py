@@ -92,3 +92,25 @@ def test_without_vpa_nothing_changes() -> None:
 def test_a_setting_a_vpa_cannot_work_with_is_refused_in_one_line(config: dict[str, str], refusal: str) -> None:
     with pytest.raises(Exception, match=rf"^invalid config {refusal}"):
         render({**stack_config("dev"), "memoryLimitMb": "128", **config})
+
+
+@pytest.mark.parametrize(
+    ("model", "room"),
+    [("single", 184), ("supervised", 168)],  # VPA's most, 200, less one interpreter's 16 MiB, or two's 32
+)
+def test_with_a_vpa_a_ceiling_may_reach_vpas_most_less_the_interpreters_and_no_further(model: str, room: int) -> None:
+    config = {**stack_config("dev"), "memoryLimitMb": "128", "vpa": "Auto", "vpaMaxMb": "200", "processModel": model}
+    render({**config, "memoryCeilingMb": str(room)})  # exactly the room: taken
+    who = "the interpreter takes" if model == "single" else "for each of two interpreters"
+    refusal = (
+        rf"^invalid config oom-killer:memoryCeilingMb={room + 1}: must be 0 \(no ceiling\) or at most {room} with vpa: "
+        rf"VPA's most \(vpaMaxMb, 200\) less up to {200 - room} MiB {who}, so that it can hold once VPA gives it the "
+        r"room$"
+    )
+    with pytest.raises(Exception, match=refusal):
+        render({**config, "memoryCeilingMb": str(room + 1)})
+
+
+def test_vpas_most_may_be_the_limit_itself() -> None:
+    rendered = render({**stack_config("dev"), "memoryLimitMb": "128", "vpa": "Auto", "vpaMaxMb": "128"})
+    assert vpas(rendered)[0]["spec"]["resourcePolicy"]["containerPolicies"][0]["maxAllowed"] == {"memory": "128Mi"}
