@@ -1,8 +1,9 @@
 """A memory limit changed in place on the real kubelet (issue 31, part 3): `oom-killer resize`, as VPA's updater
-patches a pod, against a hog that holds at 75% of its limit. Each of the three outcomes:
+patches a pod, against a hog that grows (killed) or holds at 75% of its limit (refused, held). Each of the three
+outcomes:
 
-- killed: the limit lowered under the hog's ceiling while it grows, above what it is charged: the kubelet applies
-  it, and the hog's steps reach it (OOMKilled, 137), in the steps predicted; its restart keeps the new limit;
+- killed: the limit lowered while the hog grows, above what it is charged: the kubelet applies it, and the hog's
+  steps reach it (OOMKilled, 137), in the steps predicted; its restart keeps the new limit;
 - refused: once it holds, lowered below its charge: the kubelet's check refuses it (PodResizeInProgress, reason
   Error, `cannot decrease memory limits`), and it is withdrawn;
 - held: then lowered, but above that charge: applied, and the hog runs on under it.
